@@ -1,0 +1,146 @@
+//! A Ballista executor embedded with Sluice's functions, operators and storage.
+//!
+//! Every executor — a separate `sluice executor` process or one of the embedded
+//! cluster's — resolves plans with the same function registry (DataFusion's, Spark's and
+//! Sluice's), decodes Sluice's operators with [`SluicePhysicalCodec`], and reads and
+//! writes through the same object stores as the scheduler, so a plan that runs embedded
+//! runs on a remote executor too.
+//!
+//! ```no_run
+//! # async fn start() -> Result<(), sluice_executor::ExecutorError> {
+//! let settings = sluice_executor::ExecutorSettings {
+//!     scheduler_host: "127.0.0.1".into(),
+//!     scheduler_port: 50050,
+//!     ..Default::default()
+//! };
+//! sluice_executor::run_executor(settings).await?; // until SIGTERM or Ctrl-C
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use sluice_jobs::SluicePhysicalCodec;
+
+/// Errors of the executor crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// Ballista refused the configuration or the executor stopped with an error.
+    #[error("executor (scheduler {scheduler}): {source}")]
+    Ballista {
+        /// The scheduler it was registered with.
+        scheduler: String,
+        /// Ballista's error.
+        #[source]
+        source: Box<ballista_core::error::BallistaError>,
+    },
+}
+
+/// The executor crate's result type.
+pub type Result<T, E = ExecutorError> = std::result::Result<T, E>;
+
+/// How an executor process starts.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// The scheduler's host.
+    pub scheduler_host: String,
+    /// The scheduler's gRPC port.
+    pub scheduler_port: u16,
+    /// The address the executor's services bind to.
+    pub bind_host: String,
+    /// The host the scheduler and other executors reach this one at.
+    pub external_host: Option<String>,
+    /// Arrow Flight port (shuffle reads).
+    pub flight_port: u16,
+    /// The executor's gRPC port (task launch and cancel).
+    pub grpc_port: u16,
+    /// Task slots; 0 means one per CPU.
+    pub vcores: usize,
+    /// Memory for query execution (spills past it); `None` sizes it from the host.
+    pub memory_bytes: Option<u64>,
+    /// Where shuffle files and spills go; a fresh temporary directory when `None`.
+    pub work_dir: Option<PathBuf>,
+    /// A fixed executor id; a fresh one when `None`.
+    pub executor_id: Option<String>,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            scheduler_host: "127.0.0.1".into(),
+            scheduler_port: 50050,
+            bind_host: "127.0.0.1".into(),
+            external_host: None,
+            flight_port: 50051,
+            grpc_port: 50052,
+            vcores: 0,
+            memory_bytes: None,
+            work_dir: None,
+            executor_id: None,
+        }
+    }
+}
+
+/// The Ballista executor configuration for `settings`, with Sluice's hooks installed.
+pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
+    let work_dir = settings
+        .work_dir
+        .as_ref()
+        .map(|dir| dir.display().to_string());
+    let temp_dir = work_dir.clone();
+    let runtime_producer: RuntimeProducer = Arc::new(move |_config| {
+        let mut builder = RuntimeEnvBuilder::new();
+        if let Some(dir) = &temp_dir {
+            builder = builder.with_temp_file_path(dir);
+        }
+        let runtime = builder.build_arc()?;
+        sluice_jobs::session::register_storage(&runtime);
+        Ok(runtime)
+    });
+    let config_producer: ConfigProducer = Arc::new(sluice_jobs::session::default_session_config);
+    let defaults = ExecutorProcessConfig::default();
+    let mut config = ExecutorProcessConfig {
+        bind_host: settings.bind_host.clone(),
+        external_host: settings.external_host.clone(),
+        port: settings.flight_port,
+        grpc_port: settings.grpc_port,
+        scheduler_host: settings.scheduler_host.clone(),
+        scheduler_port: settings.scheduler_port,
+        // Wait for a scheduler that is still starting rather than exit at once.
+        scheduler_connect_timeout_seconds: 30,
+        vcores: if settings.vcores == 0 {
+            defaults.vcores
+        } else {
+            settings.vcores
+        },
+        work_dir,
+        memory_pool_size: settings.memory_bytes,
+        // Heartbeats drive liveness on the scheduler; a minute is too slow to notice a
+        // lost executor in a batch run.
+        executor_heartbeat_interval_seconds: 5,
+        print_thread_info: false,
+        override_function_registry: Some(Arc::new(sluice_jobs::session::function_registry())),
+        override_runtime_producer: Some(runtime_producer),
+        override_config_producer: Some(config_producer),
+        override_physical_codec: Some(Arc::new(SluicePhysicalCodec::default())),
+        ..defaults
+    };
+    if let Some(id) = &settings.executor_id {
+        config.executor_id = id.clone();
+    }
+    config
+}
+
+/// Runs an executor until it is told to stop (SIGTERM, Ctrl-C or the scheduler).
+pub async fn run_executor(settings: ExecutorSettings) -> Result<()> {
+    let scheduler = format!("{}:{}", settings.scheduler_host, settings.scheduler_port);
+    start_executor_process(Arc::new(process_config(&settings)))
+        .await
+        .map_err(|source| ExecutorError::Ballista {
+            scheduler,
+            source: Box::new(source),
+        })
+}

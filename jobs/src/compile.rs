@@ -1,0 +1,627 @@
+//! Compilation of a definition into DataFusion logical plans, one per output.
+//!
+//! ```text
+//! definition + params ──► sources resolved, listed, typed ──► steps applied to `input`
+//!                                                             ──► params bound ──► plans
+//! ```
+//!
+//! Compiling reads the sources' listings and schemas (so unknown columns and type errors
+//! in expressions are found before anything runs) but no data.
+
+use std::collections::BTreeMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::Column;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, SortExpr, cast, col, lit};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::TryStreamExt;
+
+use crate::conf::JobSettings;
+use crate::definition::{
+    DedupeStep, JobDefinition, OutputSpec, SourceFormat, SourceSpec, Step, WriteMode, position,
+};
+use crate::error::{JobError, Position, Result};
+use crate::params::BoundParams;
+use crate::types::{parse_byte_size, parse_column_type};
+use crate::write::{HIVE_DEFAULT_PARTITION, STAGING_DIR};
+
+/// The default target size of output files, as Spark's `maxPartitionBytes`.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
+
+/// A definition with its params bound and its `conf` resolved: everything needed to
+/// build the session a run plans in.
+#[derive(Debug, Clone)]
+pub struct PreparedJob {
+    /// The definition.
+    pub definition: JobDefinition,
+    /// Where it came from, for error messages.
+    pub origin: String,
+    /// The run's typed params.
+    pub params: BoundParams,
+    /// The resolved `conf`.
+    pub settings: JobSettings,
+}
+
+/// A source as resolved for one run.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// The source's name.
+    pub name: String,
+    /// Its location as a URL (a glob stays a glob).
+    pub location: String,
+    /// How many files it matched.
+    pub files: usize,
+    /// Hive partition columns found below it, with their types.
+    pub partition_columns: Vec<(String, DataType)>,
+}
+
+/// One output's plan.
+#[derive(Debug, Clone)]
+pub struct CompiledOutput {
+    /// The output's name.
+    pub name: String,
+    /// The output location as a URL, no trailing `/`.
+    pub location: String,
+    /// Hive partition columns.
+    pub partition_by: Vec<String>,
+    /// What happens to data already there.
+    pub mode: WriteMode,
+    /// Roll to a new file past this many bytes.
+    pub target_file_size: u64,
+    /// The logical plan of the rows to write, params bound.
+    pub plan: LogicalPlan,
+}
+
+/// A run's compiled plans.
+#[derive(Debug, Clone)]
+pub struct CompiledJob {
+    /// The sources as resolved.
+    pub sources: Vec<ResolvedSource>,
+    /// The outputs, in definition order.
+    pub outputs: Vec<CompiledOutput>,
+}
+
+impl PreparedJob {
+    /// Binds raw `name=value` params and resolves `conf`.
+    pub fn prepare(
+        definition: JobDefinition,
+        origin: &str,
+        raw_params: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let params = BoundParams::bind(&definition, raw_params)?;
+        let settings = JobSettings::from_conf(&definition.conf, origin)?;
+        Ok(Self {
+            definition,
+            origin: origin.to_owned(),
+            params,
+            settings,
+        })
+    }
+
+    /// A session context configured for this job (Spark functions and defaults, the
+    /// job's `conf`).
+    pub fn session_context(&self) -> Result<SessionContext> {
+        let config = crate::session::session_config(&self.settings.session)
+            .map_err(|err| JobError::datafusion("configuring the session", err))?;
+        let state = crate::session::session_state(config)
+            .map_err(|err| JobError::datafusion("configuring the session", err))?;
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Compiles the job in `ctx`. Relative local paths resolve against `base_dir`.
+    pub async fn compile(&self, ctx: &SessionContext, base_dir: &FsPath) -> Result<CompiledJob> {
+        let definition = &self.definition;
+        let mut sources = Vec::new();
+        for (name, source) in &definition.sources {
+            let at = position(&self.origin, &source.referenced);
+            sources.push(
+                self.register_source(ctx, name, &source.value, &at, base_dir)
+                    .await?,
+            );
+        }
+        let input = definition.input_source().ok_or_else(|| JobError::Invalid {
+            at: self.top(),
+            field: "input".into(),
+            message: "name the source the steps start from".into(),
+        })?;
+        let mut frame = ctx
+            .table(input)
+            .await
+            .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
+        for (index, step) in definition.steps.iter().enumerate() {
+            let at = position(&self.origin, &step.referenced);
+            let field = format!("steps[{index}].{}", step.value.kind());
+            frame = apply_step(ctx, frame, &step.value)
+                .await
+                .map_err(|message| JobError::Invalid {
+                    at,
+                    field,
+                    message,
+                })?;
+        }
+        let frame = frame
+            .with_param_values(self.params.placeholder_values())
+            .map_err(|err| JobError::Invalid {
+                at: self.top(),
+                field: "params".into(),
+                message: format!("binding params: {}", strip_context(&err)),
+            })?;
+        let mut outputs = Vec::new();
+        for (index, output) in definition.outputs.iter().enumerate() {
+            let at = position(&self.origin, &output.referenced);
+            outputs.push(
+                self.compile_output(ctx, &frame, index, &output.value, &at, base_dir)
+                    .await?,
+            );
+        }
+        Ok(CompiledJob { sources, outputs })
+    }
+
+    fn top(&self) -> Position {
+        Position {
+            origin: self.origin.clone(),
+            line: 0,
+            column: 0,
+        }
+    }
+
+    async fn register_source(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        spec: &SourceSpec,
+        at: &Position,
+        base_dir: &FsPath,
+    ) -> Result<ResolvedSource> {
+        let rendered = self
+            .params
+            .render(&spec.path, &format!("sources.{name}.path"))?;
+        let location = to_location(&rendered, base_dir, true);
+        let source_error = |message: String| JobError::Source {
+            source_name: name.to_owned(),
+            path: location.clone(),
+            message,
+        };
+        let url = ListingTableUrl::parse(&location).map_err(|err| source_error(strip_context(&err)))?;
+        let state = ctx.state();
+        let store = state
+            .runtime_env()
+            .object_store(&url)
+            .map_err(|err| source_error(strip_context(&err)))?;
+        let files: Vec<_> = url
+            .list_all_files(&state, store.as_ref(), "")
+            .await
+            .map_err(|err| source_error(strip_context(&err)))?
+            .try_collect()
+            .await
+            .map_err(|err| source_error(strip_context(&err)))?;
+        if files.is_empty() {
+            return Err(JobError::SourceEmpty {
+                source_name: name.to_owned(),
+                path: location,
+            });
+        }
+
+        // Hive partition folders: the same keys in every file's path, typed from values.
+        let mut keys: Option<Vec<String>> = None;
+        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for file in &files {
+            let Some(segments) = url.strip_prefix(&file.location) else {
+                continue;
+            };
+            let segments: Vec<&str> = segments.collect();
+            let folders = &segments[..segments.len().saturating_sub(1)];
+            let pairs: Vec<(String, String)> = folders
+                .iter()
+                .filter_map(|segment| segment.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let file_keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+            match &keys {
+                None => keys = Some(file_keys),
+                Some(expected) if *expected != file_keys => {
+                    return Err(source_error(format!(
+                        "files are partitioned inconsistently: [{}] here, [{}] at {}",
+                        expected.join(", "),
+                        file_keys.join(", "),
+                        file.location
+                    )));
+                }
+                Some(_) => {}
+            }
+            for (key, value) in pairs {
+                values.entry(key).or_default().push(value);
+            }
+        }
+        let mut partition_columns = Vec::new();
+        for key in keys.unwrap_or_default() {
+            let data_type = match spec.partitions.get(&key) {
+                Some(declared) => parse_column_type(&declared.0).map_err(|message| {
+                    JobError::Invalid {
+                        at: at.clone(),
+                        field: format!("sources.{name}.partitions.{key}"),
+                        message,
+                    }
+                })?,
+                None => infer_partition_type(values.get(&key).map(Vec::as_slice).unwrap_or(&[])),
+            };
+            partition_columns.push((key, data_type));
+        }
+
+        let format: Arc<dyn FileFormat> = match spec.format {
+            SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+            SourceFormat::Json => Arc::new(JsonFormat::default()),
+            SourceFormat::Csv => {
+                let csv = spec.csv.clone().unwrap_or_default();
+                let mut nulls: Vec<String> = vec![String::new()];
+                nulls.extend(csv.null_values.iter().map(|value| regex::escape(value)));
+                let mut format = CsvFormat::default()
+                    .with_has_header(csv.header)
+                    .with_delimiter(csv.delimiter.as_bytes().first().copied().unwrap_or(b','))
+                    .with_quote(csv.quote.as_bytes().first().copied().unwrap_or(b'"'))
+                    .with_null_regex(Some(format!("^({})$", nulls.join("|"))));
+                if !csv.infer_schema {
+                    format = format.with_schema_infer_max_rec(1);
+                }
+                Arc::new(format)
+            }
+        };
+        let options = ListingOptions::new(format)
+            .with_file_extension("")
+            .with_table_partition_cols(partition_columns.clone());
+        let mut schema = options
+            .infer_schema(&state, &url)
+            .await
+            .map_err(|err| source_error(format!("reading its schema: {}", strip_context(&err))))?;
+        let reads_strings = spec.format == SourceFormat::Csv
+            && !spec.csv.as_ref().is_some_and(|csv| csv.infer_schema);
+        if reads_strings {
+            schema = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|field| Field::new(field.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table = ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
+        ctx.register_table(name, Arc::new(table))
+            .map_err(|err| source_error(strip_context(&err)))?;
+        Ok(ResolvedSource {
+            name: name.to_owned(),
+            location,
+            files: files.len(),
+            partition_columns,
+        })
+    }
+
+    async fn compile_output(
+        &self,
+        ctx: &SessionContext,
+        frame: &DataFrame,
+        index: usize,
+        spec: &OutputSpec,
+        at: &Position,
+        base_dir: &FsPath,
+    ) -> Result<CompiledOutput> {
+        let rendered = self
+            .params
+            .render(&spec.path, &format!("outputs[{index}].path"))?;
+        let location = to_location(&rendered, base_dir, false)
+            .trim_end_matches('/')
+            .to_owned();
+        let invalid = |field: &str, message: String| JobError::Invalid {
+            at: at.clone(),
+            field: format!("outputs[{index}].{field}"),
+            message,
+        };
+        let schema = frame.schema();
+        for column in &spec.partition_by {
+            if schema.field_with_unqualified_name(column).is_err() {
+                return Err(invalid(
+                    "partition_by",
+                    format!(
+                        "`{column}` is not a column of the result (columns: {})",
+                        column_list(frame)
+                    ),
+                ));
+            }
+        }
+        if spec.partition_by.len() == schema.fields().len() {
+            return Err(invalid(
+                "partition_by",
+                "cannot partition by every column: no data columns would be left".into(),
+            ));
+        }
+        let target_file_size = match &spec.target_file_size {
+            Some(size) => parse_byte_size(size).map_err(|m| invalid("target_file_size", m))?,
+            None => DEFAULT_TARGET_FILE_SIZE,
+        };
+        if spec.mode == WriteMode::ErrorIfExists
+            && output_has_data(ctx, &location).await.map_err(|message| JobError::Output {
+                output: spec.name.clone(),
+                path: location.clone(),
+                message,
+            })?
+        {
+            return Err(JobError::Output {
+                output: spec.name.clone(),
+                path: location,
+                message: "already holds data and the mode is error_if_exists".into(),
+            });
+        }
+        Ok(CompiledOutput {
+            name: spec.name.clone(),
+            location,
+            partition_by: spec.partition_by.clone(),
+            mode: spec.mode,
+            target_file_size,
+            plan: frame.logical_plan().clone(),
+        })
+    }
+}
+
+/// True when a visible data file exists below an output location.
+async fn output_has_data(ctx: &SessionContext, location: &str) -> std::result::Result<bool, String> {
+    let url = ListingTableUrl::parse(format!("{location}/")).map_err(|e| strip_context(&e))?;
+    let store = ctx
+        .runtime_env()
+        .object_store(&url)
+        .map_err(|e| strip_context(&e))?;
+    let mut listing = store.list(Some(url.prefix()));
+    match listing.try_next().await {
+        Ok(next) => Ok(next.is_some()),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Applies one step; errors are the message to show beside the step's position.
+async fn apply_step(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    step: &Step,
+) -> std::result::Result<DataFrame, String> {
+    let fail = |err: datafusion::error::DataFusionError| strip_context(&err);
+    match step {
+        Step::Select(columns) => {
+            require_columns(&frame, columns)?;
+            let exprs: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
+            frame.select(exprs).map_err(fail)
+        }
+        Step::Rename(renames) => {
+            require_columns(&frame, renames.keys())?;
+            let mut frame = frame;
+            for (old, new) in renames {
+                frame = frame.with_column_renamed(old, new).map_err(fail)?;
+            }
+            Ok(frame)
+        }
+        Step::Drop(columns) => {
+            require_columns(&frame, columns)?;
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            frame.drop_columns(&names).map_err(fail)
+        }
+        Step::Derive(derive) => {
+            let expr = frame
+                .parse_sql_expr(&derive.expr)
+                .map_err(|err| format!("`{}`: {}", derive.expr, strip_context(&err)))?;
+            check_expr(&frame, &expr, &derive.expr)?;
+            frame.with_column(&derive.column, expr).map_err(fail)
+        }
+        Step::Filter(predicate) => {
+            let expr = frame
+                .parse_sql_expr(predicate)
+                .map_err(|err| format!("`{predicate}`: {}", strip_context(&err)))?;
+            check_expr(&frame, &expr, predicate)?;
+            frame.filter(expr).map_err(fail)
+        }
+        Step::Cast(columns) => {
+            require_columns(&frame, columns.keys())?;
+            let mut frame = frame;
+            for (name, ty) in columns {
+                let data_type = parse_column_type(&ty.0).map_err(|m| format!("`{name}`: {m}"))?;
+                frame = frame
+                    .with_column(name, cast(column(name), data_type))
+                    .map_err(fail)?;
+            }
+            Ok(frame)
+        }
+        Step::Trim(columns) => {
+            let schema = frame.schema().clone();
+            let targets: Vec<String> = if columns.is_empty() {
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| is_string(f.data_type()))
+                    .map(|f| f.name().clone())
+                    .collect()
+            } else {
+                require_columns(&frame, columns)?;
+                columns.clone()
+            };
+            let mut frame = frame;
+            for name in &targets {
+                let field = schema
+                    .field_with_unqualified_name(name)
+                    .map_err(|err| strip_context(&err))?;
+                if !is_string(field.data_type()) {
+                    return Err(format!(
+                        "`{name}` is {}, not a string; trim applies to strings",
+                        field.data_type()
+                    ));
+                }
+                let trimmed = datafusion::functions::string::expr_fn::btrim(vec![column(name)]);
+                frame = frame.with_column(name, trimmed).map_err(fail)?;
+            }
+            Ok(frame)
+        }
+        Step::Dedupe(dedupe) => apply_dedupe(frame, dedupe),
+        Step::Sql(query) => {
+            ctx.register_table("input", frame.into_view()).map_err(fail)?;
+            let result = ctx.sql(query).await;
+            // `input` is the previous result only for this step.
+            let _ = ctx.deregister_table("input");
+            let result = result.map_err(|err| strip_context(&err))?;
+            Ok(result)
+        }
+    }
+}
+
+fn apply_dedupe(frame: DataFrame, dedupe: &DedupeStep) -> std::result::Result<DataFrame, String> {
+    const ROW: &str = "__sluice_dedupe_row";
+    require_columns(&frame, &dedupe.keys)?;
+    let mut ordering: Vec<SortExpr> = Vec::new();
+    for entry in &dedupe.order_by {
+        ordering.push(parse_ordering(&frame, entry)?);
+    }
+    let window = datafusion::functions_window::expr_fn::row_number()
+        .partition_by(dedupe.keys.iter().map(|k| column(k)).collect())
+        .order_by(ordering)
+        .build()
+        .map_err(|err| strip_context(&err))?
+        .alias(ROW);
+    frame
+        .window(vec![window])
+        .and_then(|f| f.filter(col(ROW).eq(lit(1u64))))
+        .and_then(|f| f.drop_columns(&[ROW]))
+        .map_err(|err| strip_context(&err))
+}
+
+/// `expr [asc|desc] [nulls first|nulls last]`, with Spark's null order by default.
+fn parse_ordering(frame: &DataFrame, entry: &str) -> std::result::Result<SortExpr, String> {
+    let mut text = entry.trim().to_owned();
+    let mut nulls_first: Option<bool> = None;
+    let lower = text.to_ascii_lowercase();
+    if let Some(stripped) = lower.strip_suffix("nulls first") {
+        nulls_first = Some(true);
+        text.truncate(stripped.trim_end().len());
+    } else if let Some(stripped) = lower.strip_suffix("nulls last") {
+        nulls_first = Some(false);
+        text.truncate(stripped.trim_end().len());
+    }
+    let lower = text.to_ascii_lowercase();
+    let mut ascending = true;
+    if let Some(stripped) = lower.strip_suffix(" desc") {
+        ascending = false;
+        text.truncate(stripped.trim_end().len());
+    } else if let Some(stripped) = lower.strip_suffix(" asc") {
+        text.truncate(stripped.trim_end().len());
+    }
+    let expr = frame
+        .parse_sql_expr(&text)
+        .map_err(|err| format!("order_by `{entry}`: {}", strip_context(&err)))?;
+    check_expr(frame, &expr, entry)?;
+    // Spark: NULLS FIRST for ascending, NULLS LAST for descending.
+    Ok(expr.sort(ascending, nulls_first.unwrap_or(ascending)))
+}
+
+/// Type-checks an expression against the frame, so a bad column or type is reported
+/// at the step that wrote it.
+fn check_expr(frame: &DataFrame, expr: &Expr, text: &str) -> std::result::Result<(), String> {
+    use datafusion::logical_expr::ExprSchemable;
+    expr.get_type(frame.schema())
+        .map(|_| ())
+        .map_err(|err| format!("`{text}`: {}", strip_context(&err)))
+}
+
+fn require_columns<'a>(
+    frame: &DataFrame,
+    names: impl IntoIterator<Item = &'a String>,
+) -> std::result::Result<(), String> {
+    for name in names {
+        if frame.schema().field_with_unqualified_name(name).is_err() {
+            return Err(format!(
+                "no column `{name}` (columns: {})",
+                column_list(frame)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn column_list(frame: &DataFrame) -> String {
+    frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column by its exact name (no SQL identifier normalization, no `.` splitting).
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// The message of a DataFusion error without its "Error during planning:" wrappers.
+pub fn strip_context(err: &datafusion::error::DataFusionError) -> String {
+    err.message().trim().to_owned()
+}
+
+/// Partition values typed as Spark infers them: int, bigint, date, else string.
+fn infer_partition_type(values: &[String]) -> DataType {
+    let present: Vec<&String> = values
+        .iter()
+        .filter(|v| v.as_str() != HIVE_DEFAULT_PARTITION)
+        .collect();
+    if present.is_empty() {
+        return DataType::Utf8;
+    }
+    if present.iter().all(|v| v.parse::<i32>().is_ok()) {
+        DataType::Int32
+    } else if present.iter().all(|v| v.parse::<i64>().is_ok()) {
+        DataType::Int64
+    } else if present
+        .iter()
+        .all(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() && v.len() == 10)
+    {
+        DataType::Date32
+    } else {
+        DataType::Utf8
+    }
+}
+
+/// A path as a URL: URLs pass through, local paths become absolute `file://` URLs
+/// (relative ones against `base_dir`); an existing local directory of a source gets
+/// a trailing `/` so it is listed as a folder.
+pub fn to_location(path: &str, base_dir: &FsPath, is_source: bool) -> String {
+    if path.contains("://") {
+        return path.to_owned();
+    }
+    let local: PathBuf = if FsPath::new(path).is_absolute() {
+        PathBuf::from(path)
+    } else {
+        base_dir.join(path)
+    };
+    let mut text = local.display().to_string();
+    if is_source && local.is_dir() && !text.ends_with('/') {
+        text.push('/');
+    }
+    format!("file://{text}")
+}
+
+/// The staging folder of a run below an output (for cleanup and commit).
+pub fn staging_folder(output_location: &str, run_id: &str) -> String {
+    format!("{output_location}/{STAGING_DIR}/{run_id}")
+}

@@ -1,0 +1,202 @@
+//! A job's `conf`: Spark keys mapped to the DataFusion / Ballista settings that mean the
+//! same, DataFusion and Ballista keys passed through, and a warning for every key that
+//! means nothing here — never silently ignored.
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionConfig;
+
+use crate::definition::Literal;
+use crate::error::{JobError, Position, Result};
+use crate::types::parse_byte_size;
+
+/// Parquet compression of outputs (`spark.sql.parquet.compression.codec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Spark's default.
+    #[default]
+    Snappy,
+    /// Zstandard.
+    Zstd,
+    /// Gzip.
+    Gzip,
+    /// No compression.
+    Uncompressed,
+}
+
+impl Compression {
+    /// The infix Spark puts in file names (`part-…​.snappy.parquet`).
+    pub fn file_infix(self) -> &'static str {
+        match self {
+            Compression::Snappy => ".snappy",
+            Compression::Zstd => ".zstd",
+            Compression::Gzip => ".gz",
+            Compression::Uncompressed => "",
+        }
+    }
+}
+
+/// What a job's `conf` resolves to.
+#[derive(Debug, Clone, Default)]
+pub struct JobSettings {
+    /// DataFusion / Ballista session settings, `key = value`.
+    pub session: BTreeMap<String, String>,
+    /// Output compression.
+    pub compression: Compression,
+    /// Keys accepted but without effect here, with the reason.
+    pub warnings: Vec<String>,
+}
+
+impl JobSettings {
+    /// Resolves a job's `conf` map.
+    pub fn from_conf(conf: &BTreeMap<String, Literal>, origin: &str) -> Result<Self> {
+        let mut settings = JobSettings::default();
+        for (key, value) in conf {
+            let text = value.to_string();
+            let invalid = |message: String| JobError::Invalid {
+                at: Position {
+                    origin: origin.to_owned(),
+                    line: 0,
+                    column: 0,
+                },
+                field: format!("conf.{key}"),
+                message,
+            };
+            match key.as_str() {
+                "spark.sql.shuffle.partitions" | "spark.default.parallelism" => {
+                    let partitions: usize = text
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| invalid(format!("`{text}` is not a positive number")))?;
+                    settings.session.insert(
+                        "datafusion.execution.target_partitions".into(),
+                        partitions.to_string(),
+                    );
+                }
+                "spark.sql.autoBroadcastJoinThreshold" => {
+                    let bytes = if text.trim() == "-1" {
+                        0
+                    } else {
+                        parse_byte_size(value).map_err(invalid)?
+                    };
+                    settings.session.insert(
+                        "datafusion.optimizer.hash_join_single_partition_threshold".into(),
+                        bytes.to_string(),
+                    );
+                }
+                "spark.sql.session.timeZone" => {
+                    settings
+                        .session
+                        .insert("datafusion.execution.time_zone".into(), text);
+                }
+                "spark.sql.caseSensitive" => {
+                    let sensitive: bool = text
+                        .parse()
+                        .map_err(|_| invalid(format!("`{text}` is not true or false")))?;
+                    settings.session.insert(
+                        "datafusion.sql_parser.enable_ident_normalization".into(),
+                        (!sensitive).to_string(),
+                    );
+                }
+                "spark.sql.parquet.compression.codec" => {
+                    settings.compression = match text.to_ascii_lowercase().as_str() {
+                        "snappy" => Compression::Snappy,
+                        "zstd" => Compression::Zstd,
+                        "gzip" => Compression::Gzip,
+                        "none" | "uncompressed" => Compression::Uncompressed,
+                        other => {
+                            return Err(invalid(format!(
+                                "`{other}` is not a codec Sluice writes (snappy, zstd, gzip, none)"
+                            )));
+                        }
+                    };
+                }
+                "spark.executor.memory"
+                | "spark.executor.cores"
+                | "spark.executor.instances"
+                | "spark.driver.memory"
+                | "spark.driver.cores"
+                | "spark.executor.memoryOverhead"
+                | "spark.dynamicAllocation.enabled"
+                | "spark.dynamicAllocation.maxExecutors"
+                | "spark.dynamicAllocation.minExecutors" => {
+                    settings.warnings.push(format!(
+                        "conf {key}={text}: executors are sized and counted where they start \
+                         (`sluice executor --vcores/--memory`, or the autoscaler), not per \
+                         job; it has no effect on this run"
+                    ));
+                }
+                "spark.sql.adaptive.enabled" | "spark.sql.adaptive.coalescePartitions.enabled" => {
+                    settings.warnings.push(format!(
+                        "conf {key}={text}: Ballista plans stages up front; it has no effect"
+                    ));
+                }
+                _ if key.starts_with("datafusion.") || key.starts_with("ballista.") => {
+                    // Checked against the real option set so a typo fails now, not later.
+                    let mut probe = SessionConfig::new();
+                    if key.starts_with("datafusion.") {
+                        probe
+                            .options_mut()
+                            .set(key, &text)
+                            .map_err(|err| invalid(err.to_string()))?;
+                    }
+                    settings.session.insert(key.clone(), text);
+                }
+                _ if key.starts_with("spark.") => {
+                    settings.warnings.push(format!(
+                        "conf {key}={text}: no equivalent in Sluice; it has no effect"
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "unknown key (use spark.*, datafusion.* or ballista.* keys)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_keys_map_or_warn() {
+        let conf = BTreeMap::from([
+            (
+                "spark.sql.shuffle.partitions".to_owned(),
+                Literal::Int(8),
+            ),
+            (
+                "spark.executor.memory".to_owned(),
+                Literal::Text("4g".into()),
+            ),
+            (
+                "spark.sql.parquet.compression.codec".to_owned(),
+                Literal::Text("zstd".into()),
+            ),
+        ]);
+        let settings = JobSettings::from_conf(&conf, "job.yaml").unwrap();
+        assert_eq!(
+            settings.session.get("datafusion.execution.target_partitions"),
+            Some(&"8".to_owned())
+        );
+        assert_eq!(settings.compression, Compression::Zstd);
+        assert_eq!(settings.warnings.len(), 1);
+        assert!(settings.warnings[0].contains("spark.executor.memory"));
+    }
+
+    #[test]
+    fn unknown_datafusion_keys_are_errors() {
+        let conf = BTreeMap::from([(
+            "datafusion.execution.no_such_option".to_owned(),
+            Literal::Int(1),
+        )]);
+        let err = JobSettings::from_conf(&conf, "job.yaml").unwrap_err();
+        assert!(err.to_string().contains("conf.datafusion.execution.no_such_option"));
+    }
+}

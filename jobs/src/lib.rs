@@ -1,0 +1,66 @@
+//! Sluice job definitions: the model, its validation, and its compilation into
+//! DataFusion plans that Ballista runs distributed — plus the operators, codec and
+//! session that every Sluice process (scheduler, executor, embedded) shares.
+//!
+//! ```text
+//!  YAML ──► JobDefinition ──► PreparedJob (params bound, conf resolved)
+//!                                  │ compile (lists sources, reads schemas)
+//!                                  ▼
+//!                             CompiledJob: one LogicalPlan per output
+//!                                  │ scheduler: physical plan + ParquetWriteExec
+//!                                  ▼
+//!                  executors write staged Parquet ──► scheduler commits
+//! ```
+//!
+//! ```
+//! let yaml = r#"
+//! apiVersion: sluice/v1
+//! name: claims_cleanse
+//! params:
+//!   run_month: {type: string, required: true}
+//! sources:
+//!   claims: {format: csv, path: "landing/claims"}
+//! steps:
+//!   - filter: "fill_month = $run_month"
+//! outputs:
+//!   - {name: claims, path: staging/claims, partition_by: [fill_month]}
+//! "#;
+//! let definition = sluice_jobs::JobDefinition::from_yaml(yaml, "claims.yaml").unwrap();
+//! assert_eq!(definition.name, "claims_cleanse");
+//!
+//! let err = sluice_jobs::JobDefinition::from_yaml("apiVersion: sluice/v1\nnme: x\n", "bad.yaml")
+//!     .unwrap_err();
+//! assert!(err.to_string().starts_with("bad.yaml:2:1"));
+//! ```
+
+mod codec;
+mod compile;
+mod conf;
+pub mod datagen;
+mod definition;
+mod error;
+mod params;
+pub mod session;
+mod storage;
+mod types;
+mod write;
+
+pub use codec::SluicePhysicalCodec;
+pub use compile::{
+    CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, ResolvedSource,
+    staging_folder, strip_context, to_location,
+};
+pub use conf::{Compression, JobSettings};
+pub use definition::{
+    API_VERSION, ApiVersion, ColumnType, CsvOptions, DedupeStep, DeriveStep, JobDefinition,
+    Literal, OutputFormat, OutputSpec, ParamSpec, ParamType, SourceFormat, SourceSpec, Step,
+    WriteMode, json_schema,
+};
+pub use error::{JobError, Position, Result};
+pub use params::{BoundParams, ParamValue};
+pub use storage::{SparkLayoutStore, is_hidden_segment};
+pub use types::{parse_byte_size, parse_column_type};
+pub use write::{
+    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile,
+    manifest_schema,
+};

@@ -1,0 +1,90 @@
+//! The DataFusion session every Sluice process uses — scheduler, executors and the
+//! embedded cluster alike: Spark's functions (datafusion-spark, through Ballista's
+//! `spark-compat`), Spark's defaults where DataFusion's differ, and storage that hides
+//! Spark's hidden paths.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ballista_core::extension::{
+    SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions,
+    ballista_window_functions,
+};
+use ballista_core::registry::BallistaFunctionRegistry;
+use datafusion::error::Result as DataFusionResult;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionConfig;
+use object_store::local::LocalFileSystem;
+
+use crate::codec::SluicePhysicalCodec;
+use crate::storage::SparkLayoutStore;
+
+/// Settings where Spark and DataFusion disagree, set the way Spark has them.
+const SPARK_DEFAULTS: &[(&str, &str)] = &[
+    // Spark sorts NULLs first in ascending order and last in descending order.
+    ("datafusion.sql_parser.default_null_ordering", "nulls_min"),
+    // Spark 4 runs in ANSI mode: an invalid cast is an error, try_cast gives NULL.
+    ("datafusion.execution.enable_ansi_mode", "true"),
+];
+
+/// A session config with Ballista's extensions, Sluice's codecs, Spark's defaults, and
+/// then `settings` (a job's resolved `conf`) on top.
+pub fn session_config(settings: &BTreeMap<String, String>) -> DataFusionResult<SessionConfig> {
+    let mut config = SessionConfig::new_with_ballista()
+        .with_information_schema(true)
+        .with_ballista_physical_extension_codec(Arc::new(SluicePhysicalCodec::default()));
+    for (key, value) in SPARK_DEFAULTS {
+        config.options_mut().set(key, value)?;
+    }
+    for (key, value) in settings {
+        if key.starts_with("datafusion.") {
+            config.options_mut().set(key, value)?;
+        } else {
+            config = config.set_str(key, value);
+        }
+    }
+    Ok(config)
+}
+
+/// The default session config (no job settings).
+pub fn default_session_config() -> SessionConfig {
+    session_config(&BTreeMap::new()).unwrap_or_else(|_| SessionConfig::new_with_ballista())
+}
+
+/// A runtime whose object stores hide Spark's hidden paths from listings.
+pub fn runtime_env() -> DataFusionResult<Arc<RuntimeEnv>> {
+    let runtime = RuntimeEnvBuilder::new().build_arc()?;
+    register_storage(&runtime);
+    Ok(runtime)
+}
+
+/// Registers Sluice's stores on a runtime (the local filesystem for now).
+pub fn register_storage(runtime: &RuntimeEnv) {
+    if let Ok(url) = url::Url::parse("file://") {
+        runtime.register_object_store(
+            &url,
+            Arc::new(SparkLayoutStore::new(Arc::new(LocalFileSystem::new()))),
+        );
+    }
+}
+
+/// A session state for planning: Spark's and DataFusion's functions, Ballista's
+/// optimizer rules, Sluice's storage.
+pub fn session_state(config: SessionConfig) -> DataFusionResult<SessionState> {
+    Ok(SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime_env()?)
+        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_scalar_functions(ballista_scalar_functions())
+        .with_aggregate_functions(ballista_aggregate_functions())
+        .with_window_functions(ballista_window_functions())
+        .build())
+}
+
+/// The functions executors resolve plans against: DataFusion's, Spark's and Sluice's.
+pub fn function_registry() -> BallistaFunctionRegistry {
+    BallistaFunctionRegistry::default()
+}

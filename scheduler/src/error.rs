@@ -1,0 +1,96 @@
+//! The one error type of the scheduler crate, and its mapping to gRPC statuses.
+
+use crate::run::RunId;
+
+/// Everything that can go wrong in the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The definition, its params or its sources are not usable; nothing was written.
+    #[error(transparent)]
+    Job(#[from] sluice_jobs::JobError),
+    /// No run has this id.
+    #[error("no run `{0}`")]
+    RunNotFound(RunId),
+    /// The run store could not be opened, read or written.
+    #[error("run store {path}: {message}")]
+    Store {
+        /// The store file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Ballista failed to plan, schedule or run a job.
+    #[error("{context}: {source}")]
+    Ballista {
+        /// What the scheduler was doing.
+        context: String,
+        /// Ballista's error.
+        #[source]
+        source: Box<ballista_core::error::BallistaError>,
+    },
+    /// A run's Ballista job failed on the executors.
+    #[error("output `{output}`: the job failed: {message}")]
+    JobFailed {
+        /// The output being written.
+        output: String,
+        /// Ballista's reason.
+        message: String,
+    },
+    /// The run was cancelled.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// Committing staged files failed; the output keeps its previous data.
+    #[error("output `{output}` ({location}): commit failed: {message}")]
+    Commit {
+        /// The output.
+        output: String,
+        /// Its location.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The scheduler's listener or server failed.
+    #[error("scheduler server on {address}: {message}")]
+    Server {
+        /// The address.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SchedulerError {
+    pub(crate) fn ballista(
+        context: impl Into<String>,
+        source: ballista_core::error::BallistaError,
+    ) -> Self {
+        Self::Ballista {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn store(path: &std::path::Path, message: impl std::fmt::Display) -> Self {
+        Self::Store {
+            path: path.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<SchedulerError> for tonic::Status {
+    fn from(err: SchedulerError) -> Self {
+        let message = err.to_string();
+        match err {
+            SchedulerError::Job(job) if job.is_invalid_definition() => {
+                tonic::Status::invalid_argument(message)
+            }
+            SchedulerError::RunNotFound(_) => tonic::Status::not_found(message),
+            SchedulerError::Cancelled => tonic::Status::cancelled(message),
+            _ => tonic::Status::internal(message),
+        }
+    }
+}
+
+/// The scheduler crate's result type.
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;

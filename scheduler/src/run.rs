@@ -1,0 +1,176 @@
+//! Runs: one execution of a job definition with bound params, and its durable record.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Identifies a run: `r-<UTC timestamp>-<random>`, so ids sort by submission time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A fresh id.
+    pub fn generate() -> Self {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        Self(format!(
+            "r-{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%3f"),
+            &random[..8]
+        ))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for RunId {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, not started.
+    Queued,
+    /// Its Ballista jobs are running or its outputs are being committed.
+    Running,
+    /// Every output committed.
+    Succeeded,
+    /// It failed; no output of it is visible.
+    Failed,
+    /// Cancelled by a user; no output of it is visible.
+    Cancelled,
+    /// The scheduler stopped while it was in flight; no output of it is visible.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// True once the run can change no more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+
+    /// The status as users read it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What a run wrote to one output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The output's name.
+    pub name: String,
+    /// Its location.
+    pub location: String,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// The committed files, relative to the location.
+    pub files: Vec<String>,
+    /// The Hive partitions written (`fill_month=2024-01`).
+    pub partitions: Vec<String>,
+}
+
+/// How far a run has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Stages finished, over all outputs' Ballista jobs so far.
+    pub stages_done: u32,
+    /// Stages planned, over all outputs' Ballista jobs so far.
+    pub stages_total: u32,
+    /// Rows written by finished write tasks.
+    pub rows_so_far: u64,
+    /// The output being computed now.
+    pub current_output: String,
+}
+
+/// The durable record of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub run_id: RunId,
+    /// The job's name.
+    pub job: String,
+    /// Where the definition came from.
+    pub origin: String,
+    /// The params, typed and with defaults applied, as text.
+    pub params: BTreeMap<String, String>,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// When it was accepted.
+    pub submitted_at: DateTime<Utc>,
+    /// When its first Ballista job was submitted.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Rows read from the sources.
+    pub rows_read: u64,
+    /// Per output, what was committed.
+    pub outputs: Vec<OutputRecord>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Conf keys without effect, and similar notes.
+    pub warnings: Vec<String>,
+    /// How far it has come.
+    pub progress: Progress,
+    /// The Ballista job ids, one per output, in order.
+    pub ballista_jobs: Vec<String>,
+}
+
+impl RunRecord {
+    /// A new queued run.
+    pub fn new(
+        run_id: RunId,
+        job: String,
+        origin: String,
+        params: BTreeMap<String, String>,
+        warnings: Vec<String>,
+    ) -> Self {
+        Self {
+            run_id,
+            job,
+            origin,
+            params,
+            status: RunStatus::Queued,
+            submitted_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            rows_read: 0,
+            outputs: Vec::new(),
+            error: None,
+            warnings,
+            progress: Progress::default(),
+            ballista_jobs: Vec::new(),
+        }
+    }
+
+    /// Moves the run to a final status.
+    pub fn finish(&mut self, status: RunStatus, error: Option<String>) {
+        self.status = status;
+        self.error = error;
+        self.finished_at = Some(Utc::now());
+    }
+}

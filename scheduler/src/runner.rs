@@ -1,0 +1,552 @@
+//! The run lifecycle: validate and compile a submission, run one Ballista job per output
+//! on the executors, commit every output once all jobs succeeded, and record each change.
+//!
+//! ```text
+//! SubmitRun ─► compile (errors return at once; nothing written) ─► queued
+//!    ─► running: per output, physical plan + ParquetWriteExec ─► Ballista job
+//!    ─► all jobs succeeded ─► commit outputs ─► succeeded
+//!    └► a job failed / cancelled ─► staged files discarded ─► failed / cancelled
+//! ```
+//!
+//! Run records change only through [`Runs::update`], which writes the store and wakes
+//! watchers. Run tasks are owned by the manager's `JoinSet`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballista_core::JobId;
+use ballista_core::client::BallistaClient;
+use ballista_core::serde::protobuf::{PartitionLocation, job_status};
+use ballista_core::serde::scheduler::PartitionId;
+use ballista_scheduler::cluster::JobState;
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use ballista_scheduler::state::execution_stage::ExecutionStage;
+use chrono::Utc;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use futures::TryStreamExt;
+use sluice_jobs::{
+    CompiledJob, JobDefinition, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec,
+    WrittenFile,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::commit;
+use crate::error::{Result, SchedulerError};
+use crate::run::{RunId, RunRecord, RunStatus};
+use crate::store::RunStore;
+
+/// How often a running job's status is read.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Ballista's scheduler, as Sluice embeds it.
+pub type BallistaScheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+/// A submission, as the API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    /// The definition's YAML text, or `None` to use `registered_job`.
+    pub definition_yaml: Option<String>,
+    /// The name of a registered job.
+    pub registered_job: Option<String>,
+    /// Raw `name=value` params.
+    pub params: BTreeMap<String, String>,
+    /// Where the definition came from, for messages.
+    pub origin: String,
+    /// What relative local paths resolve against.
+    pub working_dir: Option<PathBuf>,
+}
+
+/// The run records and their watchers. The only place run state changes.
+#[derive(Debug)]
+pub struct Runs {
+    store: RunStore,
+    watchers: Mutex<HashMap<RunId, watch::Sender<RunRecord>>>,
+}
+
+impl Runs {
+    /// Wraps an opened store.
+    pub fn new(store: RunStore) -> Self {
+        Self {
+            store,
+            watchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn insert(&self, run: RunRecord) -> Result<()> {
+        self.store.put(&run)?;
+        let (sender, _) = watch::channel(run.clone());
+        if let Ok(mut watchers) = self.watchers.lock() {
+            watchers.insert(run.run_id.clone(), sender);
+        }
+        Ok(())
+    }
+
+    /// Changes a run, writes it to the store and tells its watchers.
+    pub fn update(&self, run_id: &RunId, change: impl FnOnce(&mut RunRecord)) -> Result<RunRecord> {
+        let mut run = self
+            .store
+            .get(run_id)?
+            .ok_or_else(|| SchedulerError::RunNotFound(run_id.clone()))?;
+        change(&mut run);
+        self.store.put(&run)?;
+        if let Ok(mut watchers) = self.watchers.lock() {
+            if let Some(sender) = watchers.get(run_id) {
+                sender.send_replace(run.clone());
+            }
+            if run.status.is_final() {
+                watchers.remove(run_id);
+            }
+        }
+        Ok(run)
+    }
+
+    /// One run.
+    pub fn get(&self, run_id: &RunId) -> Result<RunRecord> {
+        self.store
+            .get(run_id)?
+            .ok_or_else(|| SchedulerError::RunNotFound(run_id.clone()))
+    }
+
+    /// Runs, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.store.list(limit)
+    }
+
+    /// A receiver of the run's changes, or `None` once it is final.
+    pub fn watch(&self, run_id: &RunId) -> Option<watch::Receiver<RunRecord>> {
+        self.watchers
+            .lock()
+            .ok()
+            .and_then(|watchers| watchers.get(run_id).map(watch::Sender::subscribe))
+    }
+
+    fn registered_job(&self, name: &str) -> Result<Option<String>> {
+        self.store.registered_job(name)
+    }
+}
+
+/// Accepts runs and drives them to a final status.
+pub struct RunManager {
+    runs: Arc<Runs>,
+    ballista: BallistaScheduler,
+    job_state: Arc<dyn JobState>,
+    tasks: Mutex<JoinSet<()>>,
+    cancels: Mutex<HashMap<RunId, watch::Sender<bool>>>,
+}
+
+impl std::fmt::Debug for RunManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunManager").finish_non_exhaustive()
+    }
+}
+
+impl RunManager {
+    /// A manager over `runs` that runs jobs on `ballista`.
+    pub fn new(runs: Arc<Runs>, ballista: BallistaScheduler, job_state: Arc<dyn JobState>) -> Self {
+        Self {
+            runs,
+            ballista,
+            job_state,
+            tasks: Mutex::new(JoinSet::new()),
+            cancels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The run records.
+    pub fn runs(&self) -> &Arc<Runs> {
+        &self.runs
+    }
+
+    /// Validates and compiles a submission, records the run and starts it. Bad input
+    /// fails here, before anything is written.
+    pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
+        let yaml = match (&submission.definition_yaml, &submission.registered_job) {
+            (Some(yaml), _) => yaml.clone(),
+            (None, Some(name)) => self.runs.registered_job(name)?.ok_or_else(|| {
+                sluice_jobs::JobError::Param {
+                    name: "job".into(),
+                    message: format!("no job named `{name}` is registered on this scheduler"),
+                }
+            })?,
+            (None, None) => {
+                return Err(sluice_jobs::JobError::Param {
+                    name: "job".into(),
+                    message: "a submission needs a definition or a registered job name".into(),
+                }
+                .into());
+            }
+        };
+        let origin = if submission.origin.is_empty() {
+            "<submitted definition>".to_owned()
+        } else {
+            submission.origin.clone()
+        };
+        let definition = JobDefinition::from_yaml(&yaml, &origin)?;
+        let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?;
+        let ctx = prepared.session_context()?;
+        let base_dir = submission
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        let compiled = prepared.compile(&ctx, &base_dir).await?;
+
+        let run = RunRecord::new(
+            RunId::generate(),
+            prepared.definition.name.clone(),
+            origin,
+            prepared.params.to_text_map(),
+            prepared.settings.warnings.clone(),
+        );
+        self.runs.insert(run.clone())?;
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.insert(run.run_id.clone(), cancel_tx);
+        }
+        let execution = Execution {
+            runs: Arc::clone(&self.runs),
+            ballista: self.ballista.clone(),
+            job_state: Arc::clone(&self.job_state),
+            run_id: run.run_id.clone(),
+            job: prepared,
+            ctx: Arc::new(ctx),
+            compiled,
+            cancel: cancel_rx,
+        };
+        tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
+        if let Ok(mut tasks) = self.tasks.lock() {
+            // Reap finished runs so the set does not grow with history.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(execution.run());
+        }
+        Ok(run)
+    }
+
+    /// Executors with a live heartbeat.
+    pub fn alive_executors(&self) -> usize {
+        self.ballista.state.executor_manager.get_alive_executors().len()
+    }
+
+    /// Asks a run to stop: its Ballista jobs are cancelled on the executors and the run
+    /// ends `cancelled` with nothing committed.
+    pub fn cancel(&self, run_id: &RunId) -> Result<RunRecord> {
+        let run = self.runs.get(run_id)?;
+        if run.status.is_final() {
+            return Ok(run);
+        }
+        if let Ok(cancels) = self.cancels.lock()
+            && let Some(cancel) = cancels.get(run_id)
+        {
+            cancel.send_replace(true);
+        }
+        Ok(run)
+    }
+}
+
+/// One run in flight.
+struct Execution {
+    runs: Arc<Runs>,
+    ballista: BallistaScheduler,
+    job_state: Arc<dyn JobState>,
+    run_id: RunId,
+    job: PreparedJob,
+    ctx: Arc<SessionContext>,
+    compiled: CompiledJob,
+    cancel: watch::Receiver<bool>,
+}
+
+/// What one output's job produced, waiting for commit.
+struct Produced {
+    spec: WriteSpec,
+    mode: WriteMode,
+    files: Vec<WrittenFile>,
+}
+
+impl Execution {
+    async fn run(mut self) {
+        let run_id = self.run_id.clone();
+        let _ = self.runs.update(&run_id, |run| {
+            run.status = RunStatus::Running;
+            run.started_at = Some(Utc::now());
+        });
+        let specs = self.write_specs();
+        let outcome = self.execute(&specs).await;
+        let result = match outcome {
+            Ok(produced) => self.commit(produced).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(%run_id, "run succeeded");
+                let _ = self
+                    .runs
+                    .update(&run_id, |run| run.finish(RunStatus::Succeeded, None));
+            }
+            Err(err) => {
+                for spec in &specs {
+                    if let Ok(store) = self.store_for(spec) {
+                        commit::discard_staging(store, spec).await;
+                    }
+                }
+                let status = if matches!(err, SchedulerError::Cancelled) {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Failed
+                };
+                tracing::warn!(%run_id, error = %err, "run ended {}", status.as_str());
+                let _ = self
+                    .runs
+                    .update(&run_id, |run| run.finish(status, Some(err.to_string())));
+            }
+        }
+    }
+
+    fn write_specs(&self) -> Vec<WriteSpec> {
+        self.compiled
+            .outputs
+            .iter()
+            .map(|output| WriteSpec {
+                output: output.name.clone(),
+                location: output.location.clone(),
+                run_id: self.run_id.to_string(),
+                partition_by: output.partition_by.clone(),
+                target_file_size: output.target_file_size,
+                compression: self.job.settings.compression,
+            })
+            .collect()
+    }
+
+    fn store_for(&self, spec: &WriteSpec) -> Result<Arc<dyn object_store::ObjectStore>> {
+        let fail = |message: String| SchedulerError::Commit {
+            output: spec.output.clone(),
+            location: spec.location.clone(),
+            message,
+        };
+        let url = spec.store_url().map_err(|e| fail(e.to_string()))?;
+        self.ctx
+            .runtime_env()
+            .object_store(url)
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Runs every output's Ballista job; nothing is visible until [`Self::commit`].
+    async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
+        let mut produced = Vec::new();
+        let mut stages_before = (0u32, 0u32);
+        for (output, spec) in self.compiled.outputs.clone().iter().zip(specs) {
+            let state = self.ctx.state();
+            let physical = state
+                .create_physical_plan(&output.plan)
+                .await
+                .map_err(|err| sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err))?;
+            let write: Arc<dyn ExecutionPlan> = Arc::new(
+                ParquetWriteExec::try_new(physical, spec.clone()).map_err(|err| {
+                    sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err)
+                })?,
+            );
+            let job_name = format!("{}/{}/{}", self.job.definition.name, self.run_id, output.name);
+            let job_id = self
+                .ballista
+                .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
+                .await
+                .map_err(|err| SchedulerError::ballista(format!("submitting output `{}`", output.name), err))?;
+            tracing::info!(run_id = %self.run_id, output = %output.name, %job_id, "ballista job submitted");
+            self.runs.update(&self.run_id, |run| {
+                run.ballista_jobs.push(job_id.to_string());
+                run.progress.current_output = output.name.clone();
+            })?;
+            let locations = self.wait(&job_id, &output.name, &mut stages_before).await?;
+            let files = fetch_manifests(&locations, &output.name).await?;
+            let rows_read = self.rows_read(&job_id).await;
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            self.runs.update(&self.run_id, |run| {
+                run.rows_read += rows_read;
+                run.progress.rows_so_far += rows;
+            })?;
+            produced.push(Produced {
+                spec: spec.clone(),
+                mode: output.mode,
+                files,
+            });
+        }
+        Ok(produced)
+    }
+
+    /// Waits for a Ballista job to end, reporting progress; cancels it on request.
+    async fn wait(
+        &mut self,
+        job_id: &JobId,
+        output: &str,
+        stages_before: &mut (u32, u32),
+    ) -> Result<Vec<PartitionLocation>> {
+        let mut cancelled = false;
+        loop {
+            let status = self
+                .ballista
+                .state
+                .task_manager
+                .get_job_status(job_id)
+                .await
+                .map_err(|err| SchedulerError::ballista("reading job status", err))?;
+            if let Some(progress) = self.job_progress(job_id).await {
+                let (done, total) = (stages_before.0 + progress.0, stages_before.1 + progress.1);
+                self.runs.update(&self.run_id, |run| {
+                    run.progress.stages_done = done;
+                    run.progress.stages_total = total;
+                })?;
+            }
+            match status.and_then(|s| s.status) {
+                Some(job_status::Status::Successful(success)) => {
+                    if cancelled {
+                        return Err(SchedulerError::Cancelled);
+                    }
+                    if let Some((done, total)) = self.job_progress(job_id).await {
+                        stages_before.0 += done;
+                        stages_before.1 += total;
+                    }
+                    return Ok(success.partition_location);
+                }
+                Some(job_status::Status::Failed(failed)) => {
+                    if cancelled {
+                        return Err(SchedulerError::Cancelled);
+                    }
+                    return Err(SchedulerError::JobFailed {
+                        output: output.to_owned(),
+                        message: failed.error,
+                    });
+                }
+                _ => {}
+            }
+            if !cancelled && *self.cancel.borrow() {
+                cancelled = true;
+                tracing::info!(run_id = %self.run_id, %job_id, "cancelling ballista job");
+                self.ballista
+                    .cancel_job(job_id.clone())
+                    .await
+                    .map_err(|err| SchedulerError::ballista("cancelling job", err))?;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = self.cancel.changed(), if !cancelled => {}
+            }
+        }
+    }
+
+    /// (stages done, stages total) of a job.
+    async fn job_progress(&self, job_id: &JobId) -> Option<(u32, u32)> {
+        let jobs = self.ballista.state.task_manager.get_running_jobs().await.ok()?;
+        jobs.into_iter()
+            .find(|job| &job.job_id == job_id)
+            .map(|job| (job.completed_stages as u32, job.num_stages as u32))
+    }
+
+    /// Rows the job's source scans produced, from the metrics of its finished stages.
+    /// The finished graph reaches the job state just after the status does.
+    async fn rows_read(&self, job_id: &JobId) -> u64 {
+        for _ in 0..25 {
+            if let Ok(Some(graph)) = self.job_state.get_execution_graph(job_id).await {
+                return scanned_rows(graph.stages().values());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        0
+    }
+
+    /// Commits every output, in order. Only now do the run's files become visible.
+    async fn commit(&self, produced: Vec<Produced>) -> Result<()> {
+        if *self.cancel.borrow() {
+            return Err(SchedulerError::Cancelled);
+        }
+        for output in produced {
+            let store = self.store_for(&output.spec)?;
+            let record = commit::commit_output(store, &output.spec, output.mode, &output.files).await?;
+            self.runs.update(&self.run_id, |run| run.outputs.push(record))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the manifests the write tasks returned, from the executors that hold them.
+async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Result<Vec<WrittenFile>> {
+    let fail = |message: String| SchedulerError::JobFailed {
+        output: output.to_owned(),
+        message,
+    };
+    let mut files = Vec::new();
+    for location in locations {
+        let (Some(executor), Some(partition)) = (&location.executor_meta, &location.partition_id)
+        else {
+            return Err(fail("a write task reported no location".into()));
+        };
+        let mut client = BallistaClient::try_new(
+            &executor.host,
+            executor.port as u16,
+            16 * 1024 * 1024,
+            false,
+            None,
+            3,
+            200,
+            0,
+            0,
+        )
+        .await
+        .map_err(|err| fail(format!("connecting to executor {}: {err}", executor.id)))?;
+        let partition_id = PartitionId {
+            job_id: JobId::new(partition.job_id.clone()),
+            stage_id: partition.stage_id as usize,
+            partition_id: partition.partition_id as usize,
+        };
+        let stream = client
+            .fetch_partition(
+                &executor.id,
+                &partition_id,
+                location.file_id,
+                location.layout(),
+                true,
+            )
+            .await
+            .map_err(|err| fail(format!("reading a write manifest from {}: {err}", executor.id)))?;
+        let batches: Vec<_> = stream
+            .try_collect()
+            .await
+            .map_err(|err| fail(format!("reading a write manifest from {}: {err}", executor.id)))?;
+        for batch in &batches {
+            files.extend(
+                WrittenFile::from_manifest(batch).map_err(|err| fail(err.to_string()))?,
+            );
+        }
+    }
+    Ok(files)
+}
+
+/// Sums `output_rows` of the source scans in a job's successful stages. Ballista keeps
+/// stage metrics in the pre-order of the operators that have metrics.
+fn scanned_rows<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> u64 {
+    let mut rows = 0;
+    for stage in stages {
+        let ExecutionStage::Successful(stage) = stage else {
+            continue;
+        };
+        let mut index = 0usize;
+        let mut pending: Vec<Arc<dyn ExecutionPlan>> = vec![Arc::clone(&stage.plan)];
+        while let Some(plan) = pending.pop() {
+            if plan.metrics().is_some() {
+                if plan.children().is_empty()
+                    && plan.name() == "DataSourceExec"
+                    && let Some(metrics) = stage.stage_metrics.get(index)
+                {
+                    rows += metrics.output_rows().unwrap_or(0) as u64;
+                }
+                index += 1;
+            }
+            for child in plan.children().into_iter().rev() {
+                pending.push(Arc::clone(child));
+            }
+        }
+    }
+    rows
+}

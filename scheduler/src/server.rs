@@ -1,0 +1,155 @@
+//! The scheduler process: Ballista's `SchedulerGrpc` (executors register, heartbeat and
+//! report tasks) and Sluice's `JobService` on one port, over one run manager.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista_core::serde::BallistaCodec;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::metrics::default_metrics_collector;
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use sluice_jobs::SluicePhysicalCodec;
+use sluice_proto::JobServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::{Result, SchedulerError};
+use crate::runner::{BallistaScheduler, RunManager, Runs};
+use crate::service::JobServiceImpl;
+use crate::store::RunStore;
+
+/// How the scheduler starts.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// The address to bind.
+    pub bind_host: String,
+    /// The port to bind; 0 picks a free one.
+    pub port: u16,
+    /// The host executors and clients reach the scheduler at.
+    pub external_host: String,
+    /// The run store file.
+    pub run_store: PathBuf,
+    /// An executor silent for this long is considered lost and its tasks rerun.
+    pub executor_timeout: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            bind_host: "127.0.0.1".into(),
+            port: 50050,
+            external_host: "127.0.0.1".into(),
+            run_store: PathBuf::from("sluice-state/runs.redb"),
+            executor_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A started scheduler.
+pub struct Scheduler {
+    address: SocketAddr,
+    manager: Arc<RunManager>,
+    listener: TcpListener,
+    ballista: BallistaScheduler,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// Opens the run store, starts Ballista's scheduler and binds the port.
+    pub async fn start(settings: &SchedulerSettings) -> Result<Self> {
+        let address = format!("{}:{}", settings.bind_host, settings.port);
+        let server_error = |message: String| SchedulerError::Server {
+            address: address.clone(),
+            message,
+        };
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|err| server_error(err.to_string()))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|err| server_error(err.to_string()))?;
+        let store = RunStore::open(&settings.run_store)?;
+
+        let mut config = SchedulerConfig::default()
+            .with_hostname(settings.external_host.clone())
+            .with_port(bound.port())
+            .with_override_config_producer(Arc::new(sluice_jobs::session::default_session_config))
+            .with_override_session_builder(Arc::new(sluice_jobs::session::session_state))
+            .with_remove_executor_wait_secs(0);
+        config.override_physical_codec = Some(Arc::new(SluicePhysicalCodec::default()));
+        config.executor_timeout_seconds = settings.executor_timeout.as_secs().max(1);
+        config.expire_dead_executor_interval_seconds = 5;
+        let config = Arc::new(config);
+
+        let cluster = BallistaCluster::new_from_config(&config)
+            .await
+            .map_err(|err| SchedulerError::ballista("creating the cluster state", err))?;
+        let job_state = cluster.job_state();
+        let codec = BallistaCodec::new(
+            Arc::new(ballista_core::serde::BallistaLogicalExtensionCodec::default()),
+            Arc::new(SluicePhysicalCodec::default()),
+        );
+        let metrics = default_metrics_collector()
+            .map_err(|err| SchedulerError::ballista("creating metrics", err))?;
+        let mut ballista: BallistaScheduler = SchedulerServer::new(
+            config.scheduler_endpoint(),
+            cluster,
+            codec,
+            Arc::clone(&config),
+            metrics,
+        );
+        ballista
+            .init()
+            .await
+            .map_err(|err| SchedulerError::ballista("starting the Ballista scheduler", err))?;
+        let runs = Arc::new(Runs::new(store));
+        let manager = Arc::new(RunManager::new(runs, ballista.clone(), job_state));
+        Ok(Self {
+            address: bound,
+            manager,
+            listener,
+            ballista,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The run manager, for in-process use (the embedded cluster).
+    pub fn manager(&self) -> Arc<RunManager> {
+        Arc::clone(&self.manager)
+    }
+
+    /// Serves both gRPC services until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
+        let address = self.address.to_string();
+        let max_message = 64 * 1024 * 1024;
+        let ballista = SchedulerGrpcServer::new(self.ballista.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let jobs = JobServiceServer::new(JobServiceImpl::new(Arc::clone(&self.manager)));
+        tracing::info!(%address, "sluice scheduler serving JobService and Ballista SchedulerGrpc");
+        tonic::transport::Server::builder()
+            .add_service(ballista)
+            .add_service(jobs)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await
+            .map_err(|err| SchedulerError::Server {
+                address,
+                message: err.to_string(),
+            })
+    }
+}

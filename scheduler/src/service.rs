@@ -1,0 +1,180 @@
+//! `sluice.v1.JobService` over the run manager: the one place errors become statuses.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use sluice_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::run::{RunId, RunRecord, RunStatus};
+use crate::runner::{RunManager, Submission};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct JobServiceImpl {
+    manager: Arc<RunManager>,
+}
+
+impl JobServiceImpl {
+    /// Serves `manager`.
+    pub fn new(manager: Arc<RunManager>) -> Self {
+        Self { manager }
+    }
+}
+
+/// A run record as the API returns it.
+pub fn to_proto(run: &RunRecord) -> v1::Run {
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    v1::Run {
+        run_id: run.run_id.to_string(),
+        job: run.job.clone(),
+        params: run.params.clone().into_iter().collect(),
+        status: match run.status {
+            RunStatus::Queued => v1::RunStatus::Queued,
+            RunStatus::Running => v1::RunStatus::Running,
+            RunStatus::Succeeded => v1::RunStatus::Succeeded,
+            RunStatus::Failed => v1::RunStatus::Failed,
+            RunStatus::Cancelled => v1::RunStatus::Cancelled,
+            RunStatus::Interrupted => v1::RunStatus::Interrupted,
+        } as i32,
+        submitted_at: run.submitted_at.to_rfc3339(),
+        started_at: time(run.started_at),
+        finished_at: time(run.finished_at),
+        rows_read: run.rows_read,
+        outputs: run
+            .outputs
+            .iter()
+            .map(|output| v1::OutputResult {
+                name: output.name.clone(),
+                path: output.location.clone(),
+                rows_written: output.rows_written,
+                bytes_written: output.bytes_written,
+                files: output.files.clone(),
+                partitions: output.partitions.clone(),
+            })
+            .collect(),
+        error: run.error.clone().unwrap_or_default(),
+        warnings: run.warnings.clone(),
+        progress: Some(v1::Progress {
+            stages_done: run.progress.stages_done,
+            stages_total: run.progress.stages_total,
+            rows_so_far: run.progress.rows_so_far,
+            current_output: run.progress.current_output.clone(),
+        }),
+        ballista_jobs: run.ballista_jobs.clone(),
+        record_json: serde_json::to_string(run).unwrap_or_default(),
+    }
+}
+
+type RunEventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl sluice_proto::JobService for JobServiceImpl {
+    async fn submit_run(
+        &self,
+        request: Request<v1::SubmitRunRequest>,
+    ) -> Result<Response<v1::SubmitRunResponse>, Status> {
+        let request = request.into_inner();
+        let (definition_yaml, registered_job) = match request.job {
+            Some(v1::submit_run_request::Job::DefinitionYaml(yaml)) => (Some(yaml), None),
+            Some(v1::submit_run_request::Job::RegisteredJob(name)) => (None, Some(name)),
+            None => (None, None),
+        };
+        let submission = Submission {
+            definition_yaml,
+            registered_job,
+            params: request.params.into_iter().collect(),
+            origin: request.origin,
+            working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
+        };
+        let run = self.manager.submit(submission).await?;
+        Ok(Response::new(v1::SubmitRunResponse {
+            run_id: run.run_id.to_string(),
+            warnings: run.warnings,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let run_id = RunId::from(request.into_inner().run_id);
+        let run = self.manager.runs().get(&run_id)?;
+        Ok(Response::new(to_proto(&run)))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let limit = request.into_inner().limit as usize;
+        let runs = self.manager.runs().list(limit)?;
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: runs.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
+        let run_id = RunId::from(request.into_inner().run_id);
+        let run = self.manager.cancel(&run_id)?;
+        Ok(Response::new(to_proto(&run)))
+    }
+
+    type WatchRunStream = RunEventStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<v1::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let run_id = RunId::from(request.into_inner().run_id);
+        let current = self.manager.runs().get(&run_id)?;
+        let receiver = self.manager.runs().watch(&run_id);
+        let runs = Arc::clone(self.manager.runs());
+        let stream = async_stream(current, receiver, runs, run_id);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The run as it is now, then every change until it is final.
+fn async_stream(
+    current: RunRecord,
+    receiver: Option<tokio::sync::watch::Receiver<RunRecord>>,
+    runs: Arc<crate::runner::Runs>,
+    run_id: RunId,
+) -> impl Stream<Item = Result<v1::RunEvent, Status>> + Send {
+    let event = |run: &RunRecord| v1::RunEvent {
+        run: Some(to_proto(run)),
+        message: run.status.as_str().to_owned(),
+    };
+    futures::stream::unfold(
+        (Some(current), receiver, false),
+        move |(first, receiver, done)| {
+            let runs = Arc::clone(&runs);
+            let run_id = run_id.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if let Some(run) = first {
+                    let finished = run.status.is_final();
+                    return Some((Ok(event(&run)), (None, receiver, finished)));
+                }
+                let mut receiver = receiver?;
+                let run = match receiver.changed().await {
+                    Ok(()) => receiver.borrow_and_update().clone(),
+                    // The sender is dropped when the run ends: read the final record.
+                    Err(_) => match runs.get(&run_id) {
+                        Ok(run) => run,
+                        Err(err) => return Some((Err(Status::from(err)), (None, None, true))),
+                    },
+                };
+                let finished = run.status.is_final();
+                Some((Ok(event(&run)), (None, Some(receiver), finished)))
+            }
+        },
+    )
+}

@@ -1,0 +1,206 @@
+//! The `sluice` command line: one binary, one subcommand per role or action.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sluice: Spark-compatible batch jobs on Apache DataFusion Ballista.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job on an embedded cluster (scheduler + executors in this process).
+    Run(RunArgs),
+    /// Generate sample pharmacy claims and run the example jobs on an embedded cluster.
+    Demo(DemoArgs),
+    /// Check a job definition without running it.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of job definitions.
+    Schema,
+    /// Run the scheduler (Ballista scheduler + Sluice JobService).
+    Scheduler(SchedulerArgs),
+    /// Run an executor that registers with a scheduler.
+    Executor(ExecutorArgs),
+    /// Submit a run to a scheduler.
+    Submit(SubmitArgs),
+    /// List runs.
+    Runs(RunsArgs),
+    /// Show one run.
+    Status(StatusArgs),
+    /// Cancel a run.
+    Cancel(CancelArgs),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable summary.
+    #[default]
+    Text,
+    /// The run record as JSON.
+    Json,
+}
+
+/// Where the scheduler is.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerAddress {
+    /// The scheduler's URL (`http://host:port` or `host:port`).
+    #[arg(long = "scheduler", env = "SLUICE_SCHEDULER", default_value = "http://127.0.0.1:50050")]
+    pub url: String,
+}
+
+/// `sluice run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job definition (YAML).
+    pub file: PathBuf,
+    /// A parameter, `name=value`; repeat for more.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Executors to start.
+    #[arg(long, default_value_t = 2)]
+    pub executors: usize,
+    /// Where the embedded run store lives.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    pub state_dir: PathBuf,
+}
+
+/// `sluice demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the sample data and outputs go.
+    #[arg(long, default_value = "sluice-demo")]
+    pub dir: PathBuf,
+    /// Claim lines to generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub rows: usize,
+    /// Random seed of the sample.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `sluice validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The job definition (YAML).
+    pub file: PathBuf,
+    /// Params; when every required one is given, the sources are read and expressions
+    /// are checked against their columns.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+/// `sluice scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// The address to bind.
+    #[arg(long, env = "SLUICE_SCHEDULER__BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// The port for Ballista's and Sluice's gRPC services.
+    #[arg(long, env = "SLUICE_SCHEDULER__PORT", default_value_t = 50050)]
+    pub port: u16,
+    /// The host executors and clients reach this scheduler at.
+    #[arg(long, env = "SLUICE_SCHEDULER__EXTERNAL_HOST")]
+    pub external_host: Option<String>,
+    /// Where the run store lives.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    pub state_dir: PathBuf,
+    /// Seconds without a heartbeat after which an executor is lost.
+    #[arg(long, env = "SLUICE_SCHEDULER__EXECUTOR_TIMEOUT", default_value_t = 30)]
+    pub executor_timeout_secs: u64,
+}
+
+/// `sluice executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, `host:port`.
+    #[arg(long, env = "SLUICE_SCHEDULER", default_value = "127.0.0.1:50050")]
+    pub scheduler: String,
+    /// The address to bind.
+    #[arg(long, env = "SLUICE_EXECUTOR__BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    /// The host the scheduler and other executors reach this one at.
+    #[arg(long, env = "SLUICE_EXECUTOR__EXTERNAL_HOST")]
+    pub external_host: Option<String>,
+    /// Arrow Flight port (shuffle).
+    #[arg(long, env = "SLUICE_EXECUTOR__PORT", default_value_t = 50051)]
+    pub port: u16,
+    /// gRPC port (task launch).
+    #[arg(long, env = "SLUICE_EXECUTOR__GRPC_PORT", default_value_t = 50052)]
+    pub grpc_port: u16,
+    /// Task slots; 0 means one per CPU.
+    #[arg(long, env = "SLUICE_EXECUTOR__VCORES", default_value_t = 0)]
+    pub vcores: usize,
+    /// Memory for query execution, e.g. `4GiB` (spills past it).
+    #[arg(long, env = "SLUICE_EXECUTOR__MEMORY")]
+    pub memory: Option<String>,
+    /// Where shuffle files and spills go.
+    #[arg(long, env = "SLUICE_EXECUTOR__WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// `sluice submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The job definition (YAML).
+    pub file: PathBuf,
+    /// A parameter, `name=value`; repeat for more.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Wait for the run to end, showing progress; exit non-zero if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Show at most this many runs, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run's id.
+    pub run_id: String,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The run's id.
+    pub run_id: String,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}

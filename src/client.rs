@@ -1,0 +1,307 @@
+//! The client side of `JobService`: submit, watch, list, show and cancel runs, and the
+//! readable summaries the CLI prints.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use futures::StreamExt;
+use sluice_proto::JobServiceClient;
+use sluice_proto::v1;
+use tonic::transport::Channel;
+
+use crate::cli::OutputFormat;
+use crate::error::{CliError, Result};
+
+/// A connected JobService client.
+pub type Client = JobServiceClient<Channel>;
+
+/// Connects to the scheduler at `url` (`http://host:port` or `host:port`).
+pub async fn connect(url: &str) -> Result<Client> {
+    let url = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    let unreachable = |message: String| CliError::Unreachable {
+        url: url.clone(),
+        message,
+    };
+    let endpoint = Channel::from_shared(url.clone())
+        .map_err(|err| unreachable(err.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|err| {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        unreachable(message)
+    })?;
+    Ok(JobServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}
+
+/// Parses `name=value` arguments.
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(name, value)| (name.trim().to_owned(), value.to_owned()))
+                .ok_or_else(|| CliError::Usage(format!("--param `{pair}`: write name=value")))
+        })
+        .collect()
+}
+
+/// Reads a definition file and submits it; returns the run id.
+pub async fn submit_file(client: &mut Client, file: &Path, params: &[String]) -> Result<String> {
+    let yaml = std::fs::read_to_string(file).map_err(|source| CliError::Io {
+        context: format!("cannot read job definition {}", file.display()),
+        source,
+    })?;
+    let params = parse_params(params)?;
+    submit_text(client, yaml, &file.display().to_string(), params).await
+}
+
+/// Submits a definition's text; returns the run id. Relative local paths in it resolve
+/// against this process's working directory.
+pub async fn submit_text(
+    client: &mut Client,
+    yaml: String,
+    origin: &str,
+    params: BTreeMap<String, String>,
+) -> Result<String> {
+    let working_dir = std::env::current_dir()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    let response = client
+        .submit_run(v1::SubmitRunRequest {
+            job: Some(v1::submit_run_request::Job::DefinitionYaml(yaml)),
+            params: params.into_iter().collect(),
+            origin: origin.to_owned(),
+            working_dir,
+        })
+        .await?
+        .into_inner();
+    for warning in &response.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(response.run_id)
+}
+
+/// Follows a run until it ends, printing progress to stderr when `show_progress`.
+pub async fn wait(client: &mut Client, run_id: &str, show_progress: bool) -> Result<v1::Run> {
+    let mut events = client
+        .watch_run(v1::WatchRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut last_line = String::new();
+    let mut last_run = None;
+    while let Some(event) = events.next().await {
+        let Some(run) = event?.run else { continue };
+        if show_progress {
+            let line = progress_line(&run);
+            if line != last_line {
+                eprintln!("{line}");
+                last_line = line;
+            }
+        }
+        let done = is_final(run.status);
+        last_run = Some(run);
+        if done {
+            break;
+        }
+    }
+    match last_run {
+        Some(run) if is_final(run.status) => Ok(run),
+        // The stream ended early (scheduler restarted): read the record as it is.
+        _ => Ok(client
+            .get_run(v1::GetRunRequest {
+                run_id: run_id.to_owned(),
+            })
+            .await?
+            .into_inner()),
+    }
+}
+
+fn is_final(status: i32) -> bool {
+    !matches!(
+        v1::RunStatus::try_from(status),
+        Ok(v1::RunStatus::Queued | v1::RunStatus::Running | v1::RunStatus::Unspecified)
+    )
+}
+
+/// The status of a run as users read it.
+pub fn status_name(status: i32) -> &'static str {
+    match v1::RunStatus::try_from(status) {
+        Ok(v1::RunStatus::Queued) => "queued",
+        Ok(v1::RunStatus::Running) => "running",
+        Ok(v1::RunStatus::Succeeded) => "succeeded",
+        Ok(v1::RunStatus::Failed) => "failed",
+        Ok(v1::RunStatus::Cancelled) => "cancelled",
+        Ok(v1::RunStatus::Interrupted) => "interrupted",
+        _ => "unknown",
+    }
+}
+
+fn progress_line(run: &v1::Run) -> String {
+    let progress = run.progress.clone().unwrap_or_default();
+    let mut line = format!("{} {}: {}", run.run_id, run.job, status_name(run.status));
+    if progress.stages_total > 0 {
+        line.push_str(&format!(
+            ", stages {}/{}",
+            progress.stages_done, progress.stages_total
+        ));
+    }
+    if !progress.current_output.is_empty() && !is_final(run.status) {
+        line.push_str(&format!(", writing `{}`", progress.current_output));
+    }
+    if progress.rows_so_far > 0 {
+        line.push_str(&format!(", {} rows so far", thousands(progress.rows_so_far)));
+    }
+    line
+}
+
+/// Turns a final run into the command's result: an error unless it succeeded.
+pub fn require_success(run: &v1::Run) -> Result<()> {
+    if v1::RunStatus::try_from(run.status) == Ok(v1::RunStatus::Succeeded) {
+        Ok(())
+    } else {
+        Err(CliError::RunFailed {
+            run_id: run.run_id.clone(),
+            status: status_name(run.status).to_owned(),
+            error: run.error.clone(),
+        })
+    }
+}
+
+/// Prints a run as text or as its JSON record.
+pub fn print_run(run: &v1::Run, format: OutputFormat) {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            let _ = writeln!(out, "{}", run.record_json);
+        }
+        OutputFormat::Text => {
+            let _ = write!(out, "{}", summary(run));
+        }
+    }
+}
+
+/// A readable summary of a run.
+pub fn summary(run: &v1::Run) -> String {
+    let mut text = format!(
+        "run {}  job {}  {}",
+        run.run_id,
+        run.job,
+        status_name(run.status)
+    );
+    if let (Ok(start), Ok(end)) = (
+        chrono::DateTime::parse_from_rfc3339(&run.submitted_at),
+        chrono::DateTime::parse_from_rfc3339(&run.finished_at),
+    ) {
+        let seconds = (end - start).num_milliseconds() as f64 / 1000.0;
+        text.push_str(&format!(" in {seconds:.1}s"));
+    }
+    text.push('\n');
+    if !run.params.is_empty() {
+        let mut params: Vec<_> = run.params.iter().collect();
+        params.sort();
+        let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!("  params     {}\n", params.join(" ")));
+    }
+    if run.rows_read > 0 {
+        text.push_str(&format!("  rows read  {}\n", thousands(run.rows_read)));
+    }
+    for output in &run.outputs {
+        text.push_str(&format!(
+            "  output {}  {} rows, {} files, {} → {}\n",
+            output.name,
+            thousands(output.rows_written),
+            output.files.len(),
+            bytes(output.bytes_written),
+            output.path.strip_prefix("file://").unwrap_or(&output.path)
+        ));
+        if !output.partitions.is_empty() {
+            let shown: Vec<&str> = output.partitions.iter().take(6).map(String::as_str).collect();
+            let more = output.partitions.len().saturating_sub(shown.len());
+            text.push_str(&format!(
+                "    partitions {}{}\n",
+                shown.join(", "),
+                if more > 0 { format!(" (+{more} more)") } else { String::new() }
+            ));
+        }
+    }
+    for warning in &run.warnings {
+        text.push_str(&format!("  warning    {warning}\n"));
+    }
+    if !run.error.is_empty() {
+        text.push_str(&format!("  error      {}\n", run.error));
+    }
+    text
+}
+
+/// Prints a table of runs.
+pub fn print_runs(runs: &[v1::Run], format: OutputFormat) {
+    let mut out = std::io::stdout().lock();
+    if format == OutputFormat::Json {
+        let records: Vec<serde_json::Value> = runs
+            .iter()
+            .filter_map(|run| serde_json::from_str(&run.record_json).ok())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&records).unwrap_or_default()
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:<24} {:<12} {:<26} {:>12}",
+        "RUN", "JOB", "STATUS", "SUBMITTED", "ROWS WRITTEN"
+    );
+    for run in runs {
+        let written: u64 = run.outputs.iter().map(|o| o.rows_written).sum();
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<12} {:<26} {:>12}",
+            run.run_id,
+            run.job,
+            status_name(run.status),
+            run.submitted_at.get(..19).unwrap_or(&run.submitted_at),
+            thousands(written)
+        );
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,112 @@
+//! The embedded cluster of `sluice run` and `sluice demo`: a scheduler and executors in
+//! this process on loopback ports, the local filesystem as storage, a run store file.
+//! The same code as the distributed processes, and the same API between them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_executor::ExecutorSettings;
+use sluice_scheduler::{RunManager, Scheduler, SchedulerSettings};
+use tokio::task::JoinSet;
+
+use crate::client::{self, Client};
+use crate::error::{CliError, Result};
+
+/// A scheduler and executors running in this process until it is dropped.
+pub struct EmbeddedCluster {
+    address: SocketAddr,
+    manager: Arc<RunManager>,
+    // Owned so they stop with the cluster.
+    _tasks: JoinSet<()>,
+    _work_dirs: Vec<tempfile::TempDir>,
+}
+
+impl EmbeddedCluster {
+    /// Starts the scheduler and `executors` executors, and waits until they registered.
+    pub async fn start(state_dir: &Path, executors: usize) -> Result<Self> {
+        let settings = SchedulerSettings {
+            bind_host: "127.0.0.1".into(),
+            port: 0,
+            external_host: "127.0.0.1".into(),
+            run_store: state_dir.join("runs.redb"),
+            ..SchedulerSettings::default()
+        };
+        let scheduler = Scheduler::start(&settings).await?;
+        let address = scheduler.address();
+        let manager = scheduler.manager();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            if let Err(err) = scheduler.serve(std::future::pending()).await {
+                tracing::error!(%err, "embedded scheduler stopped");
+            }
+        });
+        let mut work_dirs = Vec::new();
+        for index in 0..executors {
+            let work_dir = tempfile::Builder::new()
+                .prefix("sluice-executor-")
+                .tempdir()
+                .map_err(|source| CliError::Io {
+                    context: "creating an executor work directory".into(),
+                    source,
+                })?;
+            let settings = ExecutorSettings {
+                scheduler_host: "127.0.0.1".into(),
+                scheduler_port: address.port(),
+                flight_port: free_port()?,
+                grpc_port: free_port()?,
+                vcores: 2,
+                work_dir: Some(work_dir.path().to_owned()),
+                executor_id: Some(format!("embedded-{index}")),
+                ..ExecutorSettings::default()
+            };
+            work_dirs.push(work_dir);
+            tasks.spawn(async move {
+                if let Err(err) = sluice_executor::run_executor(settings).await {
+                    tracing::error!(%err, "embedded executor stopped");
+                }
+            });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while manager.alive_executors() < executors {
+            if tokio::time::Instant::now() > deadline {
+                return Err(CliError::Usage(format!(
+                    "embedded executors did not register within 30s ({} of {executors})",
+                    manager.alive_executors()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self {
+            address,
+            manager,
+            _tasks: tasks,
+            _work_dirs: work_dirs,
+        })
+    }
+
+    /// A client of the embedded scheduler's JobService.
+    pub async fn client(&self) -> Result<Client> {
+        client::connect(&format!("http://{}", self.address)).await
+    }
+
+    /// The run manager.
+    pub fn manager(&self) -> &Arc<RunManager> {
+        &self.manager
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| CliError::Io {
+        context: "finding a free port".into(),
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|address| address.port())
+        .map_err(|source| CliError::Io {
+            context: "finding a free port".into(),
+            source,
+        })
+}

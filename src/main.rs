@@ -1,0 +1,26 @@
+//! The `sluice` binary: parses arguments, installs logging, runs one command and turns
+//! its error into an exit code.
+
+use clap::Parser;
+use sluice::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    // Servers log what they do; client commands only warnings, unless RUST_LOG says more.
+    let default_level = match cli.command {
+        Command::Scheduler(_) | Command::Executor(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Err(err) = sluice::execute(cli).await {
+        eprintln!("error: {err}");
+        std::process::exit(err.exit_code());
+    }
+}

@@ -31,7 +31,7 @@ mod store;
 
 pub use error::{Result, SchedulerError};
 pub use run::{OutputRecord, Progress, RunId, RunRecord, RunStatus};
-pub use runner::{RunManager, Runs, Submission};
+pub use runner::{ExecutorInfo, RunManager, Runs, Submission};
 pub use server::{Scheduler, SchedulerSettings};
 pub use service::to_proto;
 pub use store::RunStore;

@@ -138,6 +138,9 @@ pub struct RunRecord {
     pub progress: Progress,
     /// The Ballista job ids, one per output, in order.
     pub ballista_jobs: Vec<String>,
+    /// Tasks each executor ran successfully for this run.
+    #[serde(default)]
+    pub tasks_by_executor: BTreeMap<String, u64>,
 }
 
 impl RunRecord {
@@ -164,6 +167,7 @@ impl RunRecord {
             warnings,
             progress: Progress::default(),
             ballista_jobs: Vec::new(),
+            tasks_by_executor: BTreeMap::new(),
         }
     }
 

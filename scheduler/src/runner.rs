@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
-use ballista_core::serde::protobuf::{PartitionLocation, job_status};
+use ballista_core::serde::protobuf::{PartitionLocation, job_status, task_status};
 use ballista_core::serde::scheduler::PartitionId;
 use ballista_scheduler::cluster::JobState;
 use ballista_scheduler::scheduler_server::SchedulerServer;
@@ -130,6 +130,21 @@ impl Runs {
     }
 }
 
+/// An executor as the scheduler knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorInfo {
+    /// Its id.
+    pub id: String,
+    /// The host it is reached at.
+    pub host: String,
+    /// Its Arrow Flight port.
+    pub flight_port: u16,
+    /// Its gRPC port.
+    pub grpc_port: u16,
+    /// Its task slots.
+    pub task_slots: u32,
+}
+
 /// Accepts runs and drives them to a final status.
 pub struct RunManager {
     runs: Arc<Runs>,
@@ -229,6 +244,26 @@ impl RunManager {
     /// Executors with a live heartbeat.
     pub fn alive_executors(&self) -> usize {
         self.ballista.state.executor_manager.get_alive_executors().len()
+    }
+
+    /// The registered executors with a live heartbeat, by id.
+    pub async fn executors(&self) -> Vec<ExecutorInfo> {
+        let manager = &self.ballista.state.executor_manager;
+        let mut ids: Vec<String> = manager.get_alive_executors().into_iter().collect();
+        ids.sort();
+        let mut executors = Vec::new();
+        for id in ids {
+            if let Ok(meta) = manager.get_executor_metadata(&id).await {
+                executors.push(ExecutorInfo {
+                    id: meta.id,
+                    host: meta.host,
+                    flight_port: meta.port,
+                    grpc_port: meta.grpc_port,
+                    task_slots: meta.specification.vcores,
+                });
+            }
+        }
+        executors
     }
 
     /// Asks a run to stop: its Ballista jobs are cancelled on the executors and the run
@@ -361,11 +396,14 @@ impl Execution {
             })?;
             let locations = self.wait(&job_id, &output.name, &mut stages_before).await?;
             let files = fetch_manifests(&locations, &output.name).await?;
-            let rows_read = self.rows_read(&job_id).await;
+            let statistics = self.job_statistics(&job_id).await;
             let rows: u64 = files.iter().map(|f| f.rows).sum();
             self.runs.update(&self.run_id, |run| {
-                run.rows_read += rows_read;
+                run.rows_read += statistics.rows_read;
                 run.progress.rows_so_far += rows;
+                for (executor, tasks) in &statistics.tasks_by_executor {
+                    *run.tasks_by_executor.entry(executor.clone()).or_default() += tasks;
+                }
             })?;
             produced.push(Produced {
                 spec: spec.clone(),
@@ -446,14 +484,17 @@ impl Execution {
 
     /// Rows the job's source scans produced, from the metrics of its finished stages.
     /// The finished graph reaches the job state just after the status does.
-    async fn rows_read(&self, job_id: &JobId) -> u64 {
+    async fn job_statistics(&self, job_id: &JobId) -> JobStatistics {
         for _ in 0..25 {
             if let Ok(Some(graph)) = self.job_state.get_execution_graph(job_id).await {
-                return scanned_rows(graph.stages().values());
+                return JobStatistics {
+                    rows_read: scanned_rows(graph.stages().values()),
+                    tasks_by_executor: tasks_by_executor(graph.stages().values()),
+                };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        0
+        JobStatistics::default()
     }
 
     /// Commits every output, in order. Only now do the run's files become visible.
@@ -521,6 +562,29 @@ async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Resul
         }
     }
     Ok(files)
+}
+
+/// What a finished Ballista job did, from its execution graph.
+#[derive(Debug, Default)]
+struct JobStatistics {
+    rows_read: u64,
+    tasks_by_executor: BTreeMap<String, u64>,
+}
+
+/// Successful tasks per executor over a job's stages.
+fn tasks_by_executor<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> BTreeMap<String, u64> {
+    let mut tasks = BTreeMap::new();
+    for stage in stages {
+        let ExecutionStage::Successful(stage) = stage else {
+            continue;
+        };
+        for info in &stage.task_infos {
+            if let task_status::Status::Successful(success) = &info.task_status {
+                *tasks.entry(success.executor_id.clone()).or_default() += 1;
+            }
+        }
+    }
+    tasks
 }
 
 /// Sums `output_rows` of the source scans in a job's successful stages. Ballista keeps

@@ -64,6 +64,7 @@ pub fn to_proto(run: &RunRecord) -> v1::Run {
         }),
         ballista_jobs: run.ballista_jobs.clone(),
         record_json: serde_json::to_string(run).unwrap_or_default(),
+        tasks_by_executor: run.tasks_by_executor.clone().into_iter().collect(),
     }
 }
 
@@ -122,6 +123,26 @@ impl sluice_proto::JobService for JobServiceImpl {
         let run_id = RunId::from(request.into_inner().run_id);
         let run = self.manager.cancel(&run_id)?;
         Ok(Response::new(to_proto(&run)))
+    }
+
+    async fn list_executors(
+        &self,
+        _request: Request<v1::ListExecutorsRequest>,
+    ) -> Result<Response<v1::ListExecutorsResponse>, Status> {
+        let executors = self
+            .manager
+            .executors()
+            .await
+            .into_iter()
+            .map(|e| v1::Executor {
+                id: e.id,
+                host: e.host,
+                flight_port: u32::from(e.flight_port),
+                grpc_port: u32::from(e.grpc_port),
+                task_slots: e.task_slots,
+            })
+            .collect();
+        Ok(Response::new(v1::ListExecutorsResponse { executors }))
     }
 
     type WatchRunStream = RunEventStream;

@@ -1,0 +1,195 @@
+//! Compilation of definitions into DataFusion plans over real sample files: golden
+//! plans of the example jobs (refresh with `SLUICE_UPDATE_GOLDEN=1`), typed params that
+//! cannot inject SQL, and errors found from the sources' schemas.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use datafusion::prelude::SessionContext;
+use sluice_jobs::{CompiledJob, JobDefinition, PreparedJob};
+
+fn sample(dir: &Path) {
+    sluice_jobs::datagen::write_claims(dir, 400, &[1, 2], 1).unwrap();
+}
+
+fn params(dir: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut params = BTreeMap::from([
+        ("landing".to_owned(), dir.join("landing").display().to_string()),
+        ("staging".to_owned(), dir.join("staging").display().to_string()),
+        ("curated".to_owned(), dir.join("curated").display().to_string()),
+    ]);
+    for (k, v) in extra {
+        params.insert(k.to_string(), v.to_string());
+    }
+    params
+}
+
+async fn compile(
+    yaml: &str,
+    params: BTreeMap<String, String>,
+) -> Result<(CompiledJob, SessionContext), sluice_jobs::JobError> {
+    let definition = JobDefinition::from_yaml(yaml, "job.yaml")?;
+    let params: BTreeMap<_, _> = params
+        .into_iter()
+        .filter(|(k, _)| definition.params.contains_key(k))
+        .collect();
+    let prepared = PreparedJob::prepare(definition, "job.yaml", &params)?;
+    let ctx = prepared.session_context()?;
+    let compiled = prepared.compile(&ctx, Path::new("/")).await?;
+    Ok((compiled, ctx))
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)).unwrap()
+}
+
+/// Compares a plan with its golden file, or rewrites the file when asked to.
+fn assert_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("SLUICE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing; run with SLUICE_UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(
+        actual, expected,
+        "the compiled plan changed; review and refresh with SLUICE_UPDATE_GOLDEN=1"
+    );
+}
+
+#[tokio::test]
+async fn example_plans_match_their_golden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    // The monthly job reads what the cleansing job writes: stand in a parquet file.
+    let staging = dir.path().join("staging/claims/fill_month=2024-01");
+    std::fs::create_dir_all(&staging).unwrap();
+    let ctx = SessionContext::new();
+    let frame = ctx
+        .sql(
+            "SELECT 'C1' AS claim_id, 'P1' AS patient_id, '1003000000' AS prescriber_npi, \
+             '00002-1433-80' AS ndc, DATE '2024-01-05' AS fill_date, 30 AS quantity, \
+             30 AS days_supply, CAST(12.5 AS DECIMAL(12,2)) AS paid_amount, 'Aetna' AS payer, \
+             'CA' AS state",
+        )
+        .await
+        .unwrap();
+    frame
+        .write_parquet(
+            staging.join("part-0.parquet").to_str().unwrap(),
+            datafusion::dataframe::DataFrameWriteOptions::new(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    for (file, golden) in [
+        ("claims_cleanse.yaml", "claims_cleanse.plan"),
+        ("claims_monthly.yaml", "claims_monthly.plan"),
+    ] {
+        let (compiled, _) = compile(&example(file), params(dir.path(), &[])).await.unwrap();
+        let plans: Vec<String> = compiled
+            .outputs
+            .iter()
+            .map(|output| format!("output {}:\n{}\n", output.name, output.plan.display_indent()))
+            .collect();
+        assert_golden(golden, &plans.concat());
+    }
+}
+
+const BY_MONTH: &str = r#"apiVersion: sluice/v1
+name: by_month
+params:
+  landing: {type: string, required: true}
+  staging: {type: string, required: true}
+  month: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - filter: "substr(fill_date, 1, 7) = $month"
+outputs:
+  - {name: claims, path: "{{staging}}/by_month"}
+"#;
+
+async fn count_rows(month: &str) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let (compiled, ctx) = compile(BY_MONTH, params(dir.path(), &[("month", month)]))
+        .await
+        .unwrap();
+    let batches = ctx
+        .execute_logical_plan(compiled.outputs[0].plan.clone())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+#[tokio::test]
+async fn params_are_bound_as_values_never_pasted_into_sql() {
+    assert!(count_rows("2024-01").await > 0);
+    assert_eq!(count_rows("2024-01' OR '1'='1").await, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_column_in_an_expression_names_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let yaml = BY_MONTH.replace("substr(fill_date, 1, 7)", "substr(fill_dat, 1, 7)");
+    let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("job.yaml:10:5: steps[0].filter"), "{err}");
+    assert!(err.contains("fill_dat"), "{err}");
+}
+
+#[tokio::test]
+async fn a_type_error_in_an_expression_names_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let yaml = BY_MONTH.replace(
+        "  - filter: \"substr(fill_date, 1, 7) = $month\"",
+        "  - derive: {column: x, expr: \"abs(payer)\"}",
+    );
+    let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("steps[0].derive"), "{err}");
+    assert!(err.contains("abs"), "{err}");
+}
+
+#[tokio::test]
+async fn a_source_matching_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
+    let err = compile(BY_MONTH, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("source `claims`: file://"), "{err}");
+    assert!(err.ends_with("matches no files"), "{err}");
+}
+
+#[tokio::test]
+async fn error_if_exists_refuses_an_output_holding_data() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let existing = dir.path().join("staging/by_month");
+    std::fs::create_dir_all(&existing).unwrap();
+    let yaml = BY_MONTH.replace("path: \"{{staging}}/by_month\"}", "path: \"{{staging}}/by_month\", mode: error_if_exists}");
+    // An empty folder, or one holding only hidden files, holds no data.
+    std::fs::write(existing.join("_SUCCESS"), b"").unwrap();
+    compile(&yaml, params(dir.path(), &[("month", "2024-01")])).await.unwrap();
+    std::fs::write(existing.join("part-00000.parquet"), b"x").unwrap();
+    let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("output `claims` (file://"), "{err}");
+    assert!(err.ends_with("already holds data and the mode is error_if_exists"), "{err}");
+}

@@ -1,0 +1,305 @@
+//! End to end on a real cluster: `sluice scheduler` and two `sluice executor` processes on
+//! loopback, the example jobs submitted over gRPC, outputs checked against values the
+//! test computes from the landing files itself; cancellation; a scheduler restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::{Cluster, example, read_partitioned, status};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Decimal128Type, Int32Type, Int64Type};
+use sluice_proto::v1::{self, RunStatus};
+
+/// One claim as the test reads it from landing CSV, independently of Sluice.
+#[derive(Debug, Clone)]
+struct Claim {
+    claim_id: String,
+    patient_id: String,
+    ndc: String,
+    fill_month: String,
+    quantity: i64,
+    paid_cents: i64,
+    state: String,
+    adjudicated_at: String,
+}
+
+/// The cleansed claims the example job should write: trimmed, quantity present and
+/// >= 1, the latest adjudication of each claim id.
+fn expected_claims(landing: &Path) -> BTreeMap<String, Claim> {
+    let mut latest: BTreeMap<String, Claim> = BTreeMap::new();
+    let dir = landing.join("claims");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f[5].is_empty() {
+                continue;
+            }
+            let quantity: i64 = f[5].parse().unwrap();
+            if quantity < 1 {
+                continue;
+            }
+            let (units, cents) = f[7].split_once('.').unwrap();
+            let claim = Claim {
+                claim_id: f[0].to_owned(),
+                patient_id: f[1].to_owned(),
+                ndc: f[3].to_owned(),
+                fill_month: f[4][..7].to_owned(),
+                quantity,
+                paid_cents: units.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap(),
+                state: f[9].to_owned(),
+                adjudicated_at: f[10].to_owned(),
+            };
+            match latest.get(&claim.claim_id) {
+                Some(existing) if existing.adjudicated_at >= claim.adjudicated_at => {}
+                _ => {
+                    latest.insert(claim.claim_id.clone(), claim);
+                }
+            }
+        }
+    }
+    latest
+}
+
+fn params(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("landing", dir.join("landing").display().to_string()),
+        ("staging", dir.join("staging").display().to_string()),
+        ("curated", dir.join("curated").display().to_string()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
+    let _serial = common::one_cluster_at_a_time();
+    let cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    let sample = sluice_jobs::datagen::write_claims(&data, 6_000, &[1, 2, 3], 11).unwrap();
+    assert!(sample.claim_rows >= 6_000);
+    let all = params(&data);
+
+    // Cleanse: landing CSV → staging Parquet partitioned by fill month.
+    let cleanse_params: Vec<_> = all.iter().filter(|(k, _)| *k != "curated").cloned().collect();
+    let run_id = cluster
+        .submit(&example("claims_cleanse.yaml"), "claims_cleanse.yaml", &cleanse_params)
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}{}", cluster.logs());
+
+    let expected = expected_claims(&data.join("landing"));
+    let staging = data.join("staging").join("claims");
+    let written = read_partitioned(&staging);
+    let mut by_month: BTreeMap<String, usize> = BTreeMap::new();
+    for claim in expected.values() {
+        *by_month.entry(format!("fill_month={}", claim.fill_month)).or_default() += 1;
+    }
+    let written_by_month: BTreeMap<String, usize> = written
+        .iter()
+        .map(|(folder, batches)| (folder.clone(), batches.iter().map(|b| b.num_rows()).sum()))
+        .collect();
+    assert_eq!(written_by_month, by_month);
+
+    // Each claim once, with the latest adjudication's amount and trimmed text.
+    let mut seen = BTreeSet::new();
+    for batches in written.values() {
+        for batch in batches {
+            assert!(batch.schema().index_of("fill_month").is_err(), "partition column stays in folder names");
+            let ids = batch.column_by_name("claim_id").unwrap().as_string::<i32>().clone();
+            let paid = batch.column_by_name("paid_amount").unwrap().as_primitive::<Decimal128Type>().clone();
+            let quantity = batch.column_by_name("quantity").unwrap().as_primitive::<Int32Type>().clone();
+            let state = batch.column_by_name("state").unwrap().as_string::<i32>().clone();
+            for row in 0..batch.num_rows() {
+                let id = ids.value(row).to_owned();
+                let claim = &expected[&id];
+                assert_eq!(paid.value(row) as i64, claim.paid_cents, "claim {id}");
+                assert_eq!(i64::from(quantity.value(row)), claim.quantity, "claim {id}");
+                assert_eq!(state.value(row), claim.state, "claim {id}");
+                assert!(seen.insert(id.clone()), "claim {id} written twice");
+            }
+        }
+    }
+    assert_eq!(seen.len(), expected.len());
+
+    // Spark's layout: part files with a task number and uuid, _SUCCESS, no staging left.
+    for file in common::data_files(&staging) {
+        let name = Path::new(&file).file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("part-") && name.ends_with(".snappy.parquet"), "{name}");
+        assert_eq!(name.len(), "part-00000-".len() + 36 + "-c000.snappy.parquet".len(), "{name}");
+    }
+    assert!(staging.join("_SUCCESS").exists());
+    assert!(!staging.join("_temporary").exists());
+
+    // The run record: rows, files, and both executors did work.
+    let output = &run.outputs[0];
+    assert_eq!(output.rows_written, expected.len() as u64);
+    assert_eq!(output.files.len(), common::data_files(&staging).len());
+    assert_eq!(run.rows_read, sample.claim_rows as u64);
+    assert_eq!(run.tasks_by_executor.len(), 2, "tasks by executor: {:?}", run.tasks_by_executor);
+    assert!(run.tasks_by_executor.values().all(|tasks| *tasks > 0));
+
+    // Aggregate: staging Parquet joined to the product reference.
+    let run_id = cluster
+        .submit(&example("claims_monthly.yaml"), "claims_monthly.yaml", &all)
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}{}", cluster.logs());
+
+    let mut expected_groups: BTreeMap<(String, String, String), (i64, BTreeSet<String>, i64, i64)> = BTreeMap::new();
+    let names: BTreeMap<&str, &str> = sluice_jobs::datagen::PRODUCTS.iter().map(|(ndc, name, _)| (*ndc, *name)).collect();
+    for claim in expected.values() {
+        let key = (claim.fill_month.clone(), names[claim.ndc.as_str()].to_owned(), claim.state.clone());
+        let entry = expected_groups.entry(key).or_default();
+        entry.0 += 1;
+        entry.1.insert(claim.patient_id.clone());
+        entry.2 += claim.quantity;
+        entry.3 += claim.paid_cents;
+    }
+    let mut actual_groups = BTreeMap::new();
+    for (folder, batches) in read_partitioned(&data.join("curated").join("claims_monthly")) {
+        let month = folder.trim_start_matches("fill_month=").to_owned();
+        for batch in batches {
+            let product = batch.column_by_name("product_name").unwrap().as_string::<i32>().clone();
+            let state = batch.column_by_name("state").unwrap().as_string::<i32>().clone();
+            let prescriptions = batch.column_by_name("prescriptions").unwrap().as_primitive::<Int64Type>().clone();
+            let patients = batch.column_by_name("patients").unwrap().as_primitive::<Int64Type>().clone();
+            let units = batch.column_by_name("units").unwrap().as_primitive::<Int64Type>().clone();
+            let paid = batch.column_by_name("paid_amount").unwrap().as_primitive::<Decimal128Type>().clone();
+            for row in 0..batch.num_rows() {
+                actual_groups.insert(
+                    (month.clone(), product.value(row).to_owned(), state.value(row).to_owned()),
+                    (prescriptions.value(row), patients.value(row), units.value(row), paid.value(row) as i64),
+                );
+            }
+        }
+    }
+    let expected_groups: BTreeMap<_, _> = expected_groups
+        .into_iter()
+        .map(|(key, (n, patients, units, paid))| (key, (n, patients.len() as i64, units, paid)))
+        .collect();
+    assert_eq!(actual_groups, expected_groups);
+}
+
+/// A job that computes for minutes unless stopped: a cross join of the claims with
+/// themselves, aggregated to a handful of rows.
+const SLOW_JOB: &str = r#"apiVersion: sluice/v1
+name: slow_cross_join
+params:
+  landing: {type: string, required: true}
+  out: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - sql: |
+      SELECT a.state, count(*) AS pairs, sum(length(a.claim_id) + length(b.patient_id)) AS weight
+      FROM input a CROSS JOIN input b
+      WHERE a.payer <> b.payer OR a.ndc <> b.ndc
+      GROUP BY a.state
+outputs:
+  - {name: pairs, path: "{{out}}", mode: error_if_exists}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_job_on_the_executors_and_writes_nothing() {
+    let _serial = common::one_cluster_at_a_time();
+    let cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 60_000, &[1, 2], 5).unwrap();
+    let out = data.join("pairs");
+    let run_id = cluster
+        .submit(
+            SLOW_JOB,
+            "slow.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_until(&run_id, "running with stages", |run| {
+            status(run) == RunStatus::Running && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
+        })
+        .await;
+    // Let tasks reach the executors before cancelling.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut client = cluster.client().await;
+    client
+        .cancel_run(v1::CancelRunRequest { run_id: run_id.clone() })
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(status(&run), RunStatus::Cancelled, "{run:?}");
+    assert!(common::data_files(&out).is_empty(), "a cancelled run left data");
+    assert!(!out.join("_SUCCESS").exists());
+
+    // The executors were told to stop the tasks, and are free for the next run.
+    let cancelled_on_executors = (0..2).any(|i| cluster.executor_log(i).contains("Cancelling tasks"));
+    assert!(cancelled_on_executors, "no executor cancelled tasks:{}", cluster.logs());
+    let quick = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("staging", data.join("staging").display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&quick).await;
+    assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupted() {
+    let _serial = common::one_cluster_at_a_time();
+    let mut cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 60_000, &[1], 3).unwrap();
+    let landing = data.join("landing").display().to_string();
+    let finished = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[("landing", landing.clone()), ("staging", data.join("staging").display().to_string())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status(&cluster.wait_final(&finished).await), RunStatus::Succeeded);
+
+    let in_flight = cluster
+        .submit(SLOW_JOB, "slow.yaml", &[("landing", landing), ("out", data.join("pairs").display().to_string())])
+        .await
+        .unwrap();
+    cluster
+        .wait_until(&in_flight, "running", |run| status(run) == RunStatus::Running)
+        .await;
+    cluster.kill_scheduler();
+    cluster.start_scheduler().await;
+
+    let runs = cluster
+        .client()
+        .await
+        .list_runs(v1::ListRunsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let by_id: BTreeMap<&str, &v1::Run> = runs.iter().map(|run| (run.run_id.as_str(), run)).collect();
+    assert_eq!(by_id.len(), 2);
+    assert_eq!(status(by_id[finished.as_str()]), RunStatus::Succeeded);
+    assert_eq!(by_id[finished.as_str()].outputs.len(), 1);
+    let interrupted = by_id[in_flight.as_str()];
+    assert_eq!(status(interrupted), RunStatus::Interrupted);
+    assert!(interrupted.error.contains("scheduler stopped"), "{}", interrupted.error);
+    assert!(common::data_files(&data.join("pairs")).is_empty());
+}

@@ -1,0 +1,289 @@
+//! The test harness: a real cluster of `sluice` processes on loopback ports — one
+//! scheduler and N executors — driven over gRPC the way users drive it, plus readers of
+//! what the jobs wrote.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use sluice_proto::JobServiceClient;
+use sluice_proto::v1;
+use tonic::transport::Channel;
+
+/// The `sluice` binary under test.
+pub fn sluice_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serializes the tests that start clusters: on a small machine, two clusters computing
+/// at once only slow each other down.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A scheduler process and executor processes, killed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    scheduler: Option<Child>,
+    executors: Vec<Child>,
+    scheduler_starts: usize,
+}
+
+impl Cluster {
+    /// Starts a scheduler and `executors` executors (2 task slots each) and waits until
+    /// every executor has registered.
+    pub async fn start(executors: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-cluster-")
+            .tempdir()
+            .unwrap();
+        let mut cluster = Cluster {
+            dir,
+            port: free_port(),
+            scheduler: None,
+            executors: Vec::new(),
+            scheduler_starts: 0,
+        };
+        cluster.start_scheduler().await;
+        for index in 0..executors {
+            cluster.start_executor(index);
+        }
+        cluster.wait_for_executors(executors).await;
+        cluster
+    }
+
+    /// The scheduler's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where process logs go.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Starts (or restarts) the scheduler on the same port and state directory.
+    pub async fn start_scheduler(&mut self) {
+        self.scheduler_starts += 1;
+        let log = File::create(self.log_path(&format!("scheduler-{}", self.scheduler_starts))).unwrap();
+        let child = Command::new(sluice_bin())
+            .args(["scheduler", "--port", &self.port.to_string(), "--state-dir"])
+            .arg(self.dir.path().join("state"))
+            .args(["--executor-timeout-secs", "10"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.scheduler = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while JobServiceClient::connect(self.url()).await.is_err() {
+            assert!(Instant::now() < deadline, "scheduler did not start: {}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts one more executor process.
+    pub fn start_executor(&mut self, index: usize) {
+        let log = File::create(self.log_path(&format!("executor-{index}"))).unwrap();
+        let work = self.dir.path().join(format!("executor-{index}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let child = Command::new(sluice_bin())
+            .args(["executor", "--scheduler", &format!("127.0.0.1:{}", self.port)])
+            .args(["--port", &free_port().to_string()])
+            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--vcores", "2"])
+            .arg("--work-dir")
+            .arg(&work)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.executors.push(child);
+    }
+
+    /// Waits until `count` executors are registered and alive.
+    pub async fn wait_for_executors(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut client = self.client().await;
+            let executors = client
+                .list_executors(v1::ListExecutorsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .executors;
+            if executors.len() >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "executors did not register: {}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILLs the scheduler.
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut child) = self.scheduler.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// A JobService client.
+    pub async fn client(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::connect(self.url()).await.unwrap()
+    }
+
+    /// Everything the processes logged, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+                let content = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = content.lines().rev().take(40).collect();
+                text.push_str(&format!("\n==== {} ====\n", path.display()));
+                for line in tail.into_iter().rev() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
+    }
+
+    /// The text an executor logged.
+    pub fn executor_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.log_path(&format!("executor-{index}"))).unwrap_or_default()
+    }
+
+    /// Submits a definition's text with params; returns the run id.
+    pub async fn submit(&self, yaml: &str, origin: &str, params: &[(&str, String)]) -> Result<String, tonic::Status> {
+        let mut client = self.client().await;
+        let response = client
+            .submit_run(v1::SubmitRunRequest {
+                job: Some(v1::submit_run_request::Job::DefinitionYaml(yaml.to_owned())),
+                params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                origin: origin.to_owned(),
+                working_dir: self.dir.path().display().to_string(),
+            })
+            .await?;
+        Ok(response.into_inner().run_id)
+    }
+
+    /// Reads a run.
+    pub async fn run(&self, run_id: &str) -> v1::Run {
+        self.client()
+            .await
+            .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Polls a run until `done` says so.
+    pub async fn wait_until(&self, run_id: &str, what: &str, done: impl Fn(&v1::Run) -> bool) -> v1::Run {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let run = self.run(run_id).await;
+            if done(&run) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} never became {what}: {run:?}{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the run reaches a final status.
+    pub async fn wait_final(&self, run_id: &str) -> v1::Run {
+        self.wait_until(run_id, "final", |run| {
+            !matches!(
+                v1::RunStatus::try_from(run.status),
+                Ok(v1::RunStatus::Queued | v1::RunStatus::Running)
+            )
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.executors.iter_mut().chain(self.scheduler.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The status of a run.
+pub fn status(run: &v1::Run) -> v1::RunStatus {
+    v1::RunStatus::try_from(run.status).unwrap()
+}
+
+/// An example job definition's text.
+pub fn example(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples").join(name)).unwrap()
+}
+
+/// Every data file (visible to readers) below a directory, relative to it.
+pub fn data_files(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    visit(root, root, &mut files);
+    files.sort();
+    files
+}
+
+fn visit(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            visit(root, &path, files);
+        } else {
+            files.push(path.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+}
+
+/// Reads every visible Parquet file below `root` into batches, keyed by the Hive
+/// folder it sits in.
+pub fn read_partitioned(root: &Path) -> BTreeMap<String, Vec<RecordBatch>> {
+    let mut by_partition: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+    for relative in data_files(root) {
+        let folder = Path::new(&relative)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let file = File::open(root.join(&relative)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            by_partition.entry(folder.clone()).or_default().push(batch.unwrap());
+        }
+    }
+    by_partition
+}

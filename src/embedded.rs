@@ -69,11 +69,14 @@ impl EmbeddedCluster {
             });
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while manager.alive_executors() < executors {
+        loop {
+            let alive = manager.executors().await.len();
+            if alive >= executors {
+                break;
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(CliError::Usage(format!(
-                    "embedded executors did not register within 30s ({} of {executors})",
-                    manager.alive_executors()
+                    "embedded executors did not register within 30s ({alive} of {executors})"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::{Cluster, example, read_partitioned, status};
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Decimal128Type, Int32Type, Int64Type};
 use sluice_proto::v1::{self, RunStatus};
 

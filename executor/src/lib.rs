@@ -104,7 +104,12 @@ pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
     let defaults = ExecutorProcessConfig::default();
     let mut config = ExecutorProcessConfig {
         bind_host: settings.bind_host.clone(),
-        external_host: settings.external_host.clone(),
+        // Advertise the bind address unless it is a wildcard; otherwise the scheduler
+        // takes the address the registration came from.
+        external_host: settings.external_host.clone().or_else(|| {
+            let wildcard = matches!(settings.bind_host.as_str(), "0.0.0.0" | "::" | "[::]");
+            (!wildcard).then(|| settings.bind_host.clone())
+        }),
         port: settings.flight_port,
         grpc_port: settings.grpc_port,
         scheduler_host: settings.scheduler_host.clone(),

@@ -430,14 +430,12 @@ async fn apply_step(
         }
         Step::Cast(columns) => {
             require_columns(&frame, columns.keys())?;
-            let mut frame = frame;
+            let mut replacements = BTreeMap::new();
             for (name, ty) in columns {
                 let data_type = parse_column_type(&ty.0).map_err(|m| format!("`{name}`: {m}"))?;
-                frame = frame
-                    .with_column(name, cast(column(name), data_type))
-                    .map_err(fail)?;
+                replacements.insert(name.clone(), cast(column(name), data_type));
             }
-            Ok(frame)
+            replace_columns(frame, replacements)
         }
         Step::Trim(columns) => {
             let schema = frame.schema().clone();
@@ -452,10 +450,10 @@ async fn apply_step(
                 require_columns(&frame, columns)?;
                 columns.clone()
             };
-            let mut frame = frame;
-            for name in &targets {
+            let mut replacements = BTreeMap::new();
+            for name in targets {
                 let field = schema
-                    .field_with_unqualified_name(name)
+                    .field_with_unqualified_name(&name)
                     .map_err(|err| strip_context(&err))?;
                 if !is_string(field.data_type()) {
                     return Err(format!(
@@ -463,10 +461,10 @@ async fn apply_step(
                         field.data_type()
                     ));
                 }
-                let trimmed = datafusion::functions::string::expr_fn::btrim(vec![column(name)]);
-                frame = frame.with_column(name, trimmed).map_err(fail)?;
+                let trimmed = datafusion::functions::string::expr_fn::btrim(vec![column(&name)]);
+                replacements.insert(name, trimmed);
             }
-            Ok(frame)
+            replace_columns(frame, replacements)
         }
         Step::Dedupe(dedupe) => apply_dedupe(frame, dedupe),
         Step::Sql(query) => {
@@ -478,6 +476,25 @@ async fn apply_step(
             Ok(result)
         }
     }
+}
+
+/// Replaces some columns by expressions in one projection, keeping column order.
+fn replace_columns(
+    frame: DataFrame,
+    mut replacements: BTreeMap<String, Expr>,
+) -> std::result::Result<DataFrame, String> {
+    if replacements.is_empty() {
+        return Ok(frame);
+    }
+    let exprs: Vec<Expr> = frame
+        .schema()
+        .iter()
+        .map(|(qualifier, field)| match replacements.remove(field.name()) {
+            Some(expr) => expr.alias(field.name()),
+            None => Expr::Column(Column::new(qualifier.cloned(), field.name())),
+        })
+        .collect();
+    frame.select(exprs).map_err(|err| strip_context(&err))
 }
 
 fn apply_dedupe(frame: DataFrame, dedupe: &DedupeStep) -> std::result::Result<DataFrame, String> {

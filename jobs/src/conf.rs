@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use ballista_core::extension::SessionConfigExt;
 use datafusion::prelude::SessionConfig;
 
 use crate::definition::Literal;
@@ -135,13 +136,11 @@ impl JobSettings {
                 }
                 _ if key.starts_with("datafusion.") || key.starts_with("ballista.") => {
                     // Checked against the real option set so a typo fails now, not later.
-                    let mut probe = SessionConfig::new();
-                    if key.starts_with("datafusion.") {
-                        probe
-                            .options_mut()
-                            .set(key, &text)
-                            .map_err(|err| invalid(err.to_string()))?;
-                    }
+                    let mut probe = SessionConfig::new_with_ballista();
+                    probe
+                        .options_mut()
+                        .set(key, &text)
+                        .map_err(|err| invalid(err.to_string()))?;
                     settings.session.insert(key.clone(), text);
                 }
                 _ if key.starts_with("spark.") => {

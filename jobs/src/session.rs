@@ -39,11 +39,8 @@ pub fn session_config(settings: &BTreeMap<String, String>) -> DataFusionResult<S
         config.options_mut().set(key, value)?;
     }
     for (key, value) in settings {
-        if key.starts_with("datafusion.") {
-            config.options_mut().set(key, value)?;
-        } else {
-            config = config.set_str(key, value);
-        }
+        // `ballista.*` keys are an extension registered by `new_with_ballista`.
+        config.options_mut().set(key, value)?;
     }
     Ok(config)
 }

@@ -29,9 +29,9 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::ParquetObjectWriter;
 use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,7 @@ impl WriteSpec {
 
     /// Where this run's files are staged.
     pub fn staging_root(&self) -> Result<Path> {
-        Ok(self.root()?.child(STAGING_DIR).child(self.run_id.as_str()))
+        Ok(self.root()?.join(STAGING_DIR).join(self.run_id.as_str()))
     }
 }
 
@@ -247,7 +247,7 @@ impl ExecutionPlan for ParquetWriteExec {
 /// An open file of one Hive partition.
 struct OpenFile {
     name: String,
-    writer: AsyncArrowWriter<ParquetObjectWriter>,
+    writer: AsyncArrowWriter<BufWriter>,
     rows: u64,
 }
 
@@ -363,10 +363,10 @@ impl PartitionWriter {
         self.next_file += 1;
         let mut path = self.staging.clone();
         for segment in folder.split('/').filter(|s| !s.is_empty()) {
-            path = path.child(segment);
+            path = path.join(segment);
         }
-        let path = path.child(name.as_str());
-        let object = ParquetObjectWriter::new(Arc::clone(&self.store), path);
+        let path = path.join(name.as_str());
+        let object = BufWriter::new(Arc::clone(&self.store), path);
         let writer = AsyncArrowWriter::try_new(
             object,
             Arc::clone(&self.file_schema),
@@ -485,10 +485,12 @@ fn manifest_batch(files: &[WrittenFile]) -> Result<RecordBatch> {
     )?)
 }
 
-/// The type a column is written as so that Spark reads it: microsecond timestamps,
-/// no unsigned integers, no dictionaries.
+/// The type a column is written as so that Spark, Athena and Glue read it: microsecond
+/// timestamps, no unsigned integers, no dictionaries or string views.
 pub fn spark_type(data_type: &DataType) -> DataType {
     match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         DataType::UInt8 => DataType::Int16,
         DataType::UInt16 => DataType::Int32,

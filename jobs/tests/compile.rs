@@ -141,7 +141,8 @@ async fn an_unknown_column_in_an_expression_names_the_step() {
     let yaml = BY_MONTH.replace("substr(fill_date, 1, 7)", "substr(fill_dat, 1, 7)");
     let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
         .await
-        .unwrap_err()
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.starts_with("job.yaml:10:5: steps[0].filter"), "{err}");
     assert!(err.contains("fill_dat"), "{err}");
@@ -157,7 +158,8 @@ async fn a_type_error_in_an_expression_names_the_step() {
     );
     let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
         .await
-        .unwrap_err()
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.contains("steps[0].derive"), "{err}");
     assert!(err.contains("abs"), "{err}");
@@ -169,7 +171,8 @@ async fn a_source_matching_nothing_is_an_error() {
     std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
     let err = compile(BY_MONTH, params(dir.path(), &[("month", "2024-01")]))
         .await
-        .unwrap_err()
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.starts_with("source `claims`: file://"), "{err}");
     assert!(err.ends_with("matches no files"), "{err}");
@@ -188,7 +191,8 @@ async fn error_if_exists_refuses_an_output_holding_data() {
     std::fs::write(existing.join("part-00000.parquet"), b"x").unwrap();
     let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
         .await
-        .unwrap_err()
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.starts_with("output `claims` (file://"), "{err}");
     assert!(err.ends_with("already holds data and the mode is error_if_exists"), "{err}");

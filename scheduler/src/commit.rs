@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
 use sluice_jobs::{WriteMode, WriteSpec, WrittenFile};
 
@@ -95,7 +95,7 @@ pub async fn commit_output(
             .map_err(|e| fail(format!("removing replaced file {old}: {e}")))?;
     }
     store
-        .put(&root.child("_SUCCESS"), Vec::<u8>::new().into())
+        .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
         .await
         .map_err(|e| fail(format!("writing _SUCCESS: {e}")))?;
     discard_staging(store, spec).await;
@@ -135,7 +135,7 @@ fn join(base: &Path, relative: &str) -> Path {
     relative
         .split('/')
         .filter(|segment| !segment.is_empty())
-        .fold(base.clone(), |path, segment| path.child(segment))
+        .fold(base.clone(), |path, segment| path.join(segment))
 }
 
 /// A data file readers see: nothing below the root is hidden.

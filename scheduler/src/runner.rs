@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
-use ballista_core::serde::protobuf::{PartitionLocation, job_status, task_status};
+use ballista_core::serde::protobuf::{PartitionLocation, executor_status, job_status, task_status};
 use ballista_core::serde::scheduler::PartitionId;
 use ballista_scheduler::cluster::JobState;
 use ballista_scheduler::scheduler_server::SchedulerServer;
@@ -151,7 +151,8 @@ pub struct RunManager {
     ballista: BallistaScheduler,
     job_state: Arc<dyn JobState>,
     tasks: Mutex<JoinSet<()>>,
-    cancels: Mutex<HashMap<RunId, watch::Sender<bool>>>,
+    cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
+    executor_timeout: Duration,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -162,13 +163,19 @@ impl std::fmt::Debug for RunManager {
 
 impl RunManager {
     /// A manager over `runs` that runs jobs on `ballista`.
-    pub fn new(runs: Arc<Runs>, ballista: BallistaScheduler, job_state: Arc<dyn JobState>) -> Self {
+    pub fn new(
+        runs: Arc<Runs>,
+        ballista: BallistaScheduler,
+        job_state: Arc<dyn JobState>,
+        executor_timeout: Duration,
+    ) -> Self {
         Self {
+            executor_timeout,
             runs,
             ballista,
             job_state,
             tasks: Mutex::new(JoinSet::new()),
-            cancels: Mutex::new(HashMap::new()),
+            cancels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -231,6 +238,7 @@ impl RunManager {
             ctx: Arc::new(ctx),
             compiled,
             cancel: cancel_rx,
+            cancels: Arc::clone(&self.cancels),
         };
         tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -241,28 +249,38 @@ impl RunManager {
         Ok(run)
     }
 
-    /// Executors with a live heartbeat.
-    pub fn alive_executors(&self) -> usize {
-        self.ballista.state.executor_manager.get_alive_executors().len()
-    }
-
-    /// The registered executors with a live heartbeat, by id.
+    /// The registered executors whose last heartbeat is recent and says active.
     pub async fn executors(&self) -> Vec<ExecutorInfo> {
-        let manager = &self.ballista.state.executor_manager;
-        let mut ids: Vec<String> = manager.get_alive_executors().into_iter().collect();
-        ids.sort();
-        let mut executors = Vec::new();
-        for id in ids {
-            if let Ok(meta) = manager.get_executor_metadata(&id).await {
-                executors.push(ExecutorInfo {
-                    id: meta.id,
-                    host: meta.host,
-                    flight_port: meta.port,
-                    grpc_port: meta.grpc_port,
-                    task_slots: meta.specification.vcores,
-                });
-            }
-        }
+        let Ok(states) = self.ballista.state.executor_manager.get_executors_state().await else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut executors: Vec<ExecutorInfo> = states
+            .into_iter()
+            .filter(|(meta, last_heartbeat, _)| {
+                let recent = last_heartbeat
+                    .is_some_and(|at| now.saturating_sub(at) <= self.executor_timeout);
+                let active = self
+                    .ballista
+                    .state
+                    .executor_manager
+                    .get_executor_hearbeat(&meta.id)
+                    .and_then(|heartbeat| heartbeat.status)
+                    .and_then(|status| status.status)
+                    .is_some_and(|status| matches!(status, executor_status::Status::Active(_)));
+                recent && active
+            })
+            .map(|(meta, _, _)| ExecutorInfo {
+                id: meta.id,
+                host: meta.host,
+                flight_port: meta.port,
+                grpc_port: meta.grpc_port,
+                task_slots: meta.specification.vcores,
+            })
+            .collect();
+        executors.sort_by(|a, b| a.id.cmp(&b.id));
         executors
     }
 
@@ -292,6 +310,7 @@ struct Execution {
     ctx: Arc<SessionContext>,
     compiled: CompiledJob,
     cancel: watch::Receiver<bool>,
+    cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
 }
 
 /// What one output's job produced, waiting for commit.
@@ -337,6 +356,9 @@ impl Execution {
                     .runs
                     .update(&run_id, |run| run.finish(status, Some(err.to_string())));
             }
+        }
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.remove(&run_id);
         }
     }
 
@@ -422,6 +444,7 @@ impl Execution {
         stages_before: &mut (u32, u32),
     ) -> Result<Vec<PartitionLocation>> {
         let mut cancelled = false;
+        let mut reported = None;
         loop {
             let status = self
                 .ballista
@@ -430,7 +453,11 @@ impl Execution {
                 .get_job_status(job_id)
                 .await
                 .map_err(|err| SchedulerError::ballista("reading job status", err))?;
-            if let Some(progress) = self.job_progress(job_id).await {
+            if let Some(progress) = self.job_progress(job_id).await
+                && reported != Some(progress)
+            {
+                // Written only when it changes: every update is a durable commit.
+                reported = Some(progress);
                 let (done, total) = (stages_before.0 + progress.0, stages_before.1 + progress.1);
                 self.runs.update(&self.run_id, |run| {
                     run.progress.stages_done = done;

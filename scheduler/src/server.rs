@@ -85,8 +85,7 @@ impl Scheduler {
             .with_hostname(settings.external_host.clone())
             .with_port(bound.port())
             .with_override_config_producer(Arc::new(sluice_jobs::session::default_session_config))
-            .with_override_session_builder(Arc::new(sluice_jobs::session::session_state))
-            .with_remove_executor_wait_secs(0);
+            .with_override_session_builder(Arc::new(sluice_jobs::session::session_state));
         config.override_physical_codec = Some(Arc::new(SluicePhysicalCodec::default()));
         config.executor_timeout_seconds = settings.executor_timeout.as_secs().max(1);
         config.expire_dead_executor_interval_seconds = 5;
@@ -114,7 +113,12 @@ impl Scheduler {
             .await
             .map_err(|err| SchedulerError::ballista("starting the Ballista scheduler", err))?;
         let runs = Arc::new(Runs::new(store));
-        let manager = Arc::new(RunManager::new(runs, ballista.clone(), job_state));
+        let manager = Arc::new(RunManager::new(
+            runs,
+            ballista.clone(),
+            job_state,
+            settings.executor_timeout,
+        ));
         Ok(Self {
             address: bound,
             manager,

@@ -161,7 +161,7 @@ fn progress_line(run: &v1::Run) -> String {
         line.push_str(&format!(", writing `{}`", progress.current_output));
     }
     if progress.rows_so_far > 0 {
-        line.push_str(&format!(", {} rows so far", thousands(progress.rows_so_far)));
+        line.push_str(&format!(", {} rows read", thousands(progress.rows_so_far)));
     }
     line
 }

@@ -101,7 +101,7 @@ pub struct Progress {
     pub stages_done: u32,
     /// Stages planned, over all outputs' Ballista jobs so far.
     pub stages_total: u32,
-    /// Rows written by finished write tasks.
+    /// Rows the sources' scans have read so far.
     pub rows_so_far: u64,
     /// The output being computed now.
     pub current_output: String,

@@ -393,7 +393,7 @@ impl Execution {
     /// Runs every output's Ballista job; nothing is visible until [`Self::commit`].
     async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
         let mut produced = Vec::new();
-        let mut stages_before = (0u32, 0u32);
+        let mut stages_before = 0u32;
         for (output, spec) in self.compiled.outputs.clone().iter().zip(specs) {
             let state = self.ctx.state();
             let physical = state
@@ -416,13 +416,15 @@ impl Execution {
                 run.ballista_jobs.push(job_id.to_string());
                 run.progress.current_output = output.name.clone();
             })?;
-            let locations = self.wait(&job_id, &output.name, &mut stages_before).await?;
+            let locations = self.wait(&job_id, &output.name, stages_before).await?;
             let files = fetch_manifests(&locations, &output.name).await?;
             let statistics = self.job_statistics(&job_id).await;
-            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            stages_before += statistics.stages;
             self.runs.update(&self.run_id, |run| {
                 run.rows_read += statistics.rows_read;
-                run.progress.rows_so_far += rows;
+                run.progress.stages_done = stages_before;
+                run.progress.stages_total = stages_before;
+                run.progress.rows_so_far = run.rows_read;
                 for (executor, tasks) in &statistics.tasks_by_executor {
                     *run.tasks_by_executor.entry(executor.clone()).or_default() += tasks;
                 }
@@ -441,7 +443,7 @@ impl Execution {
         &mut self,
         job_id: &JobId,
         output: &str,
-        stages_before: &mut (u32, u32),
+        stages_before: u32,
     ) -> Result<Vec<PartitionLocation>> {
         let mut cancelled = false;
         let mut reported = None;
@@ -458,20 +460,17 @@ impl Execution {
             {
                 // Written only when it changes: every update is a durable commit.
                 reported = Some(progress);
-                let (done, total) = (stages_before.0 + progress.0, stages_before.1 + progress.1);
+                let (done, total, rows) = progress;
                 self.runs.update(&self.run_id, |run| {
-                    run.progress.stages_done = done;
-                    run.progress.stages_total = total;
+                    run.progress.stages_done = stages_before + done;
+                    run.progress.stages_total = stages_before + total;
+                    run.progress.rows_so_far = run.rows_read + rows;
                 })?;
             }
             match status.and_then(|s| s.status) {
                 Some(job_status::Status::Successful(success)) => {
                     if cancelled {
                         return Err(SchedulerError::Cancelled);
-                    }
-                    if let Some((done, total)) = self.job_progress(job_id).await {
-                        stages_before.0 += done;
-                        stages_before.1 += total;
                     }
                     return Ok(success.partition_location);
                 }
@@ -501,12 +500,16 @@ impl Execution {
         }
     }
 
-    /// (stages done, stages total) of a job.
-    async fn job_progress(&self, job_id: &JobId) -> Option<(u32, u32)> {
-        let jobs = self.ballista.state.task_manager.get_running_jobs().await.ok()?;
-        jobs.into_iter()
-            .find(|job| &job.job_id == job_id)
-            .map(|job| (job.completed_stages as u32, job.num_stages as u32))
+    /// Stages done, stages planned and rows its scans read so far, for a running job.
+    async fn job_progress(&self, job_id: &JobId) -> Option<(u32, u32, u64)> {
+        let running = self.ballista.state.task_manager.get_running_job_cache();
+        let job = running.get(job_id)?;
+        let graph = job.execution_graph.read().await;
+        Some((
+            graph.completed_stages() as u32,
+            graph.stage_count() as u32,
+            scanned_rows(graph.stages().values()),
+        ))
     }
 
     /// Rows the job's source scans produced, from the metrics of its finished stages.
@@ -515,6 +518,7 @@ impl Execution {
         for _ in 0..25 {
             if let Ok(Some(graph)) = self.job_state.get_execution_graph(job_id).await {
                 return JobStatistics {
+                    stages: graph.stage_count() as u32,
                     rows_read: scanned_rows(graph.stages().values()),
                     tasks_by_executor: tasks_by_executor(graph.stages().values()),
                 };
@@ -594,6 +598,7 @@ async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Resul
 /// What a finished Ballista job did, from its execution graph.
 #[derive(Debug, Default)]
 struct JobStatistics {
+    stages: u32,
     rows_read: u64,
     tasks_by_executor: BTreeMap<String, u64>,
 }

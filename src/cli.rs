@@ -52,7 +52,11 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerAddress {
     /// The scheduler's URL (`http://host:port` or `host:port`).
-    #[arg(long = "scheduler", env = "SLUICE_SCHEDULER", default_value = "http://127.0.0.1:50050")]
+    #[arg(
+        long = "scheduler",
+        env = "SLUICE_SCHEDULER",
+        default_value = "http://127.0.0.1:50050"
+    )]
     pub url: String,
 }
 

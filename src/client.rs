@@ -227,12 +227,21 @@ pub fn summary(run: &v1::Run) -> String {
             output.path.strip_prefix("file://").unwrap_or(&output.path)
         ));
         if !output.partitions.is_empty() {
-            let shown: Vec<&str> = output.partitions.iter().take(6).map(String::as_str).collect();
+            let shown: Vec<&str> = output
+                .partitions
+                .iter()
+                .take(6)
+                .map(String::as_str)
+                .collect();
             let more = output.partitions.len().saturating_sub(shown.len());
             text.push_str(&format!(
                 "    partitions {}{}\n",
                 shown.join(", "),
-                if more > 0 { format!(" (+{more} more)") } else { String::new() }
+                if more > 0 {
+                    format!(" (+{more} more)")
+                } else {
+                    String::new()
+                }
             ));
         }
     }

@@ -39,9 +39,18 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
     let cluster = EmbeddedCluster::start(&dir.join(".sluice"), 2).await?;
     let mut client = cluster.client().await?;
     let params = BTreeMap::from([
-        ("landing".to_owned(), dir.join("landing").display().to_string()),
-        ("staging".to_owned(), dir.join("staging").display().to_string()),
-        ("curated".to_owned(), dir.join("curated").display().to_string()),
+        (
+            "landing".to_owned(),
+            dir.join("landing").display().to_string(),
+        ),
+        (
+            "staging".to_owned(),
+            dir.join("staging").display().to_string(),
+        ),
+        (
+            "curated".to_owned(),
+            dir.join("curated").display().to_string(),
+        ),
     ]);
     for (origin, yaml) in [CLEANSE, MONTHLY] {
         let definition = sluice_jobs::JobDefinition::from_yaml(yaml, origin)?;
@@ -78,8 +87,10 @@ async fn show_top_rows(path: &Path) -> Result<()> {
     ctx.register_parquet(
         "monthly",
         format!("{}/", path.display()),
-        datafusion::prelude::ParquetReadOptions::default()
-            .table_partition_cols(vec![("fill_month".into(), datafusion::arrow::datatypes::DataType::Utf8)]),
+        datafusion::prelude::ParquetReadOptions::default().table_partition_cols(vec![(
+            "fill_month".into(),
+            datafusion::arrow::datatypes::DataType::Utf8,
+        )]),
     )
     .await
     .map_err(fail)?;

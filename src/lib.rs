@@ -36,7 +36,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Validate(args) => validate(&args.file, &args.params).await,
         Command::Schema => {
             let schema = sluice_jobs::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             Ok(())
         }
         Command::Scheduler(args) => {
@@ -56,15 +59,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let (host, port) = args.scheduler.rsplit_once(':').ok_or_else(|| {
                 CliError::Usage(format!("--scheduler `{}`: write host:port", args.scheduler))
             })?;
-            let host = host.trim_start_matches("http://").trim_start_matches("https://");
-            let port: u16 = port
-                .parse()
-                .map_err(|_| CliError::Usage(format!("--scheduler `{}`: bad port", args.scheduler)))?;
+            let host = host
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            let port: u16 = port.parse().map_err(|_| {
+                CliError::Usage(format!("--scheduler `{}`: bad port", args.scheduler))
+            })?;
             let memory_bytes = match &args.memory {
-                Some(text) => Some(
-                    parse_memory(text)
-                        .ok_or_else(|| CliError::Usage(format!("--memory `{text}`: write e.g. 4GiB")))?,
-                ),
+                Some(text) => Some(parse_memory(text).ok_or_else(|| {
+                    CliError::Usage(format!("--memory `{text}`: write e.g. 4GiB"))
+                })?),
                 None => None,
             };
             let settings = sluice_executor::ExecutorSettings {
@@ -109,7 +113,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Status(args) => {
             let mut client = client::connect(&args.scheduler.url).await?;
             let run = client
-                .get_run(v1::GetRunRequest { run_id: args.run_id })
+                .get_run(v1::GetRunRequest {
+                    run_id: args.run_id,
+                })
                 .await?
                 .into_inner();
             client::print_run(&run, args.output);
@@ -123,10 +129,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 })
                 .await?
                 .into_inner();
-            if client::status_name(run.status) == "running" || client::status_name(run.status) == "queued" {
+            if client::status_name(run.status) == "running"
+                || client::status_name(run.status) == "queued"
+            {
                 println!("cancelling {}", run.run_id);
             } else {
-                println!("{} is already {}", run.run_id, client::status_name(run.status));
+                println!(
+                    "{} is already {}",
+                    run.run_id,
+                    client::status_name(run.status)
+                );
             }
             Ok(())
         }
@@ -142,7 +154,9 @@ async fn validate(file: &Path, raw_params: &[String]) -> Result<()> {
     let missing: Vec<&String> = definition
         .params
         .iter()
-        .filter(|(name, spec)| spec.required && spec.default.is_none() && !params.contains_key(*name))
+        .filter(|(name, spec)| {
+            spec.required && spec.default.is_none() && !params.contains_key(*name)
+        })
         .map(|(name, _)| name)
         .collect();
     if !missing.is_empty() {

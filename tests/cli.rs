@@ -22,7 +22,8 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn validate_accepts_the_examples_and_names_bad_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
     let ok = sluice(&["validate", example.to_str().unwrap()], dir.path());
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("is valid"));
@@ -39,28 +40,59 @@ fn validate_accepts_the_examples_and_names_bad_lines() {
 fn validate_with_params_reads_the_sources() {
     let dir = tempfile::tempdir().unwrap();
     sluice_jobs::datagen::write_claims(dir.path(), 100, &[1], 1).unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
     let ok = sluice(
-        &["validate", example.to_str().unwrap(), "--param", "landing=landing", "--param", "staging=staging"],
+        &[
+            "validate",
+            example.to_str().unwrap(),
+            "--param",
+            "landing=landing",
+            "--param",
+            "staging=staging",
+        ],
         dir.path(),
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("claims: 1 files"));
 
     let missing = sluice(
-        &["validate", example.to_str().unwrap(), "--param", "landing=nowhere", "--param", "staging=staging"],
+        &[
+            "validate",
+            example.to_str().unwrap(),
+            "--param",
+            "landing=nowhere",
+            "--param",
+            "staging=staging",
+        ],
         dir.path(),
     );
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("source `claims`"), "{}", stderr(&missing));
-    assert!(!dir.path().join("staging").exists(), "validate wrote something");
+    assert!(
+        stderr(&missing).contains("source `claims`"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(
+        !dir.path().join("staging").exists(),
+        "validate wrote something"
+    );
 }
 
 #[test]
 fn run_without_a_required_param_fails_before_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
-    let output = sluice(&["run", example.to_str().unwrap(), "--param", "landing=landing"], dir.path());
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
+    let output = sluice(
+        &[
+            "run",
+            example.to_str().unwrap(),
+            "--param",
+            "landing=landing",
+        ],
+        dir.path(),
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("param `staging`: is required and was not given"),
@@ -74,14 +106,22 @@ fn run_without_a_required_param_fails_before_writing() {
 fn an_unreachable_scheduler_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
     let output = sluice(
-        &["submit", example.to_str().unwrap(), "--scheduler", &format!("127.0.0.1:{port}")],
+        &[
+            "submit",
+            example.to_str().unwrap(),
+            "--scheduler",
+            &format!("127.0.0.1:{port}"),
+        ],
         dir.path(),
     );
     assert_eq!(output.status.code(), Some(3));
     assert!(
-        stderr(&output).contains(&format!("cannot reach the scheduler at http://127.0.0.1:{port}")),
+        stderr(&output).contains(&format!(
+            "cannot reach the scheduler at http://127.0.0.1:{port}"
+        )),
         "{}",
         stderr(&output)
     );

@@ -32,7 +32,11 @@ struct Claim {
 fn expected_claims(landing: &Path) -> BTreeMap<String, Claim> {
     let mut latest: BTreeMap<String, Claim> = BTreeMap::new();
     let dir = landing.join("claims");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(file).unwrap();
@@ -85,20 +89,35 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
     let all = params(&data);
 
     // Cleanse: landing CSV → staging Parquet partitioned by fill month.
-    let cleanse_params: Vec<_> = all.iter().filter(|(k, _)| *k != "curated").cloned().collect();
+    let cleanse_params: Vec<_> = all
+        .iter()
+        .filter(|(k, _)| *k != "curated")
+        .cloned()
+        .collect();
     let run_id = cluster
-        .submit(&example("claims_cleanse.yaml"), "claims_cleanse.yaml", &cleanse_params)
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &cleanse_params,
+        )
         .await
         .unwrap();
     let run = cluster.wait_final(&run_id).await;
-    assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}{}", cluster.logs());
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
 
     let expected = expected_claims(&data.join("landing"));
     let staging = data.join("staging").join("claims");
     let written = read_partitioned(&staging);
     let mut by_month: BTreeMap<String, usize> = BTreeMap::new();
     for claim in expected.values() {
-        *by_month.entry(format!("fill_month={}", claim.fill_month)).or_default() += 1;
+        *by_month
+            .entry(format!("fill_month={}", claim.fill_month))
+            .or_default() += 1;
     }
     let written_by_month: BTreeMap<String, usize> = written
         .iter()
@@ -110,11 +129,30 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
     let mut seen = BTreeSet::new();
     for batches in written.values() {
         for batch in batches {
-            assert!(batch.schema().index_of("fill_month").is_err(), "partition column stays in folder names");
-            let ids = batch.column_by_name("claim_id").unwrap().as_string::<i32>().clone();
-            let paid = batch.column_by_name("paid_amount").unwrap().as_primitive::<Decimal128Type>().clone();
-            let quantity = batch.column_by_name("quantity").unwrap().as_primitive::<Int32Type>().clone();
-            let state = batch.column_by_name("state").unwrap().as_string::<i32>().clone();
+            assert!(
+                batch.schema().index_of("fill_month").is_err(),
+                "partition column stays in folder names"
+            );
+            let ids = batch
+                .column_by_name("claim_id")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let paid = batch
+                .column_by_name("paid_amount")
+                .unwrap()
+                .as_primitive::<Decimal128Type>()
+                .clone();
+            let quantity = batch
+                .column_by_name("quantity")
+                .unwrap()
+                .as_primitive::<Int32Type>()
+                .clone();
+            let state = batch
+                .column_by_name("state")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
             for row in 0..batch.num_rows() {
                 let id = ids.value(row).to_owned();
                 let claim = &expected[&id];
@@ -129,9 +167,20 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
 
     // Spark's layout: part files with a task number and uuid, _SUCCESS, no staging left.
     for file in common::data_files(&staging) {
-        let name = Path::new(&file).file_name().unwrap().to_string_lossy().to_string();
-        assert!(name.starts_with("part-") && name.ends_with(".snappy.parquet"), "{name}");
-        assert_eq!(name.len(), "part-00000-".len() + 36 + "-c000.snappy.parquet".len(), "{name}");
+        let name = Path::new(&file)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(
+            name.starts_with("part-") && name.ends_with(".snappy.parquet"),
+            "{name}"
+        );
+        assert_eq!(
+            name.len(),
+            "part-00000-".len() + 36 + "-c000.snappy.parquet".len(),
+            "{name}"
+        );
     }
     assert!(staging.join("_SUCCESS").exists());
     assert!(!staging.join("_temporary").exists());
@@ -141,7 +190,12 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
     assert_eq!(output.rows_written, expected.len() as u64);
     assert_eq!(output.files.len(), common::data_files(&staging).len());
     assert_eq!(run.rows_read, sample.claim_rows as u64);
-    assert_eq!(run.tasks_by_executor.len(), 2, "tasks by executor: {:?}", run.tasks_by_executor);
+    assert_eq!(
+        run.tasks_by_executor.len(),
+        2,
+        "tasks by executor: {:?}",
+        run.tasks_by_executor
+    );
     assert!(run.tasks_by_executor.values().all(|tasks| *tasks > 0));
 
     // Aggregate: staging Parquet joined to the product reference.
@@ -150,12 +204,25 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
         .await
         .unwrap();
     let run = cluster.wait_final(&run_id).await;
-    assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}{}", cluster.logs());
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
 
-    let mut expected_groups: BTreeMap<(String, String, String), (i64, BTreeSet<String>, i64, i64)> = BTreeMap::new();
-    let names: BTreeMap<&str, &str> = sluice_jobs::datagen::PRODUCTS.iter().map(|(ndc, name, _)| (*ndc, *name)).collect();
+    let mut expected_groups: BTreeMap<(String, String, String), (i64, BTreeSet<String>, i64, i64)> =
+        BTreeMap::new();
+    let names: BTreeMap<&str, &str> = sluice_jobs::datagen::PRODUCTS
+        .iter()
+        .map(|(ndc, name, _)| (*ndc, *name))
+        .collect();
     for claim in expected.values() {
-        let key = (claim.fill_month.clone(), names[claim.ndc.as_str()].to_owned(), claim.state.clone());
+        let key = (
+            claim.fill_month.clone(),
+            names[claim.ndc.as_str()].to_owned(),
+            claim.state.clone(),
+        );
         let entry = expected_groups.entry(key).or_default();
         entry.0 += 1;
         entry.1.insert(claim.patient_id.clone());
@@ -166,16 +233,49 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
     for (folder, batches) in read_partitioned(&data.join("curated").join("claims_monthly")) {
         let month = folder.trim_start_matches("fill_month=").to_owned();
         for batch in batches {
-            let product = batch.column_by_name("product_name").unwrap().as_string::<i32>().clone();
-            let state = batch.column_by_name("state").unwrap().as_string::<i32>().clone();
-            let prescriptions = batch.column_by_name("prescriptions").unwrap().as_primitive::<Int64Type>().clone();
-            let patients = batch.column_by_name("patients").unwrap().as_primitive::<Int64Type>().clone();
-            let units = batch.column_by_name("units").unwrap().as_primitive::<Int64Type>().clone();
-            let paid = batch.column_by_name("paid_amount").unwrap().as_primitive::<Decimal128Type>().clone();
+            let product = batch
+                .column_by_name("product_name")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let state = batch
+                .column_by_name("state")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let prescriptions = batch
+                .column_by_name("prescriptions")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            let patients = batch
+                .column_by_name("patients")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            let units = batch
+                .column_by_name("units")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            let paid = batch
+                .column_by_name("paid_amount")
+                .unwrap()
+                .as_primitive::<Decimal128Type>()
+                .clone();
             for row in 0..batch.num_rows() {
                 actual_groups.insert(
-                    (month.clone(), product.value(row).to_owned(), state.value(row).to_owned()),
-                    (prescriptions.value(row), patients.value(row), units.value(row), paid.value(row) as i64),
+                    (
+                        month.clone(),
+                        product.value(row).to_owned(),
+                        state.value(row).to_owned(),
+                    ),
+                    (
+                        prescriptions.value(row),
+                        patients.value(row),
+                        units.value(row),
+                        paid.value(row) as i64,
+                    ),
                 );
             }
         }
@@ -226,24 +326,35 @@ async fn cancel_stops_the_job_on_the_executors_and_writes_nothing() {
         .unwrap();
     cluster
         .wait_until(&run_id, "running with stages", |run| {
-            status(run) == RunStatus::Running && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
+            status(run) == RunStatus::Running
+                && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
         })
         .await;
     // Let tasks reach the executors before cancelling.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mut client = cluster.client().await;
     client
-        .cancel_run(v1::CancelRunRequest { run_id: run_id.clone() })
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run_id.clone(),
+        })
         .await
         .unwrap();
     let run = cluster.wait_final(&run_id).await;
     assert_eq!(status(&run), RunStatus::Cancelled, "{run:?}");
-    assert!(common::data_files(&out).is_empty(), "a cancelled run left data");
+    assert!(
+        common::data_files(&out).is_empty(),
+        "a cancelled run left data"
+    );
     assert!(!out.join("_SUCCESS").exists());
 
     // The executors were told to stop the tasks, and are free for the next run.
-    let cancelled_on_executors = (0..2).any(|i| cluster.executor_log(i).contains("Cancelling tasks"));
-    assert!(cancelled_on_executors, "no executor cancelled tasks:{}", cluster.logs());
+    let cancelled_on_executors =
+        (0..2).any(|i| cluster.executor_log(i).contains("Cancelling tasks"));
+    assert!(
+        cancelled_on_executors,
+        "no executor cancelled tasks:{}",
+        cluster.logs()
+    );
     let quick = cluster
         .submit(
             &example("claims_cleanse.yaml"),
@@ -270,18 +381,33 @@ async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupte
         .submit(
             &example("claims_cleanse.yaml"),
             "claims_cleanse.yaml",
-            &[("landing", landing.clone()), ("staging", data.join("staging").display().to_string())],
+            &[
+                ("landing", landing.clone()),
+                ("staging", data.join("staging").display().to_string()),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!(status(&cluster.wait_final(&finished).await), RunStatus::Succeeded);
+    assert_eq!(
+        status(&cluster.wait_final(&finished).await),
+        RunStatus::Succeeded
+    );
 
     let in_flight = cluster
-        .submit(SLOW_JOB, "slow.yaml", &[("landing", landing), ("out", data.join("pairs").display().to_string())])
+        .submit(
+            SLOW_JOB,
+            "slow.yaml",
+            &[
+                ("landing", landing),
+                ("out", data.join("pairs").display().to_string()),
+            ],
+        )
         .await
         .unwrap();
     cluster
-        .wait_until(&in_flight, "running", |run| status(run) == RunStatus::Running)
+        .wait_until(&in_flight, "running", |run| {
+            status(run) == RunStatus::Running
+        })
         .await;
     cluster.kill_scheduler();
     cluster.start_scheduler().await;
@@ -294,12 +420,17 @@ async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupte
         .unwrap()
         .into_inner()
         .runs;
-    let by_id: BTreeMap<&str, &v1::Run> = runs.iter().map(|run| (run.run_id.as_str(), run)).collect();
+    let by_id: BTreeMap<&str, &v1::Run> =
+        runs.iter().map(|run| (run.run_id.as_str(), run)).collect();
     assert_eq!(by_id.len(), 2);
     assert_eq!(status(by_id[finished.as_str()]), RunStatus::Succeeded);
     assert_eq!(by_id[finished.as_str()].outputs.len(), 1);
     let interrupted = by_id[in_flight.as_str()];
     assert_eq!(status(interrupted), RunStatus::Interrupted);
-    assert!(interrupted.error.contains("scheduler stopped"), "{}", interrupted.error);
+    assert!(
+        interrupted.error.contains("scheduler stopped"),
+        "{}",
+        interrupted.error
+    );
     assert!(common::data_files(&data.join("pairs")).is_empty());
 }

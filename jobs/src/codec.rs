@@ -37,7 +37,10 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
                     "ParquetWriteExec takes one input".into(),
                 ));
             };
-            return Ok(Arc::new(ParquetWriteExec::try_new(Arc::clone(input), spec)?));
+            return Ok(Arc::new(ParquetWriteExec::try_new(
+                Arc::clone(input),
+                spec,
+            )?));
         }
         self.ballista.try_decode(buf, inputs, ctx, proto_converter)
     }

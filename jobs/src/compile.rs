@@ -142,11 +142,7 @@ impl PreparedJob {
             let field = format!("steps[{index}].{}", step.value.kind());
             frame = apply_step(ctx, frame, &step.value)
                 .await
-                .map_err(|message| JobError::Invalid {
-                    at,
-                    field,
-                    message,
-                })?;
+                .map_err(|message| JobError::Invalid { at, field, message })?;
         }
         let frame = frame
             .with_param_values(self.params.placeholder_values())
@@ -191,7 +187,8 @@ impl PreparedJob {
             path: location.clone(),
             message,
         };
-        let url = ListingTableUrl::parse(&location).map_err(|err| source_error(strip_context(&err)))?;
+        let url =
+            ListingTableUrl::parse(&location).map_err(|err| source_error(strip_context(&err)))?;
         let state = ctx.state();
         let store = state
             .runtime_env()
@@ -245,13 +242,13 @@ impl PreparedJob {
         let mut partition_columns = Vec::new();
         for key in keys.unwrap_or_default() {
             let data_type = match spec.partitions.get(&key) {
-                Some(declared) => parse_column_type(&declared.0).map_err(|message| {
-                    JobError::Invalid {
+                Some(declared) => {
+                    parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
                         at: at.clone(),
                         field: format!("sources.{name}.partitions.{key}"),
                         message,
-                    }
-                })?,
+                    })?
+                }
                 None => infer_partition_type(values.get(&key).map(Vec::as_slice).unwrap_or(&[])),
             };
             partition_columns.push((key, data_type));
@@ -296,7 +293,8 @@ impl PreparedJob {
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(schema);
-        let table = ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
+        let table =
+            ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
         ctx.register_table(name, Arc::new(table))
             .map_err(|err| source_error(strip_context(&err)))?;
         Ok(ResolvedSource {
@@ -350,11 +348,13 @@ impl PreparedJob {
             None => DEFAULT_TARGET_FILE_SIZE,
         };
         if spec.mode == WriteMode::ErrorIfExists
-            && output_has_data(ctx, &location).await.map_err(|message| JobError::Output {
-                output: spec.name.clone(),
-                path: location.clone(),
-                message,
-            })?
+            && output_has_data(ctx, &location)
+                .await
+                .map_err(|message| JobError::Output {
+                    output: spec.name.clone(),
+                    path: location.clone(),
+                    message,
+                })?
         {
             return Err(JobError::Output {
                 output: spec.name.clone(),
@@ -374,7 +374,10 @@ impl PreparedJob {
 }
 
 /// True when a visible data file exists below an output location.
-async fn output_has_data(ctx: &SessionContext, location: &str) -> std::result::Result<bool, String> {
+async fn output_has_data(
+    ctx: &SessionContext,
+    location: &str,
+) -> std::result::Result<bool, String> {
     let url = ListingTableUrl::parse(format!("{location}/")).map_err(|e| strip_context(&e))?;
     let store = ctx
         .runtime_env()
@@ -468,7 +471,8 @@ async fn apply_step(
         }
         Step::Dedupe(dedupe) => apply_dedupe(frame, dedupe),
         Step::Sql(query) => {
-            ctx.register_table("input", frame.into_view()).map_err(fail)?;
+            ctx.register_table("input", frame.into_view())
+                .map_err(fail)?;
             let result = ctx.sql(query).await;
             // `input` is the previous result only for this step.
             let _ = ctx.deregister_table("input");
@@ -489,10 +493,12 @@ fn replace_columns(
     let exprs: Vec<Expr> = frame
         .schema()
         .iter()
-        .map(|(qualifier, field)| match replacements.remove(field.name()) {
-            Some(expr) => expr.alias(field.name()),
-            None => Expr::Column(Column::new(qualifier.cloned(), field.name())),
-        })
+        .map(
+            |(qualifier, field)| match replacements.remove(field.name()) {
+                Some(expr) => expr.alias(field.name()),
+                None => Expr::Column(Column::new(qualifier.cloned(), field.name())),
+            },
+        )
         .collect();
     frame.select(exprs).map_err(|err| strip_context(&err))
 }

@@ -166,10 +166,7 @@ mod tests {
     #[test]
     fn spark_keys_map_or_warn() {
         let conf = BTreeMap::from([
-            (
-                "spark.sql.shuffle.partitions".to_owned(),
-                Literal::Int(8),
-            ),
+            ("spark.sql.shuffle.partitions".to_owned(), Literal::Int(8)),
             (
                 "spark.executor.memory".to_owned(),
                 Literal::Text("4g".into()),
@@ -181,7 +178,9 @@ mod tests {
         ]);
         let settings = JobSettings::from_conf(&conf, "job.yaml").unwrap();
         assert_eq!(
-            settings.session.get("datafusion.execution.target_partitions"),
+            settings
+                .session
+                .get("datafusion.execution.target_partitions"),
             Some(&"8".to_owned())
         );
         assert_eq!(settings.compression, Compression::Zstd);
@@ -196,6 +195,9 @@ mod tests {
             Literal::Int(1),
         )]);
         let err = JobSettings::from_conf(&conf, "job.yaml").unwrap_err();
-        assert!(err.to_string().contains("conf.datafusion.execution.no_such_option"));
+        assert!(
+            err.to_string()
+                .contains("conf.datafusion.execution.no_such_option")
+        );
     }
 }

@@ -53,7 +53,12 @@ pub struct SampleData {
 /// Writes `rows` claim lines spread over the months of 2024 given (1-based), plus the
 /// product reference, below `dir` (`landing/claims/claims_2024_MM.csv`,
 /// `landing/products/products.csv`).
-pub fn write_claims(dir: &Path, rows: usize, months: &[u32], seed: u64) -> std::io::Result<SampleData> {
+pub fn write_claims(
+    dir: &Path,
+    rows: usize,
+    months: &[u32],
+    seed: u64,
+) -> std::io::Result<SampleData> {
     let mut rng = StdRng::seed_from_u64(seed);
     let claims_dir = dir.join("landing").join("claims");
     let products_dir = dir.join("landing").join("products");
@@ -68,7 +73,11 @@ pub fn write_claims(dir: &Path, rows: usize, months: &[u32], seed: u64) -> std::
     }
     products.flush()?;
 
-    let months: Vec<u32> = if months.is_empty() { vec![1] } else { months.to_vec() };
+    let months: Vec<u32> = if months.is_empty() {
+        vec![1]
+    } else {
+        months.to_vec()
+    };
     let per_month = rows.div_ceil(months.len());
     let prescribers: Vec<u64> = (0..200).map(|i| 1_003_000_000 + i * 7_919).collect();
     let patients = (rows / 4).max(1);
@@ -90,10 +99,22 @@ pub fn write_claims(dir: &Path, rows: usize, months: &[u32], seed: u64) -> std::
             let payer = PAYERS[rng.random_range(0..PAYERS.len())];
             let state = STATES[rng.random_range(0..STATES.len())];
             // Landing text is untidy: padded payers and states.
-            let payer = if rng.random_bool(0.2) { format!(" {payer}  ") } else { payer.to_owned() };
-            let state = if rng.random_bool(0.1) { format!("{state} ") } else { state.to_owned() };
+            let payer = if rng.random_bool(0.2) {
+                format!(" {payer}  ")
+            } else {
+                payer.to_owned()
+            };
+            let state = if rng.random_bool(0.1) {
+                format!("{state} ")
+            } else {
+                state.to_owned()
+            };
             // A few lines arrive without a quantity; the cleansing job drops them.
-            let quantity = if rng.random_bool(0.01) { String::new() } else { quantity.to_string() };
+            let quantity = if rng.random_bool(0.01) {
+                String::new()
+            } else {
+                quantity.to_string()
+            };
             let patient = rng.random_range(0..patients);
             let npi = prescribers[rng.random_range(0..prescribers.len())];
             let hour = rng.random_range(0..24u32);
@@ -111,7 +132,11 @@ pub fn write_claims(dir: &Path, rows: usize, months: &[u32], seed: u64) -> std::
             // About 3% of claims are resubmitted later the same day with a corrected
             // amount; the cleansing job keeps the latest adjudication.
             if rng.random_bool(0.03) && written < rows && hour < 23 {
-                writeln!(out, "{}", line(paid_cents + rng.random_range(1..500), hour + 1))?;
+                writeln!(
+                    out,
+                    "{}",
+                    line(paid_cents + rng.random_range(1..500), hour + 1)
+                )?;
                 written += 1;
                 in_month += 1;
             }

@@ -395,7 +395,10 @@ impl JobDefinition {
             Some(input) if !self.sources.contains_key(input) => {
                 return Err(top(
                     "input",
-                    format!("`{input}` is not one of the sources ({})", self.source_names()),
+                    format!(
+                        "`{input}` is not one of the sources ({})",
+                        self.source_names()
+                    ),
                 ));
             }
             None if self.sources.len() > 1 => {

@@ -61,6 +61,5 @@ pub use params::{BoundParams, ParamValue};
 pub use storage::{SparkLayoutStore, is_hidden_segment};
 pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
-    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile,
-    manifest_schema,
+    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile, manifest_schema,
 };

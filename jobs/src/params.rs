@@ -84,7 +84,11 @@ impl BoundParams {
                     message: format!(
                         "job `{}` declares no such param (it has: {})",
                         definition.name,
-                        if declared.is_empty() { "none" } else { &declared }
+                        if declared.is_empty() {
+                            "none"
+                        } else {
+                            &declared
+                        }
                     ),
                 });
             }

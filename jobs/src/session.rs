@@ -12,9 +12,9 @@ use ballista_core::extension::{
 };
 use ballista_core::registry::BallistaFunctionRegistry;
 use datafusion::error::Result as DataFusionResult;
+use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use object_store::local::LocalFileSystem;
 

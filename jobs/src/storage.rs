@@ -43,9 +43,7 @@ fn visible_below(prefix: Option<&Path>, location: &Path) -> bool {
         },
         None => location.parts().collect(),
     };
-    !relative
-        .iter()
-        .any(|part| is_hidden_segment(part.as_ref()))
+    !relative.iter().any(|part| is_hidden_segment(part.as_ref()))
 }
 
 impl fmt::Display for SparkLayoutStore {

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::array::UInt32Array;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -222,9 +222,8 @@ impl ExecutionPlan for ParquetWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).map_err(|_| {
-            DataFusionError::Internal("ParquetWriteExec takes one input".into())
-        })?;
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("ParquetWriteExec takes one input".into()))?;
         Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
     }
 
@@ -452,7 +451,10 @@ impl PartitionWriter {
                 }
             })
             .collect::<Result<_>>()?;
-        Ok(RecordBatch::try_new(Arc::clone(&self.file_schema), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.file_schema),
+            columns,
+        )?)
     }
 }
 
@@ -508,8 +510,20 @@ pub fn escape_path_name(value: &str) -> String {
     for c in value.chars() {
         let needs_escape = matches!(
             c,
-            '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\u{7f}' | '{' | '['
-                | ']' | '^'
+            '"' | '#'
+                | '%'
+                | '\''
+                | '*'
+                | '/'
+                | ':'
+                | '='
+                | '?'
+                | '\\'
+                | '\u{7f}'
+                | '{'
+                | '['
+                | ']'
+                | '^'
         ) || (c as u32) < 0x20;
         if needs_escape {
             escaped.push_str(&format!("%{:02X}", c as u32));

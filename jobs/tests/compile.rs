@@ -14,9 +14,18 @@ fn sample(dir: &Path) {
 
 fn params(dir: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut params = BTreeMap::from([
-        ("landing".to_owned(), dir.join("landing").display().to_string()),
-        ("staging".to_owned(), dir.join("staging").display().to_string()),
-        ("curated".to_owned(), dir.join("curated").display().to_string()),
+        (
+            "landing".to_owned(),
+            dir.join("landing").display().to_string(),
+        ),
+        (
+            "staging".to_owned(),
+            dir.join("staging").display().to_string(),
+        ),
+        (
+            "curated".to_owned(),
+            dir.join("curated").display().to_string(),
+        ),
     ]);
     for (k, v) in extra {
         params.insert(k.to_string(), v.to_string());
@@ -40,18 +49,29 @@ async fn compile(
 }
 
 fn example(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// Compares a plan with its golden file, or rewrites the file when asked to.
 fn assert_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("SLUICE_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run with SLUICE_UPDATE_GOLDEN=1", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with SLUICE_UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
     assert_eq!(
         actual, expected,
         "the compiled plan changed; review and refresh with SLUICE_UPDATE_GOLDEN=1"
@@ -88,11 +108,19 @@ async fn example_plans_match_their_golden_files() {
         ("claims_cleanse.yaml", "claims_cleanse.plan"),
         ("claims_monthly.yaml", "claims_monthly.plan"),
     ] {
-        let (compiled, _) = compile(&example(file), params(dir.path(), &[])).await.unwrap();
+        let (compiled, _) = compile(&example(file), params(dir.path(), &[]))
+            .await
+            .unwrap();
         let plans: Vec<String> = compiled
             .outputs
             .iter()
-            .map(|output| format!("output {}:\n{}\n", output.name, output.plan.display_indent()))
+            .map(|output| {
+                format!(
+                    "output {}:\n{}\n",
+                    output.name,
+                    output.plan.display_indent()
+                )
+            })
             .collect();
         assert_golden(golden, &plans.concat());
     }
@@ -184,10 +212,15 @@ async fn error_if_exists_refuses_an_output_holding_data() {
     sample(dir.path());
     let existing = dir.path().join("staging/by_month");
     std::fs::create_dir_all(&existing).unwrap();
-    let yaml = BY_MONTH.replace("path: \"{{staging}}/by_month\"}", "path: \"{{staging}}/by_month\", mode: error_if_exists}");
+    let yaml = BY_MONTH.replace(
+        "path: \"{{staging}}/by_month\"}",
+        "path: \"{{staging}}/by_month\", mode: error_if_exists}",
+    );
     // An empty folder, or one holding only hidden files, holds no data.
     std::fs::write(existing.join("_SUCCESS"), b"").unwrap();
-    compile(&yaml, params(dir.path(), &[("month", "2024-01")])).await.unwrap();
+    compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap();
     std::fs::write(existing.join("part-00000.parquet"), b"x").unwrap();
     let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
         .await
@@ -195,5 +228,8 @@ async fn error_if_exists_refuses_an_output_holding_data() {
         .unwrap()
         .to_string();
     assert!(err.starts_with("output `claims` (file://"), "{err}");
-    assert!(err.ends_with("already holds data and the mode is error_if_exists"), "{err}");
+    assert!(
+        err.ends_with("already holds data and the mode is error_if_exists"),
+        "{err}"
+    );
 }

@@ -37,7 +37,10 @@ fn error_of(yaml: &str) -> String {
 
 #[test]
 fn the_example_jobs_parse() {
-    for path in ["examples/claims_cleanse.yaml", "examples/claims_monthly.yaml"] {
+    for path in [
+        "examples/claims_cleanse.yaml",
+        "examples/claims_monthly.yaml",
+    ] {
         let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
         let definition = JobDefinition::from_file(&full).unwrap();
         assert!(!definition.outputs.is_empty(), "{path}");
@@ -48,8 +51,14 @@ fn the_example_jobs_parse() {
 fn a_template_naming_an_undeclared_param_is_an_error() {
     // GOOD uses {{landing}}, which it does not declare.
     let err = error_of(GOOD);
-    assert!(err.starts_with("job.yaml:9:5: sources.claims.path"), "{err}");
-    assert!(err.contains("`{{landing}}` names no declared param"), "{err}");
+    assert!(
+        err.starts_with("job.yaml:9:5: sources.claims.path"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`{{landing}}` names no declared param"),
+        "{err}"
+    );
 }
 
 fn good() -> String {
@@ -78,7 +87,10 @@ fn malformed_yaml_names_file_line_and_column() {
 
 #[test]
 fn unknown_fields_are_errors_with_their_position() {
-    let yaml = good().replace("    partition_by: [fill_month]", "    partition_by: [fill_month]\n    partitoin_by: [x]");
+    let yaml = good().replace(
+        "    partition_by: [fill_month]",
+        "    partition_by: [fill_month]\n    partitoin_by: [x]",
+    );
     let err = error_of(&yaml);
     assert!(err.starts_with("job.yaml:22:5"), "{err}");
     assert!(err.contains("partitoin_by"), "{err}");
@@ -126,10 +138,7 @@ fn several_sources_need_an_input() {
 
 #[test]
 fn duplicate_output_names_are_errors() {
-    let yaml = format!(
-        "{}  - name: claims\n    path: staging/other\n",
-        good()
-    );
+    let yaml = format!("{}  - name: claims\n    path: staging/other\n", good());
     let err = error_of(&yaml);
     assert!(err.contains("outputs[1].name"), "{err}");
 }
@@ -149,10 +158,14 @@ fn params_are_typed_and_defaulted() {
     assert_eq!(params.get("min_quantity"), Some(&ParamValue::Int(1)));
     assert_eq!(
         params.get("as_of"),
-        Some(&ParamValue::Date(chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()))
+        Some(&ParamValue::Date(
+            chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()
+        ))
     );
     assert_eq!(
-        params.render("{{landing}}/claims/{{run_month}}", "path").unwrap(),
+        params
+            .render("{{landing}}/claims/{{run_month}}", "path")
+            .unwrap(),
         "/data/landing/claims/2024-01"
     );
 }
@@ -179,7 +192,10 @@ fn an_undeclared_param_is_an_error() {
     let err = bind(&[("run_month", "2024-01"), ("run_mnth", "x")])
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("param `run_mnth`: job `claims_cleanse` declares no such param"), "{err}");
+    assert!(
+        err.starts_with("param `run_mnth`: job `claims_cleanse` declares no such param"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_jobs::{WriteMode, WriteSpec, WrittenFile};
 
 use crate::error::{Result, SchedulerError};
@@ -140,7 +140,7 @@ fn join(base: &Path, relative: &str) -> Path {
 
 /// A data file readers see: nothing below the root is hidden.
 fn is_visible_data(root: &Path, location: &Path) -> bool {
-    location.prefix_match(root).is_some_and(|mut parts| {
-        parts.all(|part| !sluice_jobs::is_hidden_segment(part.as_ref()))
-    })
+    location
+        .prefix_match(root)
+        .is_some_and(|mut parts| parts.all(|part| !sluice_jobs::is_hidden_segment(part.as_ref())))
 }

@@ -29,8 +29,7 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 use sluice_jobs::{
-    CompiledJob, JobDefinition, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec,
-    WrittenFile,
+    CompiledJob, JobDefinition, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec, WrittenFile,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -189,12 +188,14 @@ impl RunManager {
     pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
         let yaml = match (&submission.definition_yaml, &submission.registered_job) {
             (Some(yaml), _) => yaml.clone(),
-            (None, Some(name)) => self.runs.registered_job(name)?.ok_or_else(|| {
-                sluice_jobs::JobError::Param {
-                    name: "job".into(),
-                    message: format!("no job named `{name}` is registered on this scheduler"),
-                }
-            })?,
+            (None, Some(name)) => {
+                self.runs
+                    .registered_job(name)?
+                    .ok_or_else(|| sluice_jobs::JobError::Param {
+                        name: "job".into(),
+                        message: format!("no job named `{name}` is registered on this scheduler"),
+                    })?
+            }
             (None, None) => {
                 return Err(sluice_jobs::JobError::Param {
                     name: "job".into(),
@@ -251,7 +252,13 @@ impl RunManager {
 
     /// The registered executors whose last heartbeat is recent and says active.
     pub async fn executors(&self) -> Vec<ExecutorInfo> {
-        let Ok(states) = self.ballista.state.executor_manager.get_executors_state().await else {
+        let Ok(states) = self
+            .ballista
+            .state
+            .executor_manager
+            .get_executors_state()
+            .await
+        else {
             return Vec::new();
         };
         let now = std::time::SystemTime::now()
@@ -399,18 +406,31 @@ impl Execution {
             let physical = state
                 .create_physical_plan(&output.plan)
                 .await
-                .map_err(|err| sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err))?;
+                .map_err(|err| {
+                    sluice_jobs::JobError::datafusion(
+                        format!("planning output `{}`", output.name),
+                        err,
+                    )
+                })?;
             let write: Arc<dyn ExecutionPlan> = Arc::new(
                 ParquetWriteExec::try_new(physical, spec.clone()).map_err(|err| {
-                    sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err)
+                    sluice_jobs::JobError::datafusion(
+                        format!("planning output `{}`", output.name),
+                        err,
+                    )
                 })?,
             );
-            let job_name = format!("{}/{}/{}", self.job.definition.name, self.run_id, output.name);
+            let job_name = format!(
+                "{}/{}/{}",
+                self.job.definition.name, self.run_id, output.name
+            );
             let job_id = self
                 .ballista
                 .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
                 .await
-                .map_err(|err| SchedulerError::ballista(format!("submitting output `{}`", output.name), err))?;
+                .map_err(|err| {
+                    SchedulerError::ballista(format!("submitting output `{}`", output.name), err)
+                })?;
             tracing::info!(run_id = %self.run_id, output = %output.name, %job_id, "ballista job submitted");
             self.runs.update(&self.run_id, |run| {
                 run.ballista_jobs.push(job_id.to_string());
@@ -535,15 +555,20 @@ impl Execution {
         }
         for output in produced {
             let store = self.store_for(&output.spec)?;
-            let record = commit::commit_output(store, &output.spec, output.mode, &output.files).await?;
-            self.runs.update(&self.run_id, |run| run.outputs.push(record))?;
+            let record =
+                commit::commit_output(store, &output.spec, output.mode, &output.files).await?;
+            self.runs
+                .update(&self.run_id, |run| run.outputs.push(record))?;
         }
         Ok(())
     }
 }
 
 /// Reads the manifests the write tasks returned, from the executors that hold them.
-async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Result<Vec<WrittenFile>> {
+async fn fetch_manifests(
+    locations: &[PartitionLocation],
+    output: &str,
+) -> Result<Vec<WrittenFile>> {
     let fail = |message: String| SchedulerError::JobFailed {
         output: output.to_owned(),
         message,
@@ -581,15 +606,20 @@ async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Resul
                 true,
             )
             .await
-            .map_err(|err| fail(format!("reading a write manifest from {}: {err}", executor.id)))?;
-        let batches: Vec<_> = stream
-            .try_collect()
-            .await
-            .map_err(|err| fail(format!("reading a write manifest from {}: {err}", executor.id)))?;
+            .map_err(|err| {
+                fail(format!(
+                    "reading a write manifest from {}: {err}",
+                    executor.id
+                ))
+            })?;
+        let batches: Vec<_> = stream.try_collect().await.map_err(|err| {
+            fail(format!(
+                "reading a write manifest from {}: {err}",
+                executor.id
+            ))
+        })?;
         for batch in &batches {
-            files.extend(
-                WrittenFile::from_manifest(batch).map_err(|err| fail(err.to_string()))?,
-            );
+            files.extend(WrittenFile::from_manifest(batch).map_err(|err| fail(err.to_string()))?);
         }
     }
     Ok(files)
@@ -604,7 +634,9 @@ struct JobStatistics {
 }
 
 /// Successful tasks per executor over a job's stages.
-fn tasks_by_executor<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> BTreeMap<String, u64> {
+fn tasks_by_executor<'a>(
+    stages: impl Iterator<Item = &'a ExecutionStage>,
+) -> BTreeMap<String, u64> {
     let mut tasks = BTreeMap::new();
     for stage in stages {
         let ExecutionStage::Successful(stage) = stage else {

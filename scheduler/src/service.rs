@@ -25,7 +25,8 @@ impl JobServiceImpl {
 
 /// A run record as the API returns it.
 pub fn to_proto(run: &RunRecord) -> v1::Run {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
     v1::Run {
         run_id: run.run_id.to_string(),
         job: run.job.clone(),

@@ -93,7 +93,9 @@ impl RunStore {
         let mut runs = Vec::new();
         for entry in table.iter().map_err(|e| self.fail(e))?.rev() {
             let (_, value) = entry.map_err(|e| self.fail(e))?;
-            runs.push(serde_json::from_slice::<RunRecord>(value.value()).map_err(|e| self.fail(e))?);
+            runs.push(
+                serde_json::from_slice::<RunRecord>(value.value()).map_err(|e| self.fail(e))?,
+            );
             if limit > 0 && runs.len() >= limit {
                 break;
             }

@@ -81,7 +81,8 @@ impl Cluster {
     /// Starts (or restarts) the scheduler on the same port and state directory.
     pub async fn start_scheduler(&mut self) {
         self.scheduler_starts += 1;
-        let log = File::create(self.log_path(&format!("scheduler-{}", self.scheduler_starts))).unwrap();
+        let log =
+            File::create(self.log_path(&format!("scheduler-{}", self.scheduler_starts))).unwrap();
         let child = Command::new(sluice_bin())
             .args(["scheduler", "--port", &self.port.to_string(), "--state-dir"])
             .arg(self.dir.path().join("state"))
@@ -94,7 +95,11 @@ impl Cluster {
         self.scheduler = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while JobServiceClient::connect(self.url()).await.is_err() {
-            assert!(Instant::now() < deadline, "scheduler did not start: {}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "scheduler did not start: {}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -105,7 +110,11 @@ impl Cluster {
         let work = self.dir.path().join(format!("executor-{index}"));
         std::fs::create_dir_all(&work).unwrap();
         let child = Command::new(sluice_bin())
-            .args(["executor", "--scheduler", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "executor",
+                "--scheduler",
+                &format!("127.0.0.1:{}", self.port),
+            ])
             .args(["--port", &free_port().to_string()])
             .args(["--grpc-port", &free_port().to_string()])
             .args(["--vcores", "2"])
@@ -133,7 +142,11 @@ impl Cluster {
             if executors.len() >= count {
                 return;
             }
-            assert!(Instant::now() < deadline, "executors did not register: {}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "executors did not register: {}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -157,7 +170,10 @@ impl Cluster {
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             paths.sort();
-            for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+            for path in paths
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            {
                 let content = std::fs::read_to_string(&path).unwrap_or_default();
                 let tail: Vec<&str> = content.lines().rev().take(40).collect();
                 text.push_str(&format!("\n==== {} ====\n", path.display()));
@@ -176,12 +192,20 @@ impl Cluster {
     }
 
     /// Submits a definition's text with params; returns the run id.
-    pub async fn submit(&self, yaml: &str, origin: &str, params: &[(&str, String)]) -> Result<String, tonic::Status> {
+    pub async fn submit(
+        &self,
+        yaml: &str,
+        origin: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, tonic::Status> {
         let mut client = self.client().await;
         let response = client
             .submit_run(v1::SubmitRunRequest {
                 job: Some(v1::submit_run_request::Job::DefinitionYaml(yaml.to_owned())),
-                params: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
                 origin: origin.to_owned(),
                 working_dir: self.dir.path().display().to_string(),
             })
@@ -193,21 +217,32 @@ impl Cluster {
     pub async fn run(&self, run_id: &str) -> v1::Run {
         self.client()
             .await
-            .get_run(v1::GetRunRequest { run_id: run_id.to_owned() })
+            .get_run(v1::GetRunRequest {
+                run_id: run_id.to_owned(),
+            })
             .await
             .unwrap()
             .into_inner()
     }
 
     /// Polls a run until `done` says so.
-    pub async fn wait_until(&self, run_id: &str, what: &str, done: impl Fn(&v1::Run) -> bool) -> v1::Run {
+    pub async fn wait_until(
+        &self,
+        run_id: &str,
+        what: &str,
+        done: impl Fn(&v1::Run) -> bool,
+    ) -> v1::Run {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let run = self.run(run_id).await;
             if done(&run) {
                 return run;
             }
-            assert!(Instant::now() < deadline, "run {run_id} never became {what}: {run:?}{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} never became {what}: {run:?}{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -240,7 +275,12 @@ pub fn status(run: &v1::Run) -> v1::RunStatus {
 
 /// An example job definition's text.
 pub fn example(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples").join(name)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("jobs/examples")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// Every data file (visible to readers) below a directory, relative to it.
@@ -252,7 +292,9 @@ pub fn data_files(root: &Path) -> Vec<String> {
 }
 
 fn visit(root: &Path, dir: &Path, files: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('_') || name.starts_with('.') {
@@ -282,7 +324,10 @@ pub fn read_partitioned(root: &Path) -> BTreeMap<String, Vec<RecordBatch>> {
             .build()
             .unwrap();
         for batch in reader {
-            by_partition.entry(folder.clone()).or_default().push(batch.unwrap());
+            by_partition
+                .entry(folder.clone())
+                .or_default()
+                .push(batch.unwrap());
         }
     }
     by_partition

@@ -81,7 +81,7 @@ fn params(dir: &Path) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
-    let _serial = common::one_cluster_at_a_time();
+    let _serial = common::one_cluster_at_a_time().await;
     let cluster = Cluster::start(2).await;
     let data = cluster.dir.path().join("lake");
     let sample = sluice_jobs::datagen::write_claims(&data, 6_000, &[1, 2, 3], 11).unwrap();
@@ -211,8 +211,8 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
         cluster.logs()
     );
 
-    let mut expected_groups: BTreeMap<(String, String, String), (i64, BTreeSet<String>, i64, i64)> =
-        BTreeMap::new();
+    type Group = (String, String, String);
+    let mut expected_groups: BTreeMap<Group, (i64, BTreeSet<String>, i64, i64)> = BTreeMap::new();
     let names: BTreeMap<&str, &str> = sluice_jobs::datagen::PRODUCTS
         .iter()
         .map(|(ndc, name, _)| (*ndc, *name))
@@ -308,7 +308,7 @@ outputs:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_the_job_on_the_executors_and_writes_nothing() {
-    let _serial = common::one_cluster_at_a_time();
+    let _serial = common::one_cluster_at_a_time().await;
     let cluster = Cluster::start(2).await;
     let data = cluster.dir.path().join("lake");
     sluice_jobs::datagen::write_claims(&data, 60_000, &[1, 2], 5).unwrap();
@@ -372,7 +372,7 @@ async fn cancel_stops_the_job_on_the_executors_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupted() {
-    let _serial = common::one_cluster_at_a_time();
+    let _serial = common::one_cluster_at_a_time().await;
     let mut cluster = Cluster::start(2).await;
     let data = cluster.dir.path().join("lake");
     sluice_jobs::datagen::write_claims(&data, 60_000, &[1], 3).unwrap();
@@ -433,4 +433,100 @@ async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupte
         interrupted.error
     );
     assert!(common::data_files(&data.join("pairs")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_waits_lists_and_reports_failures() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 2_000, &[1], 9).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");
+    let sluice = |args: &[&str]| {
+        std::process::Command::new(common::sluice_bin())
+            .args(args)
+            .args(["--scheduler", &cluster.url()])
+            .current_dir(&data)
+            .output()
+            .unwrap()
+    };
+
+    // Relative paths resolve against the submitter's working directory.
+    let submitted = sluice(&[
+        "submit",
+        example.to_str().unwrap(),
+        "-p",
+        "landing=landing",
+        "-p",
+        "staging=staging",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["job"], "claims_cleanse");
+    assert_eq!(record["params"]["staging"], "staging");
+    let run_id = record["run_id"].as_str().unwrap().to_owned();
+    let files = record["outputs"][0]["files"].as_array().unwrap();
+    assert!(!files.is_empty());
+    for file in files {
+        assert!(
+            data.join("staging/claims")
+                .join(file.as_str().unwrap())
+                .exists(),
+            "{file}"
+        );
+    }
+
+    let listed = sluice(&["runs"]);
+    assert!(listed.status.success());
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains(&run_id) && listing.contains("succeeded"),
+        "{listing}"
+    );
+
+    let shown = sluice(&["status", &run_id]);
+    let summary = String::from_utf8_lossy(&shown.stdout);
+    assert!(summary.contains("output claims"), "{summary}");
+    assert!(
+        summary.contains("partitions fill_month=2024-01"),
+        "{summary}"
+    );
+
+    // A value that does not convert fails the run (ANSI), exit code 1, nothing written.
+    let bad = data.join("bad_cast.yaml");
+    std::fs::write(
+        &bad,
+        example_text_with_bad_cast(&std::fs::read_to_string(&example).unwrap()),
+    )
+    .unwrap();
+    let failed = sluice(&[
+        "submit",
+        bad.to_str().unwrap(),
+        "-p",
+        "landing=landing",
+        "-p",
+        "staging=staging_bad",
+        "--wait",
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("failed"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("cast"), "{stderr}");
+    assert!(common::data_files(&data.join("staging_bad")).is_empty());
+}
+
+/// The cleansing example with a cast that cannot succeed: payer names to integers.
+fn example_text_with_bad_cast(yaml: &str) -> String {
+    yaml.replace(
+        "      quantity: int\n",
+        "      quantity: int\n      payer: int\n",
+    )
 }

@@ -114,10 +114,10 @@ pub async fn discard_staging(store: Arc<dyn ObjectStore>, spec: &WriteSpec) {
         .boxed();
     let mut deleted = store.delete_stream(locations);
     while let Some(result) = deleted.next().await {
-        if let Err(err) = result {
-            if !matches!(err, object_store::Error::NotFound { .. }) {
-                tracing::warn!(output = %spec.output, %staging, %err, "could not delete staged file");
-            }
+        if let Err(err) = result
+            && !matches!(err, object_store::Error::NotFound { .. })
+        {
+            tracing::warn!(output = %spec.output, %staging, %err, "could not delete staged file");
         }
     }
     // Local filesystems keep empty folders; remove them so `_temporary` disappears.

@@ -31,9 +31,9 @@ pub fn free_port() -> u16 {
 
 /// Serializes the tests that start clusters: on a small machine, two clusters computing
 /// at once only slow each other down.
-pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A scheduler process and executor processes, killed when dropped.

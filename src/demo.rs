@@ -81,8 +81,12 @@ async fn show_top_rows(path: &Path) -> Result<()> {
         context: format!("reading {}", path.display()),
         source,
     };
-    let state = sluice_jobs::session::session_state(sluice_jobs::session::default_session_config())
-        .map_err(fail)?;
+    let stores = sluice_jobs::ObjectStores::new(crate::config::storage_settings()?);
+    let state = sluice_jobs::session::session_state(
+        sluice_jobs::session::default_session_config(),
+        &stores,
+    )
+    .map_err(fail)?;
     let ctx = SessionContext::new_with_state(state);
     ctx.register_parquet(
         "monthly",

@@ -31,6 +31,7 @@ impl EmbeddedCluster {
             port: 0,
             external_host: "127.0.0.1".into(),
             run_store: state_dir.join("runs.redb"),
+            storage: crate::config::storage_settings()?,
             ..SchedulerSettings::default()
         };
         let scheduler = Scheduler::start(&settings).await?;
@@ -59,6 +60,7 @@ impl EmbeddedCluster {
                 vcores: 2,
                 work_dir: Some(work_dir.path().to_owned()),
                 executor_id: Some(format!("embedded-{index}")),
+                storage: crate::config::storage_settings()?,
                 ..ExecutorSettings::default()
             };
             work_dirs.push(work_dir);

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod client;
+mod config;
 mod demo;
 mod embedded;
 mod error;
@@ -49,6 +50,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 external_host: args.external_host.clone().unwrap_or(args.bind.clone()),
                 run_store: args.state_dir.join("runs.redb"),
                 executor_timeout: std::time::Duration::from_secs(args.executor_timeout_secs),
+                storage: config::storage_settings()?,
             };
             let scheduler = sluice_scheduler::Scheduler::start(&settings).await?;
             eprintln!("sluice scheduler listening on {}", scheduler.address());
@@ -82,6 +84,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 memory_bytes,
                 work_dir: args.work_dir.clone(),
                 executor_id: None,
+                storage: config::storage_settings()?,
             };
             sluice_executor::run_executor(settings).await?;
             Ok(())
@@ -176,7 +179,8 @@ async fn validate(file: &Path, raw_params: &[String]) -> Result<()> {
     for warning in &prepared.settings.warnings {
         eprintln!("warning: {warning}");
     }
-    let ctx = prepared.session_context()?;
+    let ctx =
+        prepared.session_context(&sluice_jobs::ObjectStores::new(config::storage_settings()?))?;
     let base_dir = std::env::current_dir().unwrap_or_default();
     let compiled = prepared.compile(&ctx, &base_dir).await?;
     println!(
@@ -185,7 +189,23 @@ async fn validate(file: &Path, raw_params: &[String]) -> Result<()> {
         compiled
             .sources
             .iter()
-            .map(|s| format!("{}: {} files", s.name, s.files))
+            .map(|s| {
+                let partitions: Vec<&str> = s
+                    .partition_columns
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if partitions.is_empty() {
+                    format!("{} at {}", s.name, s.location)
+                } else {
+                    format!(
+                        "{} at {} partitioned by {}",
+                        s.name,
+                        s.location,
+                        partitions.join(", ")
+                    )
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -330,6 +330,27 @@ async fn cancel_stops_the_job_on_the_executors_and_writes_nothing() {
                 && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
         })
         .await;
+    // A second run on the same output is refused while the first one writes it.
+    let second = cluster
+        .submit(
+            SLOW_JOB,
+            "slow.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        second
+            .message()
+            .contains(&format!("is being written by run {run_id}")),
+        "{}",
+        second.message()
+    );
+
     // Let tasks reach the executors before cancelling.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let mut client = cluster.client().await;

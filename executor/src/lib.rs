@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use sluice_jobs::SluicePhysicalCodec;
+use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
 
 /// Errors of the executor crate.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +64,8 @@ pub struct ExecutorSettings {
     pub work_dir: Option<PathBuf>,
     /// A fixed executor id; a fresh one when `None`.
     pub executor_id: Option<String>,
+    /// How storage is reached (the same as the scheduler's).
+    pub storage: StorageSettings,
 }
 
 impl Default for ExecutorSettings {
@@ -80,6 +81,7 @@ impl Default for ExecutorSettings {
             memory_bytes: None,
             work_dir: None,
             executor_id: None,
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -91,14 +93,13 @@ pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
         .as_ref()
         .map(|dir| dir.display().to_string());
     let temp_dir = work_dir.clone();
+    let stores = ObjectStores::new(settings.storage.clone());
     let runtime_producer: RuntimeProducer = Arc::new(move |_config| {
-        let mut builder = RuntimeEnvBuilder::new();
+        let mut builder = sluice_jobs::session::runtime_builder(&stores);
         if let Some(dir) = &temp_dir {
             builder = builder.with_temp_file_path(dir);
         }
-        let runtime = builder.build_arc()?;
-        sluice_jobs::session::register_storage(&runtime);
-        Ok(runtime)
+        builder.build_arc()
     });
     let config_producer: ConfigProducer = Arc::new(sluice_jobs::session::default_session_config);
     let defaults = ExecutorProcessConfig::default();

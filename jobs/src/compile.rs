@@ -24,6 +24,7 @@ use datafusion::datasource::listing::{
 use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, SortExpr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 
 use crate::conf::JobSettings;
 use crate::definition::{
@@ -31,6 +32,7 @@ use crate::definition::{
 };
 use crate::error::{JobError, Position, Result};
 use crate::params::BoundParams;
+use crate::storage::ObjectStores;
 use crate::types::{parse_byte_size, parse_column_type};
 use crate::write::{HIVE_DEFAULT_PARTITION, STAGING_DIR};
 
@@ -58,8 +60,6 @@ pub struct ResolvedSource {
     pub name: String,
     /// Its location as a URL (a glob stays a glob).
     pub location: String,
-    /// How many files it matched.
-    pub files: usize,
     /// Hive partition columns found below it, with their types.
     pub partition_columns: Vec<(String, DataType)>,
 }
@@ -108,11 +108,11 @@ impl PreparedJob {
     }
 
     /// A session context configured for this job (Spark functions and defaults, the
-    /// job's `conf`).
-    pub fn session_context(&self) -> Result<SessionContext> {
+    /// job's `conf`) over the process's object stores.
+    pub fn session_context(&self, stores: &Arc<ObjectStores>) -> Result<SessionContext> {
         let config = crate::session::session_config(&self.settings.session)
             .map_err(|err| JobError::datafusion("configuring the session", err))?;
-        let state = crate::session::session_state(config)
+        let state = crate::session::session_state(config, stores)
             .map_err(|err| JobError::datafusion("configuring the session", err))?;
         Ok(SessionContext::new_with_state(state))
     }
@@ -187,6 +187,31 @@ impl PreparedJob {
             path: location.clone(),
             message,
         };
+        // Partition values fixed by pointing `path` inside a `base_path`.
+        let fixed_partitions: Vec<(String, String)> = match &spec.base_path {
+            None => Vec::new(),
+            Some(base) => {
+                let base = self
+                    .params
+                    .render(base, &format!("sources.{name}.base_path"))?;
+                let base = to_location(&base, base_dir, false);
+                let base = base.trim_end_matches('/');
+                let inside = location
+                    .strip_prefix(base)
+                    .filter(|rest| rest.starts_with('/'))
+                    .ok_or_else(|| source_error(format!("path is not inside base_path {base}")))?;
+                let mut fixed = Vec::new();
+                for segment in inside.split('/').filter(|s| !s.is_empty()) {
+                    let (key, value) = segment.split_once('=').ok_or_else(|| {
+                        source_error(format!(
+                            "`{segment}` between base_path and path is not a key=value folder"
+                        ))
+                    })?;
+                    fixed.push((key.to_owned(), value.to_owned()));
+                }
+                fixed
+            }
+        };
         let url =
             ListingTableUrl::parse(&location).map_err(|err| source_error(strip_context(&err)))?;
         let state = ctx.state();
@@ -194,53 +219,17 @@ impl PreparedJob {
             .runtime_env()
             .object_store(&url)
             .map_err(|err| source_error(strip_context(&err)))?;
-        let files: Vec<_> = url
-            .list_all_files(&state, store.as_ref(), "")
+        let discovered = discover(&state, store.as_ref(), &url)
             .await
-            .map_err(|err| source_error(strip_context(&err)))?
-            .try_collect()
-            .await
-            .map_err(|err| source_error(strip_context(&err)))?;
-        if files.is_empty() {
+            .map_err(source_error)?;
+        if discovered.files.is_empty() {
             return Err(JobError::SourceEmpty {
                 source_name: name.to_owned(),
                 path: location,
             });
         }
-
-        // Hive partition folders: the same keys in every file's path, typed from values.
-        let mut keys: Option<Vec<String>> = None;
-        let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in &files {
-            let Some(segments) = url.strip_prefix(&file.location) else {
-                continue;
-            };
-            let segments: Vec<&str> = segments.collect();
-            let folders = &segments[..segments.len().saturating_sub(1)];
-            let pairs: Vec<(String, String)> = folders
-                .iter()
-                .filter_map(|segment| segment.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            let file_keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-            match &keys {
-                None => keys = Some(file_keys),
-                Some(expected) if *expected != file_keys => {
-                    return Err(source_error(format!(
-                        "files are partitioned inconsistently: [{}] here, [{}] at {}",
-                        expected.join(", "),
-                        file_keys.join(", "),
-                        file.location
-                    )));
-                }
-                Some(_) => {}
-            }
-            for (key, value) in pairs {
-                values.entry(key).or_default().push(value);
-            }
-        }
         let mut partition_columns = Vec::new();
-        for key in keys.unwrap_or_default() {
+        for (key, values) in discovered.partitions {
             let data_type = match spec.partitions.get(&key) {
                 Some(declared) => {
                     parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
@@ -249,7 +238,7 @@ impl PreparedJob {
                         message,
                     })?
                 }
-                None => infer_partition_type(values.get(&key).map(Vec::as_slice).unwrap_or(&[])),
+                None => infer_partition_type(&values),
             };
             partition_columns.push((key, data_type));
         }
@@ -275,8 +264,17 @@ impl PreparedJob {
         let options = ListingOptions::new(format)
             .with_file_extension("")
             .with_table_partition_cols(partition_columns.clone());
+        // The schema from the files the walk found, not from a listing of every file.
+        let sample: Vec<_> = discovered
+            .files
+            .iter()
+            .filter(|meta| meta.size > 0)
+            .take(SCHEMA_SAMPLE_FILES)
+            .cloned()
+            .collect();
         let mut schema = options
-            .infer_schema(&state, &url)
+            .format
+            .infer_schema(&state, &store, &sample)
             .await
             .map_err(|err| source_error(format!("reading its schema: {}", strip_context(&err))))?;
         let reads_strings = spec.format == SourceFormat::Csv
@@ -295,12 +293,49 @@ impl PreparedJob {
             .with_schema(schema);
         let table =
             ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
-        ctx.register_table(name, Arc::new(table))
-            .map_err(|err| source_error(strip_context(&err)))?;
+        if fixed_partitions.is_empty() {
+            ctx.register_table(name, Arc::new(table))
+                .map_err(|err| source_error(strip_context(&err)))?;
+        } else {
+            // The files' table under a hidden name, and the source as a view that adds
+            // the fixed partition columns, typed like discovered ones.
+            let files = format!("__sluice_files_{name}");
+            ctx.register_table(files.as_str(), Arc::new(table))
+                .map_err(|err| source_error(strip_context(&err)))?;
+            let mut frame = ctx
+                .table(files.as_str())
+                .await
+                .map_err(|err| source_error(strip_context(&err)))?;
+            for (index, (key, value)) in fixed_partitions.iter().enumerate() {
+                let data_type = match spec.partitions.get(key) {
+                    Some(declared) => {
+                        parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
+                            at: at.clone(),
+                            field: format!("sources.{name}.partitions.{key}"),
+                            message,
+                        })?
+                    }
+                    None => infer_partition_type(std::slice::from_ref(value)),
+                };
+                let literal = if value == HIVE_DEFAULT_PARTITION {
+                    cast(
+                        lit(datafusion::scalar::ScalarValue::Null),
+                        data_type.clone(),
+                    )
+                } else {
+                    cast(lit(value.clone()), data_type.clone())
+                };
+                frame = frame
+                    .with_column(key, literal)
+                    .map_err(|err| source_error(strip_context(&err)))?;
+                partition_columns.insert(index, (key.clone(), data_type));
+            }
+            ctx.register_table(name, frame.into_view())
+                .map_err(|err| source_error(strip_context(&err)))?;
+        }
         Ok(ResolvedSource {
             name: name.to_owned(),
             location,
-            files: files.len(),
             partition_columns,
         })
     }
@@ -600,6 +635,128 @@ fn is_string(data_type: &DataType) -> bool {
 /// The message of a DataFusion error without its "Error during planning:" wrappers.
 pub fn strip_context(err: &datafusion::error::DataFusionError) -> String {
     err.message().trim().to_owned()
+}
+
+/// Files whose schemas are read to type a source.
+const SCHEMA_SAMPLE_FILES: usize = 8;
+
+/// What resolving a source found without reading every listing.
+struct Discovered {
+    /// Hive partition keys by depth, with the values seen at that depth.
+    partitions: Vec<(String, Vec<String>)>,
+    /// Data files of one partition (or of the whole source when unpartitioned).
+    files: Vec<object_store::ObjectMeta>,
+}
+
+/// Finds a source's partition columns and some of its files. A folder is walked with
+/// delimiter listings — the partition folders of each level, then into one of them —
+/// so that resolving a source does not list every partition: the run itself lists only
+/// the partitions its filters keep. Globs are listed in full.
+async fn discover(
+    state: &dyn datafusion::catalog::Session,
+    store: &dyn object_store::ObjectStore,
+    url: &ListingTableUrl,
+) -> std::result::Result<Discovered, String> {
+    if url.get_glob().is_some() {
+        let files: Vec<object_store::ObjectMeta> = url
+            .list_all_files(state, store, "")
+            .await
+            .map_err(|e| strip_context(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| strip_context(&e))?;
+        let mut partitions: Vec<(String, Vec<String>)> = Vec::new();
+        for (index, file) in files.iter().enumerate() {
+            let Some(segments) = url.strip_prefix(&file.location) else {
+                continue;
+            };
+            let segments: Vec<&str> = segments.collect();
+            let pairs: Vec<(&str, &str)> = segments[..segments.len().saturating_sub(1)]
+                .iter()
+                .filter_map(|segment| segment.split_once('='))
+                .collect();
+            if index == 0 {
+                partitions = pairs
+                    .iter()
+                    .map(|(k, _)| ((*k).to_owned(), Vec::new()))
+                    .collect();
+            }
+            let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+            let expected: Vec<&str> = partitions.iter().map(|(k, _)| k.as_str()).collect();
+            if keys != expected {
+                return Err(format!(
+                    "files are partitioned inconsistently: [{}] and [{}] at {}",
+                    expected.join(", "),
+                    keys.join(", "),
+                    file.location
+                ));
+            }
+            for ((_, values), (_, value)) in partitions.iter_mut().zip(pairs) {
+                values.push(value.to_owned());
+            }
+        }
+        return Ok(Discovered { partitions, files });
+    }
+
+    let root = url.prefix().clone();
+    let mut partitions: Vec<(String, Vec<String>)> = Vec::new();
+    // Depth-first over folders, first folder first, until a level holds files.
+    let mut pending: Vec<(object_store::path::Path, usize)> = vec![(root.clone(), 0)];
+    while let Some((prefix, depth)) = pending.pop() {
+        let listing = match store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(err) => return Err(format!("listing {prefix}: {err}")),
+        };
+        if !listing.objects.is_empty() {
+            return Ok(Discovered {
+                partitions,
+                files: listing.objects,
+            });
+        }
+        let mut folders = listing.common_prefixes;
+        folders.sort();
+        let names: Vec<String> = folders
+            .iter()
+            .filter_map(|folder| folder.filename().map(str::to_owned))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().filter_map(|n| n.split_once('=')).collect();
+        if !pairs.is_empty() {
+            let key = pairs[0].0;
+            if pairs.len() != names.len() || pairs.iter().any(|(k, _)| *k != key) {
+                return Err(format!(
+                    "folders below {prefix} mix partition keys or plain folders: {}",
+                    names.join(", ")
+                ));
+            }
+            if partitions.len() == depth {
+                partitions.push((
+                    key.to_owned(),
+                    pairs.iter().map(|(_, v)| (*v).to_owned()).collect(),
+                ));
+            }
+        }
+        for folder in folders.into_iter().rev() {
+            pending.push((folder, depth + 1));
+        }
+    }
+    // Not a folder: the location may name one file.
+    if partitions.is_empty() {
+        match store.head(&root).await {
+            Ok(meta) => {
+                return Ok(Discovered {
+                    partitions,
+                    files: vec![meta],
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => return Err(format!("reading {root}: {err}")),
+        }
+    }
+    Ok(Discovered {
+        partitions,
+        files: Vec::new(),
+    })
 }
 
 /// Partition values typed as Spark infers them: int, bigint, date, else string.

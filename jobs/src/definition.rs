@@ -140,6 +140,11 @@ pub struct SourceSpec {
     /// string) is not the one wanted.
     #[serde(default)]
     pub partitions: BTreeMap<String, ColumnType>,
+    /// Spark's `basePath`: when `path` points inside a partitioned dataset (say
+    /// `…/claims/fill_month={{month}}`), the dataset's root (`…/claims`). The `key=value`
+    /// folders between the two still become columns, and only `path` is listed and read.
+    #[serde(default)]
+    pub base_path: Option<String>,
 }
 
 /// How CSV files are read. Like Spark without `inferSchema`, every column is read as a
@@ -377,6 +382,9 @@ impl JobDefinition {
                 });
             }
             self.check_templates(&source.value.path, &format!("sources.{name}.path"), &at)?;
+            if let Some(base) = &source.value.base_path {
+                self.check_templates(base, &format!("sources.{name}.base_path"), &at)?;
+            }
             if let Some(csv) = &source.value.csv {
                 for (field, value) in [("delimiter", &csv.delimiter), ("quote", &csv.quote)] {
                     if value.len() != 1 {

@@ -1,7 +1,7 @@
 //! The DataFusion session every Sluice process uses — scheduler, executors and the
 //! embedded cluster alike: Spark's functions (datafusion-spark, through Ballista's
-//! `spark-compat`), Spark's defaults where DataFusion's differ, and storage that hides
-//! Spark's hidden paths.
+//! `spark-compat`), Spark's defaults where DataFusion's differ, and the process's
+//! object stores.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,10 +16,9 @@ use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
-use object_store::local::LocalFileSystem;
 
 use crate::codec::SluicePhysicalCodec;
-use crate::storage::SparkLayoutStore;
+use crate::storage::ObjectStores;
 
 /// Settings where Spark and DataFusion disagree, set the way Spark has them.
 const SPARK_DEFAULTS: &[(&str, &str)] = &[
@@ -50,30 +49,27 @@ pub fn default_session_config() -> SessionConfig {
     session_config(&BTreeMap::new()).unwrap_or_else(|_| SessionConfig::new_with_ballista())
 }
 
-/// A runtime whose object stores hide Spark's hidden paths from listings.
-pub fn runtime_env() -> DataFusionResult<Arc<RuntimeEnv>> {
-    let runtime = RuntimeEnvBuilder::new().build_arc()?;
-    register_storage(&runtime);
-    Ok(runtime)
+/// A runtime over a process's object stores.
+pub fn runtime_env(stores: &Arc<ObjectStores>) -> DataFusionResult<Arc<RuntimeEnv>> {
+    runtime_builder(stores).build_arc()
 }
 
-/// Registers Sluice's stores on a runtime (the local filesystem for now).
-pub fn register_storage(runtime: &RuntimeEnv) {
-    if let Ok(url) = url::Url::parse("file://") {
-        runtime.register_object_store(
-            &url,
-            Arc::new(SparkLayoutStore::new(Arc::new(LocalFileSystem::new()))),
-        );
-    }
+/// A runtime builder over a process's object stores, for callers that add more (a
+/// spill directory, a memory pool).
+pub fn runtime_builder(stores: &Arc<ObjectStores>) -> RuntimeEnvBuilder {
+    RuntimeEnvBuilder::new().with_object_store_registry(Arc::clone(stores) as _)
 }
 
 /// A session state for planning: Spark's and DataFusion's functions, Ballista's
-/// optimizer rules, Sluice's storage.
-pub fn session_state(config: SessionConfig) -> DataFusionResult<SessionState> {
+/// optimizer rules, the process's object stores.
+pub fn session_state(
+    config: SessionConfig,
+    stores: &Arc<ObjectStores>,
+) -> DataFusionResult<SessionState> {
     Ok(SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
-        .with_runtime_env(runtime_env()?)
+        .with_runtime_env(runtime_env(stores)?)
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
         .with_scalar_functions(ballista_scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())

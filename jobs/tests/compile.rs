@@ -45,7 +45,7 @@ async fn compile(
         .filter(|(k, _)| definition.params.contains_key(k))
         .collect();
     let prepared = PreparedJob::prepare(definition, "job.yaml", &params)?;
-    let ctx = prepared.session_context()?;
+    let ctx = prepared.session_context(&sluice_jobs::ObjectStores::new(Default::default()))?;
     let compiled = prepared.compile(&ctx, Path::new("/")).await?;
     Ok((compiled, ctx))
 }

@@ -98,8 +98,36 @@ pub async fn commit_output(
         .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
         .await
         .map_err(|e| fail(format!("writing _SUCCESS: {e}")))?;
-    discard_staging(store, spec).await;
+    discard_staging(Arc::clone(&store), spec).await;
+    discard_stale_staging(store, spec).await;
     Ok(record)
+}
+
+/// Deletes what runs that never committed (killed, interrupted) left below the output's
+/// `_temporary/`. Only one run writes an output at a time, so every other run's staging
+/// folder there is stale.
+async fn discard_stale_staging(store: Arc<dyn ObjectStore>, spec: &WriteSpec) {
+    let Ok(root) = spec.root() else {
+        return;
+    };
+    let temporary = root.join(sluice_jobs::STAGING_DIR);
+    let Ok(listing) = store.list_with_delimiter(Some(&temporary)).await else {
+        return;
+    };
+    for folder in listing.common_prefixes {
+        let Some(run_id) = folder.filename() else {
+            continue;
+        };
+        if run_id == spec.run_id {
+            continue;
+        }
+        tracing::info!(output = %spec.output, stale_run = %run_id, "removing files a run left uncommitted");
+        let stale = WriteSpec {
+            run_id: run_id.to_owned(),
+            ..spec.clone()
+        };
+        discard_staging(Arc::clone(&store), &stale).await;
+    }
 }
 
 /// Deletes a run's staging folder below an output. Failures are logged, not raised:

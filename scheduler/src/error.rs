@@ -36,6 +36,18 @@ pub enum SchedulerError {
         /// Ballista's reason.
         message: String,
     },
+    /// Another run is writing the same output; runs on one output never interleave.
+    #[error(
+        "output `{output}` ({location}) is being written by run {run_id}; submit again when it has ended"
+    )]
+    OutputBusy {
+        /// The output.
+        output: String,
+        /// Its location.
+        location: String,
+        /// The run writing it.
+        run_id: RunId,
+    },
     /// The run was cancelled.
     #[error("the run was cancelled")]
     Cancelled,
@@ -86,6 +98,7 @@ impl From<SchedulerError> for tonic::Status {
                 tonic::Status::invalid_argument(message)
             }
             SchedulerError::RunNotFound(_) => tonic::Status::not_found(message),
+            SchedulerError::OutputBusy { .. } => tonic::Status::failed_precondition(message),
             SchedulerError::Cancelled => tonic::Status::cancelled(message),
             _ => tonic::Status::internal(message),
         }

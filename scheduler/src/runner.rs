@@ -29,7 +29,8 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 use sluice_jobs::{
-    CompiledJob, JobDefinition, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec, WrittenFile,
+    CompiledJob, JobDefinition, ObjectStores, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec,
+    WrittenFile,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -151,6 +152,9 @@ pub struct RunManager {
     job_state: Arc<dyn JobState>,
     tasks: Mutex<JoinSet<()>>,
     cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
+    /// Output locations being written, by the run writing them.
+    writers: Arc<Mutex<HashMap<String, RunId>>>,
+    stores: Arc<ObjectStores>,
     executor_timeout: Duration,
 }
 
@@ -166,15 +170,18 @@ impl RunManager {
         runs: Arc<Runs>,
         ballista: BallistaScheduler,
         job_state: Arc<dyn JobState>,
+        stores: Arc<ObjectStores>,
         executor_timeout: Duration,
     ) -> Self {
         Self {
+            stores,
             executor_timeout,
             runs,
             ballista,
             job_state,
             tasks: Mutex::new(JoinSet::new()),
             cancels: Arc::new(Mutex::new(HashMap::new())),
+            writers: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -211,21 +218,46 @@ impl RunManager {
         };
         let definition = JobDefinition::from_yaml(&yaml, &origin)?;
         let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?;
-        let ctx = prepared.session_context()?;
+        let ctx = prepared.session_context(&self.stores)?;
         let base_dir = submission
             .working_dir
             .clone()
             .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
         let compiled = prepared.compile(&ctx, &base_dir).await?;
 
+        // One run at a time per output location: claim them all, or none.
+        let run_id = RunId::generate();
+        {
+            let mut writers = self.writers.lock().map_err(|_| SchedulerError::Server {
+                address: "run manager".into(),
+                message: "output lock poisoned".into(),
+            })?;
+            for output in &compiled.outputs {
+                if let Some(holder) = writers.get(&output.location) {
+                    return Err(SchedulerError::OutputBusy {
+                        output: output.name.clone(),
+                        location: output.location.clone(),
+                        run_id: holder.clone(),
+                    });
+                }
+            }
+            for output in &compiled.outputs {
+                writers.insert(output.location.clone(), run_id.clone());
+            }
+        }
         let run = RunRecord::new(
-            RunId::generate(),
+            run_id,
             prepared.definition.name.clone(),
             origin,
             prepared.params.to_text_map(),
             prepared.settings.warnings.clone(),
         );
-        self.runs.insert(run.clone())?;
+        if let Err(err) = self.runs.insert(run.clone()) {
+            if let Ok(mut writers) = self.writers.lock() {
+                writers.retain(|_, holder| *holder != run.run_id);
+            }
+            return Err(err);
+        }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         if let Ok(mut cancels) = self.cancels.lock() {
             cancels.insert(run.run_id.clone(), cancel_tx);
@@ -240,6 +272,7 @@ impl RunManager {
             compiled,
             cancel: cancel_rx,
             cancels: Arc::clone(&self.cancels),
+            writers: Arc::clone(&self.writers),
         };
         tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -318,6 +351,7 @@ struct Execution {
     compiled: CompiledJob,
     cancel: watch::Receiver<bool>,
     cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
+    writers: Arc<Mutex<HashMap<String, RunId>>>,
 }
 
 /// What one output's job produced, waiting for commit.
@@ -366,6 +400,9 @@ impl Execution {
         }
         if let Ok(mut cancels) = self.cancels.lock() {
             cancels.remove(&run_id);
+        }
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.retain(|_, holder| *holder != run_id);
         }
     }
 

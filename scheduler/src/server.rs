@@ -12,7 +12,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::scheduler_server::SchedulerServer;
-use sluice_jobs::SluicePhysicalCodec;
+use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
 use sluice_proto::JobServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -35,6 +35,8 @@ pub struct SchedulerSettings {
     pub run_store: PathBuf,
     /// An executor silent for this long is considered lost and its tasks rerun.
     pub executor_timeout: Duration,
+    /// How storage is reached (the same as the executors').
+    pub storage: StorageSettings,
 }
 
 impl Default for SchedulerSettings {
@@ -45,6 +47,7 @@ impl Default for SchedulerSettings {
             external_host: "127.0.0.1".into(),
             run_store: PathBuf::from("sluice-state/runs.redb"),
             executor_timeout: Duration::from_secs(30),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -80,12 +83,16 @@ impl Scheduler {
             .local_addr()
             .map_err(|err| server_error(err.to_string()))?;
         let store = RunStore::open(&settings.run_store)?;
+        let stores = ObjectStores::new(settings.storage.clone());
+        let session_stores = Arc::clone(&stores);
 
         let mut config = SchedulerConfig::default()
             .with_hostname(settings.external_host.clone())
             .with_port(bound.port())
             .with_override_config_producer(Arc::new(sluice_jobs::session::default_session_config))
-            .with_override_session_builder(Arc::new(sluice_jobs::session::session_state));
+            .with_override_session_builder(Arc::new(move |config| {
+                sluice_jobs::session::session_state(config, &session_stores)
+            }));
         config.override_physical_codec = Some(Arc::new(SluicePhysicalCodec::default()));
         config.executor_timeout_seconds = settings.executor_timeout.as_secs().max(1);
         config.expire_dead_executor_interval_seconds = 5;
@@ -117,6 +124,7 @@ impl Scheduler {
             runs,
             ballista.clone(),
             job_state,
+            stores,
             settings.executor_timeout,
         ));
         Ok(Self {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -43,12 +45,18 @@ pub struct Cluster {
     scheduler: Option<Child>,
     executors: Vec<Child>,
     scheduler_starts: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts a scheduler and `executors` executors (2 task slots each) and waits until
     /// every executor has registered.
     pub async fn start(executors: usize) -> Cluster {
+        Self::start_with_env(executors, Vec::new()).await
+    }
+
+    /// Like [`Cluster::start`], with extra environment for every process (storage).
+    pub async fn start_with_env(executors: usize, env: Vec<(String, String)>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-cluster-")
             .tempdir()
@@ -59,6 +67,7 @@ impl Cluster {
             scheduler: None,
             executors: Vec::new(),
             scheduler_starts: 0,
+            env,
         };
         cluster.start_scheduler().await;
         for index in 0..executors {
@@ -87,6 +96,7 @@ impl Cluster {
             .args(["scheduler", "--port", &self.port.to_string(), "--state-dir"])
             .arg(self.dir.path().join("state"))
             .args(["--executor-timeout-secs", "10"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -120,6 +130,7 @@ impl Cluster {
             .args(["--vcores", "2"])
             .arg("--work-dir")
             .arg(&work)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,273 @@
+//! Runs over S3: a real S3-compatible server (moto) on loopback, a scheduler and two
+//! executor processes reaching it with SigV4, the example jobs reading landing CSV from
+//! a bucket and writing partitioned Parquet back to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::moto::{Moto, upload_dir};
+use common::{Cluster, example, status};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use sluice_proto::v1::RunStatus;
+
+/// Keys below a prefix, relative to it.
+async fn keys(store: &std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Vec<String> {
+    let prefix_path = ObjectPath::from(prefix);
+    let mut keys: Vec<String> = store
+        .list(Some(&prefix_path))
+        .map_ok(|meta| meta.location.as_ref()[prefix.len() + 1..].to_owned())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_jobs_run_over_s3_on_two_executors() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+
+    let local = scratch.path().join("generated");
+    let sample = sluice_jobs::datagen::write_claims(&local, 4_000, &[1, 2], 21).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+
+    let cluster = Cluster::start_with_env(2, moto.env()).await;
+    let cleanse = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&cleanse).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert_eq!(run.rows_read, sample.claim_rows as u64);
+    assert_eq!(
+        run.tasks_by_executor.len(),
+        2,
+        "{:?}",
+        run.tasks_by_executor
+    );
+
+    // Spark's layout in the bucket: partition folders, part files, _SUCCESS, no staging.
+    let written = keys(&store, "staging/claims").await;
+    assert!(written.contains(&"_SUCCESS".to_owned()), "{written:?}");
+    assert!(
+        written.iter().all(|key| !key.starts_with("_temporary")),
+        "{written:?}"
+    );
+    let parts: Vec<&String> = written
+        .iter()
+        .filter(|k| k.ends_with(".snappy.parquet"))
+        .collect();
+    assert_eq!(parts.len(), run.outputs[0].files.len());
+    let months: std::collections::BTreeSet<&str> = parts
+        .iter()
+        .map(|key| key.split('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        months.into_iter().collect::<Vec<_>>(),
+        ["fill_month=2024-01", "fill_month=2024-02"]
+    );
+
+    // The rows in the bucket are the rows the run reports, read back independently.
+    let mut rows_in_bucket = 0usize;
+    for key in &parts {
+        let bytes = store
+            .get(&ObjectPath::from(format!("staging/claims/{key}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            rows_in_bucket += batch.unwrap().num_rows();
+        }
+    }
+    assert_eq!(rows_in_bucket as u64, run.outputs[0].rows_written);
+
+    // The aggregation reads the staged Parquet from S3 and writes to S3.
+    let monthly = cluster
+        .submit(
+            &example("claims_monthly.yaml"),
+            "claims_monthly.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+                ("curated", "s3://lake/curated".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&monthly).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    let aggregate = keys(&store, "curated/claims_monthly").await;
+    assert!(aggregate.contains(&"_SUCCESS".to_owned()), "{aggregate:?}");
+
+    // Credentials never appear in what the processes logged.
+    let logs = cluster.logs();
+    assert!(!logs.contains("sluice-test-secret-never-logged"));
+
+    // Re-running the same month replaces its partitions: same rows, no duplicates.
+    let again = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let rerun = cluster.wait_final(&again).await;
+    assert_eq!(status(&rerun), RunStatus::Succeeded, "{rerun:?}");
+    let after: BTreeMap<String, usize> = keys(&store, "staging/claims")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .map(|k| (k.split('/').next().unwrap().to_owned(), 1))
+        .fold(BTreeMap::new(), |mut acc, (month, n)| {
+            *acc.entry(month).or_insert(0) += n;
+            acc
+        });
+    assert_eq!(after.values().sum::<usize>(), rerun.outputs[0].files.len());
+}
+
+/// One month of the staged claims: `path` inside the dataset, `base_path` at its root.
+const ONE_MONTH: &str = r#"apiVersion: sluice/v1
+name: one_month
+params:
+  staging: {type: string, required: true}
+  out: {type: string, required: true}
+  month: {type: string, required: true}
+sources:
+  claims:
+    format: parquet
+    path: "{{staging}}/claims/fill_month={{month}}"
+    base_path: "{{staging}}/claims"
+steps:
+  - sql: "SELECT fill_month, state, count(*) AS claims FROM input GROUP BY fill_month, state"
+outputs:
+  - {name: by_state, path: "{{out}}", partition_by: [fill_month]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_for_one_month_lists_and_reads_only_that_month() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    sluice_jobs::datagen::write_claims(&local, 3_000, &[1, 2, 3], 8).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+
+    let cluster = Cluster::start_with_env(2, moto.env()).await;
+    let cleanse = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let staged = cluster.wait_final(&cleanse).await;
+    assert_eq!(status(&staged), RunStatus::Succeeded, "{staged:?}");
+    let february_rows: u64 = {
+        let mut rows = 0;
+        for key in keys(&store, "staging/claims/fill_month=2024-02").await {
+            let bytes = store
+                .get(&ObjectPath::from(format!(
+                    "staging/claims/fill_month=2024-02/{key}"
+                )))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .unwrap();
+            rows += reader.metadata().file_metadata().num_rows() as u64;
+        }
+        rows
+    };
+
+    let before = moto.requests().lines().count();
+    let run_id = cluster
+        .submit(
+            ONE_MONTH,
+            "one_month.yaml",
+            &[
+                ("staging", "s3://lake/staging".into()),
+                ("out", "s3://lake/curated/by_state".into()),
+                ("month", "2024-02".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert_eq!(run.rows_read, february_rows);
+    assert_eq!(run.outputs[0].partitions, ["fill_month=2024-02"]);
+
+    // What the server was asked while the run planned and ran: only February's prefix.
+    let requests: Vec<String> = moto
+        .requests()
+        .lines()
+        .skip(before)
+        .map(str::to_owned)
+        .collect();
+    let staging_requests: Vec<&String> = requests
+        .iter()
+        .filter(|line| line.contains("staging"))
+        .collect();
+    assert!(
+        !staging_requests.is_empty(),
+        "moto logged no requests: {requests:?}"
+    );
+    for month in ["2024-01", "2024-03"] {
+        let touched: Vec<&&String> = staging_requests
+            .iter()
+            .filter(|l| l.contains(month))
+            .collect();
+        assert!(touched.is_empty(), "the run touched {month}: {touched:?}");
+    }
+    assert!(staging_requests.iter().any(|l| l.contains("2024-02")));
+}

@@ -124,6 +124,18 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
         .map(|(folder, batches)| (folder.clone(), batches.iter().map(|b| b.num_rows()).sum()))
         .collect();
     assert_eq!(written_by_month, by_month);
+    // Rows are shuffled by the partition columns before the write: one task, one file
+    // per month at this size, not one small file per task and month.
+    let mut files_per_month: BTreeMap<String, usize> = BTreeMap::new();
+    for file in common::data_files(&staging) {
+        *files_per_month
+            .entry(file.split('/').next().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        files_per_month.values().all(|files| *files == 1),
+        "{files_per_month:?}"
+    );
 
     // Each claim once, with the latest adjudication's amount and trimmed text.
     let mut seen = BTreeSet::new();

@@ -62,4 +62,5 @@ pub use storage::{ObjectStores, S3Settings, SparkLayoutStore, StorageSettings, i
 pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
     HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile, manifest_schema,
+    write_plan,
 };

@@ -20,8 +20,10 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -133,6 +135,33 @@ impl WrittenFile {
             })
             .collect())
     }
+}
+
+/// The physical plan that writes `input` as `spec` says. Rows are first shuffled by the
+/// partition columns, so that each Hive partition is written by one task — a few large
+/// files per partition rather than one small file per task and partition.
+pub fn write_plan(
+    input: Arc<dyn ExecutionPlan>,
+    spec: WriteSpec,
+    tasks: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = if spec.partition_by.is_empty() {
+        input
+    } else {
+        let schema = input.schema();
+        let keys = spec
+            .partition_by
+            .iter()
+            .map(|name| {
+                Ok(Arc::new(Column::new(name, schema.index_of(name)?)) as Arc<dyn PhysicalExpr>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Arc::new(RepartitionExec::try_new(
+            input,
+            Partitioning::Hash(keys, tasks.max(1)),
+        )?) as Arc<dyn ExecutionPlan>
+    };
+    Ok(Arc::new(ParquetWriteExec::try_new(input, spec)?))
 }
 
 /// Writes each input partition's rows to staged Parquet files and returns their manifest.

@@ -29,8 +29,8 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 use sluice_jobs::{
-    CompiledJob, JobDefinition, ObjectStores, ParquetWriteExec, PreparedJob, WriteMode, WriteSpec,
-    WrittenFile,
+    CompiledJob, JobDefinition, ObjectStores, PreparedJob, WriteMode, WriteSpec, WrittenFile,
+    write_plan,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -449,14 +449,10 @@ impl Execution {
                         err,
                     )
                 })?;
-            let write: Arc<dyn ExecutionPlan> = Arc::new(
-                ParquetWriteExec::try_new(physical, spec.clone()).map_err(|err| {
-                    sluice_jobs::JobError::datafusion(
-                        format!("planning output `{}`", output.name),
-                        err,
-                    )
-                })?,
-            );
+            let tasks = state.config().target_partitions();
+            let write = write_plan(physical, spec.clone(), tasks).map_err(|err| {
+                sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err)
+            })?;
             let job_name = format!(
                 "{}/{}/{}",
                 self.job.definition.name, self.run_id, output.name

@@ -271,3 +271,152 @@ async fn a_run_for_one_month_lists_and_reads_only_that_month() {
     }
     assert!(staging_requests.iter().any(|l| l.contains("2024-02")));
 }
+
+/// Every visible data file below a prefix (what a reader would pick up), with its rows.
+async fn visible_files(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> BTreeMap<String, usize> {
+    let mut files = BTreeMap::new();
+    for key in keys(store, prefix).await {
+        if key
+            .split('/')
+            .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+        {
+            continue;
+        }
+        let bytes = store
+            .get(&ObjectPath::from(format!("{prefix}/{key}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        files.insert(key, reader.metadata().file_metadata().num_rows() as usize);
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_write_leaves_the_previous_data_and_a_rerun_repairs_it() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    sluice_jobs::datagen::write_claims(&local, 80_000, &[1, 2], 13).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+    // Small files, so the write takes long enough to be interrupted.
+    let job = example("claims_cleanse.yaml").replace(
+        "    mode: overwrite_partitions\n",
+        "    mode: overwrite_partitions\n    target_file_size: 24KiB\n",
+    );
+    let params = [
+        ("landing", "s3://lake/landing".to_owned()),
+        ("staging", "s3://lake/staging".to_owned()),
+    ];
+
+    let mut cluster = Cluster::start_with_env(2, moto.env()).await;
+    let first = cluster.submit(&job, "cleanse.yaml", &params).await.unwrap();
+    let first = cluster.wait_final(&first).await;
+    assert_eq!(status(&first), RunStatus::Succeeded, "{first:?}");
+    let before = visible_files(&store, "staging/claims").await;
+    let rows_before: usize = before.values().sum();
+    assert_eq!(rows_before as u64, first.outputs[0].rows_written);
+
+    // The same run again, killed (SIGKILL of the scheduler) once its files are staging.
+    let doomed = cluster.submit(&job, "cleanse.yaml", &params).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let staged = keys(&store, &format!("staging/claims/_temporary/{doomed}")).await;
+        if !staged.is_empty() {
+            break;
+        }
+        let run = cluster.run(&doomed).await;
+        assert_eq!(
+            status(&run),
+            RunStatus::Running,
+            "the run ended before it was killed: {run:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never staged a file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    cluster.kill_scheduler();
+
+    // Readers see exactly the previous data.
+    assert_eq!(visible_files(&store, "staging/claims").await, before);
+
+    // After a restart the run is interrupted; a re-run commits, cleans what the killed
+    // run left, and holds every claim once.
+    cluster.start_scheduler().await;
+    cluster.start_executor(2);
+    cluster.start_executor(3);
+    cluster.wait_for_executors(2).await;
+    assert_eq!(status(&cluster.run(&doomed).await), RunStatus::Interrupted);
+    let rerun = cluster.submit(&job, "cleanse.yaml", &params).await.unwrap();
+    let rerun = cluster.wait_final(&rerun).await;
+    assert_eq!(
+        status(&rerun),
+        RunStatus::Succeeded,
+        "{rerun:?}{}",
+        cluster.logs()
+    );
+    let after = visible_files(&store, "staging/claims").await;
+    assert_eq!(
+        after.values().sum::<usize>(),
+        rows_before,
+        "rows duplicated or lost"
+    );
+    assert!(
+        after.keys().all(|file| !before.contains_key(file)),
+        "old files left beside new ones"
+    );
+    assert!(
+        keys(&store, "staging/claims/_temporary").await.is_empty(),
+        "staged files of the killed run were not cleaned up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_s3_slow_down_errors() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    let sample = sluice_jobs::datagen::write_claims(&local, 5_000, &[1, 2], 17).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+
+    let proxy = common::faults::SlowDownProxy::start(moto.port, 3, 6).await;
+    let cluster =
+        Cluster::start_with_env(2, moto.env_via(&format!("http://127.0.0.1:{}", proxy.port))).await;
+    let run_id = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert!(proxy.injected() > 0, "no 503 was injected");
+    assert_eq!(run.rows_read, sample.claim_rows as u64);
+    let rows: usize = visible_files(&store, "staging/claims").await.values().sum();
+    assert_eq!(rows as u64, run.outputs[0].rows_written);
+}

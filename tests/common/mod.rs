@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
 pub mod moto;
 
 use std::collections::BTreeMap;

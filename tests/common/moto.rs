@@ -98,8 +98,13 @@ impl Moto {
 
     /// The environment a Sluice process needs to use this server.
     pub fn env(&self) -> Vec<(String, String)> {
+        self.env_via(&self.endpoint())
+    }
+
+    /// The environment for reaching this server through another endpoint (a proxy).
+    pub fn env_via(&self, endpoint: &str) -> Vec<(String, String)> {
         vec![
-            ("SLUICE_S3__ENDPOINT".into(), self.endpoint()),
+            ("SLUICE_S3__ENDPOINT".into(), endpoint.to_owned()),
             ("SLUICE_S3__PATH_STYLE".into(), "true".into()),
             ("SLUICE_S3__ALLOW_HTTP".into(), "true".into()),
             ("SLUICE_S3__REGION".into(), "us-east-1".into()),

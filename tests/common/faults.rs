@@ -31,7 +31,8 @@ impl SlowDownProxy {
             let mut connections = 0usize;
             while let Ok((mut client, _)) = listener.accept().await {
                 connections += 1;
-                let fault = connections % every == 0 && counter.load(Ordering::SeqCst) < max_faults;
+                let fault = connections.is_multiple_of(every)
+                    && counter.load(Ordering::SeqCst) < max_faults;
                 if fault {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }

@@ -344,3 +344,54 @@ pub fn read_partitioned(root: &Path) -> BTreeMap<String, Vec<RecordBatch>> {
     }
     by_partition
 }
+
+/// `spark-submit` of PySpark 4 in the tests' venv, installed when missing.
+pub fn spark_submit() -> PathBuf {
+    let bin = Path::new(moto::VENV).join("bin/spark-submit");
+    if !bin.exists() {
+        moto::moto_server(); // creates the venv
+        let status = Command::new(Path::new(moto::VENV).join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "pyspark>=4,<5"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "installing pyspark into {} failed",
+            moto::VENV
+        );
+    }
+    bin
+}
+
+/// Runs `tests/spark/interop.py` with PySpark in local mode; returns its JSON result.
+pub fn pyspark(args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spark/interop.py");
+    let venv = Path::new(moto::VENV);
+    // As if the venv were activated: spark-submit finds its SPARK_HOME through the
+    // python on PATH.
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(spark_submit())
+        .env("PATH", path)
+        .env("VIRTUAL_ENV", venv)
+        .env("PYSPARK_PYTHON", venv.join("bin/python"))
+        .args(["--master", "local[2]", "--conf", "spark.ui.enabled=false"])
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "spark-submit failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    serde_json::from_str(line).unwrap()
+}

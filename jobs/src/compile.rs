@@ -21,7 +21,9 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, SortExpr, cast, col, lit};
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, SortExpr, cast, col, lit, when,
+};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -263,7 +265,14 @@ impl PreparedJob {
         };
         let options = ListingOptions::new(format)
             .with_file_extension("")
-            .with_table_partition_cols(partition_columns.clone());
+            // Partition values are read as text and typed in the view below, where
+            // Spark's null folder (`__HIVE_DEFAULT_PARTITION__`) becomes NULL.
+            .with_table_partition_cols(
+                partition_columns
+                    .iter()
+                    .map(|(key, _)| (key.clone(), DataType::Utf8))
+                    .collect(),
+            );
         // The schema from the files the walk found, not from a listing of every file.
         let sample: Vec<_> = discovered
             .files
@@ -293,12 +302,12 @@ impl PreparedJob {
             .with_schema(schema);
         let table =
             ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
-        if fixed_partitions.is_empty() {
+        if fixed_partitions.is_empty() && partition_columns.is_empty() {
             ctx.register_table(name, Arc::new(table))
                 .map_err(|err| source_error(strip_context(&err)))?;
         } else {
-            // The files' table under a hidden name, and the source as a view that adds
-            // the fixed partition columns, typed like discovered ones.
+            // The files' table under a hidden name, and the source as a view that types
+            // the partition columns and adds those fixed by `base_path`.
             let files = format!("__sluice_files_{name}");
             ctx.register_table(files.as_str(), Arc::new(table))
                 .map_err(|err| source_error(strip_context(&err)))?;
@@ -306,6 +315,22 @@ impl PreparedJob {
                 .table(files.as_str())
                 .await
                 .map_err(|err| source_error(strip_context(&err)))?;
+            let typed: BTreeMap<String, Expr> = partition_columns
+                .iter()
+                .map(|(key, data_type)| {
+                    let typed = when(
+                        column(key).eq(lit(HIVE_DEFAULT_PARTITION)),
+                        cast(
+                            lit(datafusion::scalar::ScalarValue::Null),
+                            data_type.clone(),
+                        ),
+                    )
+                    .otherwise(cast(column(key), data_type.clone()));
+                    typed.map(|expr| (key.clone(), expr))
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|err| source_error(strip_context(&err)))?;
+            frame = replace_columns(frame, typed).map_err(source_error)?;
             for (index, (key, value)) in fixed_partitions.iter().enumerate() {
                 let data_type = match spec.partitions.get(key) {
                     Some(declared) => {

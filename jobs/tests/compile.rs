@@ -235,3 +235,56 @@ async fn error_if_exists_refuses_an_output_holding_data() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn spark_null_partition_folders_read_as_null_and_partition_values_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = SessionContext::new();
+    for (folder, n) in [("day=2024-01-05", 3), ("day=__HIVE_DEFAULT_PARTITION__", 2)] {
+        let path = dir.path().join("events").join(folder);
+        std::fs::create_dir_all(&path).unwrap();
+        ctx.sql(&format!("SELECT value AS id FROM generate_series(1, {n})"))
+            .await
+            .unwrap()
+            .write_parquet(
+                path.join("part-00000.snappy.parquet").to_str().unwrap(),
+                datafusion::dataframe::DataFrameWriteOptions::new(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("events/_SUCCESS"), b"").unwrap();
+    let yaml = r#"apiVersion: sluice/v1
+name: events
+params:
+  root: {type: string, required: true}
+sources:
+  events: {format: parquet, path: "{{root}}/events"}
+steps:
+  - sql: "SELECT day, count(*) AS n FROM input GROUP BY day ORDER BY day NULLS FIRST"
+outputs:
+  - {name: counts, path: "{{root}}/counts"}
+"#;
+    let params = BTreeMap::from([("root".to_owned(), dir.path().display().to_string())]);
+    let (compiled, ctx) = compile(yaml, params).await.unwrap();
+    assert_eq!(
+        compiled.sources[0].partition_columns,
+        [(
+            "day".to_owned(),
+            datafusion::arrow::datatypes::DataType::Date32
+        )]
+    );
+    let batches = ctx
+        .execute_logical_plan(compiled.outputs[0].plan.clone())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let expected = "+------------+---+\n| day        | n |\n+------------+---+\n|            | 2 |\n| 2024-01-05 | 3 |\n+------------+---+";
+    assert_eq!(text, expected);
+}

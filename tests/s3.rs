@@ -420,3 +420,153 @@ async fn a_run_survives_s3_slow_down_errors() {
     let rows: usize = visible_files(&store, "staging/claims").await.values().sum();
     assert_eq!(rows as u64, run.outputs[0].rows_written);
 }
+
+/// A month of staged claims copied to a monthly output, partitioned by month.
+const COPY_MONTH: &str = r#"apiVersion: sluice/v1
+name: copy_month
+params:
+  staging: {type: string, required: true}
+  out: {type: string, required: true}
+  month: {type: string, required: true}
+sources:
+  claims:
+    format: parquet
+    path: "{{staging}}/claims/fill_month={{month}}"
+    base_path: "{{staging}}/claims"
+steps:
+  - select: [claim_id, state, paid_amount, fill_month]
+outputs:
+  - {name: copy, path: "{{out}}", partition_by: [fill_month], mode: overwrite_partitions}
+"#;
+
+/// One big file: more rows of incompressible text than one multipart part holds.
+const BIG_FILE: &str = r#"apiVersion: sluice/v1
+name: big_file
+params:
+  landing: {type: string, required: true}
+  out: {type: string, required: true}
+sources:
+  products: {format: csv, path: "{{landing}}/products"}
+steps:
+  - sql: |
+      SELECT value AS id,
+             md5(CAST(value AS VARCHAR)) || md5(CAST(value * 7 AS VARCHAR)) || md5(CAST(value * 13 AS VARCHAR)) AS payload
+      FROM generate_series(1, 250000)
+outputs:
+  - {name: big, path: "{{out}}", target_file_size: 1GiB}
+conf:
+  spark.sql.shuffle.partitions: 1
+  datafusion.execution.target_partitions: 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_replaces_exactly_the_partitions_a_run_produced_and_big_files_go_multipart() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    sluice_jobs::datagen::write_claims(&local, 3_000, &[1, 2], 31).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+    let cluster = Cluster::start_with_env(2, moto.env()).await;
+    let staged = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&cluster.wait_final(&staged).await),
+        RunStatus::Succeeded
+    );
+
+    let copy = |month: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let id = cluster
+                .submit(
+                    COPY_MONTH,
+                    "copy_month.yaml",
+                    &[
+                        ("staging", "s3://lake/staging".into()),
+                        ("out", "s3://lake/monthly".into()),
+                        ("month", month.into()),
+                    ],
+                )
+                .await
+                .unwrap();
+            let run = cluster.wait_final(&id).await;
+            assert_eq!(status(&run), RunStatus::Succeeded, "{run:?}");
+            run
+        }
+    };
+    copy("2024-01").await;
+    copy("2024-02").await;
+    let before = visible_files(&store, "monthly").await;
+    copy("2024-01").await;
+    let after = visible_files(&store, "monthly").await;
+    let in_month = |files: &BTreeMap<String, usize>, month: &str| -> BTreeMap<String, usize> {
+        files
+            .iter()
+            .filter(|(key, _)| key.starts_with(&format!("fill_month={month}/")))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    // February untouched, file for file; January replaced by as many rows, not added to.
+    assert_eq!(in_month(&after, "2024-02"), in_month(&before, "2024-02"));
+    let (jan_before, jan_after) = (in_month(&before, "2024-01"), in_month(&after, "2024-01"));
+    assert!(jan_after.keys().all(|k| !jan_before.contains_key(k)));
+    assert_eq!(
+        jan_after.values().sum::<usize>(),
+        jan_before.values().sum::<usize>()
+    );
+
+    // A file past the multipart threshold is uploaded in parts.
+    let requests_before = moto.requests().lines().count();
+    let big = cluster
+        .submit(
+            BIG_FILE,
+            "big_file.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("out", "s3://lake/big".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&big).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert_eq!(run.outputs[0].files.len(), 1);
+    assert!(
+        run.outputs[0].bytes_written > 10 * 1024 * 1024,
+        "{}",
+        run.outputs[0].bytes_written
+    );
+    let requests: Vec<String> = moto
+        .requests()
+        .lines()
+        .skip(requests_before)
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .any(|line| line.contains("uploads") && line.contains("big/_temporary")),
+        "no multipart upload in: {requests:?}"
+    );
+    assert_eq!(
+        visible_files(&store, "big").await.values().sum::<usize>(),
+        250_000
+    );
+}

@@ -7,6 +7,11 @@
 //! (`overwrite_partitions`: the previous files of exactly the partitions the run
 //! produced), writes `_SUCCESS`, and deletes the staging folder with anything failed
 //! attempts left there.
+//!
+//! Before it moves anything the scheduler writes the commit's plan (every move and every
+//! delete) into the staging folder. A scheduler stopped mid-commit leaves that plan; the
+//! next scheduler start, or the next commit on the output, rolls it forward, so an
+//! output never keeps both the old and the new files of a partition.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -33,6 +38,9 @@ pub async fn commit_output(
     };
     let root = spec.root().map_err(|e| fail(e.to_string()))?;
     let staging = spec.staging_root().map_err(|e| fail(e.to_string()))?;
+    recover_interrupted_commits(Arc::clone(&store), spec)
+        .await
+        .map_err(fail)?;
 
     // Sizes of what was staged, read once.
     let staged: HashMap<Path, u64> = store
@@ -68,6 +76,10 @@ pub async fn commit_output(
         partitions: partitions.iter().map(|p| (*p).to_owned()).collect(),
         ..Default::default()
     };
+    let mut plan = CommitPlan {
+        moves: Vec::new(),
+        deletes: replaced.iter().map(|path| path.to_string()).collect(),
+    };
     for file in files {
         let from = join(&join(&staging, &file.partition), &file.file);
         let to = join(&join(&root, &file.partition), &file.file);
@@ -76,10 +88,7 @@ pub async fn commit_output(
                 "task reported {from} but it is not in the staging folder"
             ))
         })?;
-        store
-            .rename(&from, &to)
-            .await
-            .map_err(|e| fail(format!("moving {from} to {to}: {e}")))?;
+        plan.moves.push((from.to_string(), to.to_string()));
         record.rows_written += file.rows;
         record.bytes_written += size;
         record.files.push(if file.partition.is_empty() {
@@ -88,12 +97,13 @@ pub async fn commit_output(
             format!("{}/{}", file.partition, file.file)
         });
     }
-    for old in replaced {
-        store
-            .delete(&old)
-            .await
-            .map_err(|e| fail(format!("removing replaced file {old}: {e}")))?;
-    }
+    // The point of no return: from here the commit completes, now or by recovery.
+    let plan_json = serde_json::to_vec(&plan).map_err(|e| fail(e.to_string()))?;
+    store
+        .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
+        .await
+        .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
+    apply(store.as_ref(), &plan).await.map_err(fail)?;
     store
         .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
         .await
@@ -128,6 +138,80 @@ async fn discard_stale_staging(store: Arc<dyn ObjectStore>, spec: &WriteSpec) {
         };
         discard_staging(Arc::clone(&store), &stale).await;
     }
+}
+
+/// The moves and deletes of one commit, written before any is made.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CommitPlan {
+    /// Staged file → final location.
+    moves: Vec<(String, String)>,
+    /// Files the commit replaces.
+    deletes: Vec<String>,
+}
+
+/// The plan's name in a run's staging folder.
+const COMMIT_PLAN: &str = "_commit.json";
+
+/// Carries out a commit plan; safe to repeat after a partial run of it.
+async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Result<(), String> {
+    for (from, to) in &plan.moves {
+        let (from, to) = (Path::from(from.as_str()), Path::from(to.as_str()));
+        match store.rename(&from, &to).await {
+            Ok(()) => {}
+            // Moved before the interruption.
+            Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {}
+            Err(e) => return Err(format!("moving {from} to {to}: {e}")),
+        }
+    }
+    for old in &plan.deletes {
+        let old = Path::from(old.as_str());
+        match store.delete(&old).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("removing replaced file {old}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Rolls forward the commits of other runs that a stopped scheduler left half done
+/// below this output (their plans are in their staging folders).
+pub async fn recover_interrupted_commits(
+    store: Arc<dyn ObjectStore>,
+    spec: &WriteSpec,
+) -> std::result::Result<(), String> {
+    let root = spec.root().map_err(|e| e.to_string())?;
+    let temporary = root.clone().join(sluice_jobs::STAGING_DIR);
+    let listing = match store.list_with_delimiter(Some(&temporary)).await {
+        Ok(listing) => listing,
+        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(format!("listing {temporary}: {e}")),
+    };
+    for folder in listing.common_prefixes {
+        let Some(run_id) = folder.filename().map(str::to_owned) else {
+            continue;
+        };
+        if run_id == spec.run_id {
+            continue;
+        }
+        let plan = match store.get(&folder.clone().join(COMMIT_PLAN)).await {
+            Ok(found) => found.bytes().await.map_err(|e| e.to_string())?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(format!("reading the commit plan of run {run_id}: {e}")),
+        };
+        let plan: CommitPlan = serde_json::from_slice(&plan)
+            .map_err(|e| format!("the commit plan of run {run_id} is unreadable: {e}"))?;
+        tracing::warn!(output = %spec.output, %run_id, "completing a commit a stopped scheduler left half done");
+        apply(store.as_ref(), &plan).await?;
+        let _ = store
+            .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
+            .await;
+        let finished = WriteSpec {
+            run_id,
+            ..spec.clone()
+        };
+        discard_staging(Arc::clone(&store), &finished).await;
+    }
+    Ok(())
 }
 
 /// Deletes a run's staging folder below an output. Failures are logged, not raised:
@@ -171,4 +255,111 @@ fn is_visible_data(root: &Path, location: &Path) -> bool {
     location
         .prefix_match(root)
         .is_some_and(|mut parts| parts.all(|part| !sluice_jobs::is_hidden_segment(part.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::local::LocalFileSystem;
+
+    use super::*;
+
+    fn spec(root: &std::path::Path, run_id: &str) -> WriteSpec {
+        WriteSpec {
+            output: "claims".into(),
+            location: format!("file://{}", root.display()),
+            run_id: run_id.into(),
+            partition_by: vec!["month".into()],
+            target_file_size: 1 << 20,
+            compression: sluice_jobs::Compression::Snappy,
+        }
+    }
+
+    fn files_below(dir: &std::path::Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_owned()];
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).unwrap().flatten() {
+                if entry.path().is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    found.push(
+                        entry
+                            .path()
+                            .strip_prefix(dir)
+                            .unwrap()
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[tokio::test]
+    async fn a_commit_stopped_halfway_is_completed_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |relative: &str| {
+            let path = root.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, relative.as_bytes()).unwrap();
+        };
+        write("month=01/part-old.parquet");
+        write("month=02/part-keep.parquet");
+        write("_temporary/r-dead/month=01/part-new-a.parquet");
+        write("_temporary/r-dead/month=01/part-new-b.parquet");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let base = Path::from_filesystem_path(root).unwrap();
+        let plan = CommitPlan {
+            moves: ["a", "b"]
+                .iter()
+                .map(|n| {
+                    (
+                        base.clone()
+                            .join("_temporary")
+                            .join("r-dead")
+                            .join("month=01")
+                            .join(format!("part-new-{n}.parquet"))
+                            .to_string(),
+                        base.clone()
+                            .join("month=01")
+                            .join(format!("part-new-{n}.parquet"))
+                            .to_string(),
+                    )
+                })
+                .collect(),
+            deletes: vec![
+                base.clone()
+                    .join("month=01")
+                    .join("part-old.parquet")
+                    .to_string(),
+            ],
+        };
+        std::fs::write(
+            root.join("_temporary/r-dead").join(COMMIT_PLAN),
+            serde_json::to_vec(&plan).unwrap(),
+        )
+        .unwrap();
+        // The scheduler stopped after the first move: old and new files side by side.
+        std::fs::rename(
+            root.join("_temporary/r-dead/month=01/part-new-a.parquet"),
+            root.join("month=01/part-new-a.parquet"),
+        )
+        .unwrap();
+
+        recover_interrupted_commits(Arc::clone(&store), &spec(root, "r-next"))
+            .await
+            .unwrap();
+        assert_eq!(
+            files_below(root),
+            [
+                "_SUCCESS",
+                "month=01/part-new-a.parquet",
+                "month=01/part-new-b.parquet",
+                "month=02/part-keep.parquet"
+            ]
+        );
+    }
 }

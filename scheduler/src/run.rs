@@ -141,6 +141,9 @@ pub struct RunRecord {
     /// Tasks each executor ran successfully for this run.
     #[serde(default)]
     pub tasks_by_executor: BTreeMap<String, u64>,
+    /// The run's outputs by name, with their locations, known from submission.
+    #[serde(default)]
+    pub output_locations: BTreeMap<String, String>,
 }
 
 impl RunRecord {
@@ -168,6 +171,7 @@ impl RunRecord {
             progress: Progress::default(),
             ballista_jobs: Vec::new(),
             tasks_by_executor: BTreeMap::new(),
+            output_locations: BTreeMap::new(),
         }
     }
 

@@ -252,6 +252,12 @@ impl RunManager {
             prepared.params.to_text_map(),
             prepared.settings.warnings.clone(),
         );
+        let mut run = run;
+        run.output_locations = compiled
+            .outputs
+            .iter()
+            .map(|output| (output.name.clone(), output.location.clone()))
+            .collect();
         if let Err(err) = self.runs.insert(run.clone()) {
             if let Ok(mut writers) = self.writers.lock() {
                 writers.retain(|_, holder| *holder != run.run_id);

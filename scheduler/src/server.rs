@@ -52,6 +52,35 @@ impl Default for SchedulerSettings {
     }
 }
 
+/// Completes the commits that runs interrupted by the previous scheduler left half done,
+/// so readers never keep seeing both old and new files of a partition.
+async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[crate::run::RunRecord]) {
+    use datafusion::execution::object_store::ObjectStoreRegistry;
+    for run in interrupted {
+        for (output, location) in &run.output_locations {
+            let spec = sluice_jobs::WriteSpec {
+                output: output.clone(),
+                location: location.clone(),
+                // No run of this scheduler: every plan found is another run's.
+                run_id: String::new(),
+                partition_by: Vec::new(),
+                target_file_size: sluice_jobs::DEFAULT_TARGET_FILE_SIZE,
+                compression: sluice_jobs::Compression::default(),
+            };
+            let store = url::Url::parse(location)
+                .map_err(|e| e.to_string())
+                .and_then(|url| stores.get_store(&url).map_err(|e| e.to_string()));
+            let result = match store {
+                Ok(store) => crate::commit::recover_interrupted_commits(store, &spec).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = result {
+                tracing::error!(run_id = %run.run_id, %output, %location, %err, "could not complete an interrupted commit");
+            }
+        }
+    }
+}
+
 /// A started scheduler.
 pub struct Scheduler {
     address: SocketAddr,
@@ -84,6 +113,7 @@ impl Scheduler {
             .map_err(|err| server_error(err.to_string()))?;
         let store = RunStore::open(&settings.run_store)?;
         let stores = ObjectStores::new(settings.storage.clone());
+        recover_outputs(&stores, store.interrupted_on_open()).await;
         let session_stores = Arc::clone(&stores);
 
         let mut config = SchedulerConfig::default()

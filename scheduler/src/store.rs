@@ -17,6 +17,7 @@ const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
 pub struct RunStore {
     path: PathBuf,
     db: Database,
+    interrupted: Vec<RunRecord>,
 }
 
 impl RunStore {
@@ -27,11 +28,13 @@ impl RunStore {
             std::fs::create_dir_all(parent).map_err(|err| SchedulerError::store(path, err))?;
         }
         let db = Database::create(path).map_err(|err| SchedulerError::store(path, err))?;
-        let store = Self {
+        let mut store = Self {
             path: path.to_owned(),
             db,
+            interrupted: Vec::new(),
         };
         store.init_tables()?;
+        let mut interrupted = Vec::new();
         for mut run in store.list(0)? {
             if !run.status.is_final() {
                 run.finish(
@@ -43,9 +46,16 @@ impl RunStore {
                     ),
                 );
                 store.put(&run)?;
+                interrupted.push(run);
             }
         }
+        store.interrupted = interrupted;
         Ok(store)
+    }
+
+    /// The runs this open found in flight and marked interrupted.
+    pub fn interrupted_on_open(&self) -> &[RunRecord] {
+        &self.interrupted
     }
 
     fn init_tables(&self) -> Result<()> {

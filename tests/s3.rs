@@ -28,17 +28,39 @@ async fn keys(store: &std::sync::Arc<dyn object_store::ObjectStore>, prefix: &st
     keys
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_jobs_run_over_s3_on_two_executors() {
-    let _serial = common::one_cluster_at_a_time().await;
+/// A bucket `lake` on a fresh moto server, holding generated landing claims.
+struct Lake {
+    moto: Moto,
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    claim_rows: usize,
+    _scratch: tempfile::TempDir,
+}
+
+async fn lake(rows: usize, months: &[u32], seed: u64) -> Lake {
     let scratch = tempfile::tempdir().unwrap();
     let moto = Moto::start(scratch.path().join("moto.log"));
     moto.create_bucket("lake");
     let store = moto.store("lake");
-
     let local = scratch.path().join("generated");
-    let sample = sluice_jobs::datagen::write_claims(&local, 4_000, &[1, 2], 21).unwrap();
+    let sample = sluice_jobs::datagen::write_claims(&local, rows, months, seed).unwrap();
     upload_dir(&store, &local.join("landing"), "landing").await;
+    Lake {
+        moto,
+        store,
+        claim_rows: sample.claim_rows,
+        _scratch: scratch,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_jobs_run_over_s3_on_two_executors() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let Lake {
+        moto,
+        store,
+        claim_rows,
+        _scratch,
+    } = lake(4_000, &[1, 2], 21).await;
 
     let cluster = Cluster::start_with_env(2, moto.env()).await;
     let cleanse = cluster
@@ -59,7 +81,7 @@ async fn example_jobs_run_over_s3_on_two_executors() {
         "{run:?}{}",
         cluster.logs()
     );
-    assert_eq!(run.rows_read, sample.claim_rows as u64);
+    assert_eq!(run.rows_read, claim_rows as u64);
     assert_eq!(
         run.tasks_by_executor.len(),
         2,
@@ -182,13 +204,12 @@ outputs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_for_one_month_lists_and_reads_only_that_month() {
     let _serial = common::one_cluster_at_a_time().await;
-    let scratch = tempfile::tempdir().unwrap();
-    let moto = Moto::start(scratch.path().join("moto.log"));
-    moto.create_bucket("lake");
-    let store = moto.store("lake");
-    let local = scratch.path().join("generated");
-    sluice_jobs::datagen::write_claims(&local, 3_000, &[1, 2, 3], 8).unwrap();
-    upload_dir(&store, &local.join("landing"), "landing").await;
+    let Lake {
+        moto,
+        store,
+        claim_rows: _,
+        _scratch,
+    } = lake(3_000, &[1, 2, 3], 8).await;
 
     let cluster = Cluster::start_with_env(2, moto.env()).await;
     let cleanse = cluster
@@ -302,13 +323,12 @@ async fn visible_files(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_write_leaves_the_previous_data_and_a_rerun_repairs_it() {
     let _serial = common::one_cluster_at_a_time().await;
-    let scratch = tempfile::tempdir().unwrap();
-    let moto = Moto::start(scratch.path().join("moto.log"));
-    moto.create_bucket("lake");
-    let store = moto.store("lake");
-    let local = scratch.path().join("generated");
-    sluice_jobs::datagen::write_claims(&local, 80_000, &[1, 2], 13).unwrap();
-    upload_dir(&store, &local.join("landing"), "landing").await;
+    let Lake {
+        moto,
+        store,
+        claim_rows: _,
+        _scratch,
+    } = lake(80_000, &[1, 2], 13).await;
     // Small files, so the write takes long enough to be interrupted.
     let job = example("claims_cleanse.yaml").replace(
         "    mode: overwrite_partitions\n",
@@ -386,13 +406,12 @@ async fn a_run_killed_mid_write_leaves_the_previous_data_and_a_rerun_repairs_it(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_survives_s3_slow_down_errors() {
     let _serial = common::one_cluster_at_a_time().await;
-    let scratch = tempfile::tempdir().unwrap();
-    let moto = Moto::start(scratch.path().join("moto.log"));
-    moto.create_bucket("lake");
-    let store = moto.store("lake");
-    let local = scratch.path().join("generated");
-    let sample = sluice_jobs::datagen::write_claims(&local, 5_000, &[1, 2], 17).unwrap();
-    upload_dir(&store, &local.join("landing"), "landing").await;
+    let Lake {
+        moto,
+        store,
+        claim_rows,
+        _scratch,
+    } = lake(5_000, &[1, 2], 17).await;
 
     let proxy = common::faults::SlowDownProxy::start(moto.port, 3, 6).await;
     let cluster =
@@ -416,7 +435,7 @@ async fn a_run_survives_s3_slow_down_errors() {
         cluster.logs()
     );
     assert!(proxy.injected() > 0, "no 503 was injected");
-    assert_eq!(run.rows_read, sample.claim_rows as u64);
+    assert_eq!(run.rows_read, claim_rows as u64);
     let rows: usize = visible_files(&store, "staging/claims").await.values().sum();
     assert_eq!(rows as u64, run.outputs[0].rows_written);
 }
@@ -462,13 +481,12 @@ conf:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrite_replaces_exactly_the_partitions_a_run_produced_and_big_files_go_multipart() {
     let _serial = common::one_cluster_at_a_time().await;
-    let scratch = tempfile::tempdir().unwrap();
-    let moto = Moto::start(scratch.path().join("moto.log"));
-    moto.create_bucket("lake");
-    let store = moto.store("lake");
-    let local = scratch.path().join("generated");
-    sluice_jobs::datagen::write_claims(&local, 3_000, &[1, 2], 31).unwrap();
-    upload_dir(&store, &local.join("landing"), "landing").await;
+    let Lake {
+        moto,
+        store,
+        claim_rows: _,
+        _scratch,
+    } = lake(3_000, &[1, 2], 31).await;
     let cluster = Cluster::start_with_env(2, moto.env()).await;
     let staged = cluster
         .submit(

@@ -150,7 +150,8 @@ struct CommitPlan {
 }
 
 /// The plan's name in a run's staging folder.
-const COMMIT_PLAN: &str = "_commit.json";
+// Not `_`-prefixed: listings through the Spark layout would hide it from cleanup.
+const COMMIT_PLAN: &str = "commit-plan.json";
 
 /// Carries out a commit plan; safe to repeat after a partial run of it.
 async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Result<(), String> {

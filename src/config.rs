@@ -11,10 +11,11 @@
 //! | `SLUICE_S3__ALLOW_HTTP` | `true` to allow plain-HTTP endpoints |
 //!
 //! Variables override the file. Credentials come from the standard AWS chain
-//! (`AWS_ACCESS_KEY_ID`…, web identity, ECS task role, instance metadata) and are never
-//! printed.
+//! (`AWS_ACCESS_KEY_ID`…, the shared credentials file — `AWS_SHARED_CREDENTIALS_FILE` or
+//! `~/.aws/credentials`, profile `AWS_PROFILE` or `default` —, web identity, ECS task
+//! role, instance metadata) and are never printed.
 
-use sluice_jobs::StorageSettings;
+use sluice_jobs::{StaticCredentials, StorageSettings};
 
 use crate::error::{CliError, Result};
 
@@ -61,5 +62,49 @@ pub fn storage_settings() -> Result<StorageSettings> {
     if let Some(allow_http) = flag("SLUICE_S3__ALLOW_HTTP")? {
         settings.s3.allow_http = Some(allow_http);
     }
+    if text("AWS_ACCESS_KEY_ID").is_none() {
+        settings.profile_credentials = shared_profile_credentials()?;
+    }
     Ok(settings)
+}
+
+/// The keys of the active profile in the shared credentials file, if it has them.
+fn shared_profile_credentials() -> Result<Option<StaticCredentials>> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::Path::new(&home).join(".aws").join("credentials"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".to_owned());
+    let mut in_profile = false;
+    let mut values = std::collections::BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = section.trim() == profile;
+            continue;
+        }
+        if in_profile && let Some((key, value)) = line.split_once('=') {
+            values.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    let (Some(access_key_id), Some(secret_access_key)) = (
+        values.remove("aws_access_key_id"),
+        values.remove("aws_secret_access_key"),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(StaticCredentials {
+        access_key_id,
+        secret_access_key,
+        session_token: values.remove("aws_session_token"),
+        source: format!("profile {profile} in {}", path.display()),
+    }))
 }

@@ -588,3 +588,63 @@ async fn overwrite_replaces_exactly_the_partitions_a_run_produced_and_big_files_
         250_000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_shared_credentials_file_when_the_environment_has_none() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let Lake {
+        moto,
+        store,
+        claim_rows: _,
+        _scratch,
+    } = lake(1_000, &[1], 2).await;
+    let credentials = _scratch.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIAPROFILEKEY\naws_secret_access_key = profile-secret-never-logged\n",
+    )
+    .unwrap();
+    let mut env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("AWS_"))
+        .collect();
+    env.extend([
+        ("AWS_ACCESS_KEY_ID".to_owned(), String::new()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+            credentials.display().to_string(),
+        ),
+        // Instance metadata, the chain's last resort, answers nothing here.
+        (
+            "AWS_METADATA_ENDPOINT".to_owned(),
+            "http://127.0.0.1:1".to_owned(),
+        ),
+    ]);
+    let cluster = Cluster::start_with_env(2, env).await;
+    let run_id = cluster
+        .submit(
+            &example("claims_cleanse.yaml"),
+            "claims_cleanse.yaml",
+            &[
+                ("landing", "s3://lake/landing".into()),
+                ("staging", "s3://lake/staging".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert!(!keys(&store, "staging/claims").await.is_empty());
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("S3 credentials from the shared credentials file"),
+        "{logs}"
+    );
+    assert!(!logs.contains("profile-secret-never-logged"));
+}

@@ -58,7 +58,10 @@ pub use definition::{
 };
 pub use error::{JobError, Position, Result};
 pub use params::{BoundParams, ParamValue};
-pub use storage::{ObjectStores, S3Settings, SparkLayoutStore, StorageSettings, is_hidden_segment};
+pub use storage::{
+    ObjectStores, S3Settings, SparkLayoutStore, StaticCredentials, StorageSettings,
+    is_hidden_segment,
+};
 pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
     HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile, manifest_schema,

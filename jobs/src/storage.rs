@@ -4,8 +4,8 @@
 //! anything else whose name starts with `_` or `.`) below the prefix being listed, so a
 //! reader never picks up a run's staged files or markers.
 //!
-//! S3 credentials come from the standard AWS chain (environment, web identity / IRSA,
-//! ECS task role, instance metadata) through `object_store`; region, endpoint,
+//! S3 credentials come from the standard AWS chain (environment, shared credentials
+//! file, web identity / IRSA, ECS task role, instance metadata) through `object_store`; region, endpoint,
 //! path-style addressing and plain HTTP are set per process and per bucket in
 //! [`StorageSettings`]. Transient errors (503 SlowDown, connection resets) are retried
 //! with exponential backoff.
@@ -76,6 +76,31 @@ pub struct StorageSettings {
     /// How many times a failed request is retried (transient errors only).
     #[serde(default = "default_retries")]
     pub max_retries: usize,
+    /// Keys from the shared credentials file (`~/.aws/credentials`, `AWS_PROFILE`), used
+    /// when the environment has none; never read from the settings file.
+    #[serde(skip)]
+    pub profile_credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair. Its `Debug` shows neither secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+    /// A session token, for temporary credentials.
+    pub session_token: Option<String>,
+    /// Where they came from (`profile default in ~/.aws/credentials`), for logs.
+    pub source: String,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_retries() -> usize {
@@ -95,6 +120,7 @@ impl Default for StorageSettings {
             s3: S3Settings::default(),
             buckets: BTreeMap::new(),
             max_retries: default_retries(),
+            profile_credentials: None,
         }
     }
 }
@@ -160,6 +186,15 @@ impl ObjectStores {
                         max_retries: self.settings.max_retries,
                         retry_timeout: Duration::from_secs(180),
                     });
+                if let Some(credentials) = &self.settings.profile_credentials {
+                    tracing::info!(bucket, source = %credentials.source, "S3 credentials from the shared credentials file");
+                    builder = builder
+                        .with_access_key_id(&credentials.access_key_id)
+                        .with_secret_access_key(&credentials.secret_access_key);
+                    if let Some(token) = &credentials.session_token {
+                        builder = builder.with_token(token);
+                    }
+                }
                 if let Some(region) = &settings.region {
                     builder = builder.with_region(region);
                 }

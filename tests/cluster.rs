@@ -297,7 +297,78 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
         .map(|(key, (n, patients, units, paid))| (key, (n, patients.len() as i64, units, paid)))
         .collect();
     assert_eq!(actual_groups, expected_groups);
+
+    // Sluice's own SQL functions run on the remote executors too.
+    let run_id = cluster
+        .submit(
+            DOMAIN_FUNCTIONS,
+            "domain_functions.yaml",
+            &all[..1]
+                .iter()
+                .cloned()
+                .chain([("curated", all[2].1.clone())])
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    let mut by_ndc = BTreeMap::new();
+    for batches in read_partitioned(&data.join("curated").join("by_ndc")).values() {
+        for batch in batches {
+            let ndc = batch
+                .column_by_name("ndc11")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let n = batch
+                .column_by_name("n")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            for row in 0..batch.num_rows() {
+                by_ndc.insert(ndc.value(row).to_owned(), n.value(row));
+            }
+        }
+    }
+    let mut expected_by_ndc: BTreeMap<String, i64> = BTreeMap::new();
+    for text in std::fs::read_dir(data.join("landing/claims"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(text.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            let ndc = line.split(',').nth(3).unwrap().replace('-', "");
+            *expected_by_ndc.entry(ndc).or_default() += 1;
+        }
+    }
+    assert_eq!(by_ndc, expected_by_ndc);
 }
+
+/// Landing claims counted by their NDC in 11-digit form, with Sluice's functions.
+const DOMAIN_FUNCTIONS: &str = r#"apiVersion: sluice/v1
+name: domain_functions
+params:
+  landing: {type: string, required: true}
+  curated: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - sql: |
+      SELECT normalize_ndc(ndc) AS ndc11, count(*) AS n,
+             sum(CASE WHEN us_state(state) IS NULL THEN 1 ELSE 0 END) AS unknown_states
+      FROM input GROUP BY normalize_ndc(ndc)
+outputs:
+  - {name: by_ndc, path: "{{curated}}/by_ndc"}
+"#;
 
 /// A job that computes for minutes unless stopped: a cross join of the claims with
 /// themselves, aggregated to a handful of rows.

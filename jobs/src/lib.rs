@@ -39,6 +39,7 @@ mod conf;
 pub mod datagen;
 mod definition;
 mod error;
+pub mod functions;
 mod params;
 pub mod session;
 mod storage;

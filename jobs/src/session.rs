@@ -15,6 +15,7 @@ use datafusion::error::Result as DataFusionResult;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionConfig;
 
 use crate::codec::SluicePhysicalCodec;
@@ -71,13 +72,26 @@ pub fn session_state(
         .with_config(config)
         .with_runtime_env(runtime_env(stores)?)
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
-        .with_scalar_functions(ballista_scalar_functions())
+        .with_scalar_functions(scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
         .build())
 }
 
+/// DataFusion's, Spark's and Sluice's scalar functions.
+fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    let mut functions = ballista_scalar_functions();
+    functions.extend(crate::functions::sluice_scalar_functions());
+    functions
+}
+
 /// The functions executors resolve plans against: DataFusion's, Spark's and Sluice's.
 pub fn function_registry() -> BallistaFunctionRegistry {
-    BallistaFunctionRegistry::default()
+    let mut registry = BallistaFunctionRegistry::default();
+    for function in crate::functions::sluice_scalar_functions() {
+        registry
+            .scalar_functions
+            .insert(function.name().to_owned(), function);
+    }
+    registry
 }

@@ -634,3 +634,94 @@ fn example_text_with_bad_cast(yaml: &str) -> String {
         "      quantity: int\n      payer: int\n",
     )
 }
+
+// Known gap: with an executor SIGKILLed mid-job, Ballista 55's recovery was seen here
+// both to finish with rows counted twice (before the runner learned to recompute such
+// results) and to hang with no stage progress. Kept to reproduce it; not run by CI.
+#[ignore = "Ballista 55 recovery from a SIGKILLed executor hangs or double-counts"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_lost_mid_job_costs_a_retry_not_the_job() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let mut cluster = Cluster::start(3).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 14_000, &[1], 19).unwrap();
+
+    // What the cross join must give, computed from the landing lines in linear time:
+    // per state of `a`, all pairs minus those sharing both payer and NDC.
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for file in std::fs::read_dir(data.join("landing/claims"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(file.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            lines.push(line.split(',').map(str::to_owned).collect());
+        }
+    }
+    let total = lines.len() as i64;
+    let mut same: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for f in &lines {
+        *same.entry((f[8].clone(), f[3].clone())).or_default() += 1;
+    }
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for f in &lines {
+        *expected.entry(f[9].clone()).or_default() += total - same[&(f[8].clone(), f[3].clone())];
+    }
+
+    let out = data.join("pairs");
+    let run_id = cluster
+        .submit(
+            SLOW_JOB,
+            "slow.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_until(&run_id, "running with stages", |run| {
+            status(run) == RunStatus::Running
+                && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before_kill = cluster.run(&run_id).await;
+    assert_eq!(
+        status(&before_kill),
+        RunStatus::Running,
+        "the job ended before the kill: {before_kill:?}"
+    );
+    cluster.kill_executor(0);
+
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    let mut pairs = BTreeMap::new();
+    for batches in read_partitioned(&out).values() {
+        for batch in batches {
+            let state = batch
+                .column_by_name("state")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let n = batch
+                .column_by_name("pairs")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .clone();
+            for row in 0..batch.num_rows() {
+                pairs.insert(state.value(row).to_owned(), n.value(row));
+            }
+        }
+    }
+    assert_eq!(pairs, expected);
+}

@@ -40,6 +40,9 @@ use crate::error::{Result, SchedulerError};
 use crate::run::{RunId, RunRecord, RunStatus};
 use crate::store::RunStore;
 
+/// How many times an output is computed again after a job that lost an executor.
+const MAX_RECOMPUTES: usize = 2;
+
 /// How often a running job's status is read.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -279,6 +282,7 @@ impl RunManager {
             cancel: cancel_rx,
             cancels: Arc::clone(&self.cancels),
             writers: Arc::clone(&self.writers),
+            executor_timeout: self.executor_timeout,
         };
         tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -291,43 +295,7 @@ impl RunManager {
 
     /// The registered executors whose last heartbeat is recent and says active.
     pub async fn executors(&self) -> Vec<ExecutorInfo> {
-        let Ok(states) = self
-            .ballista
-            .state
-            .executor_manager
-            .get_executors_state()
-            .await
-        else {
-            return Vec::new();
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut executors: Vec<ExecutorInfo> = states
-            .into_iter()
-            .filter(|(meta, last_heartbeat, _)| {
-                let recent = last_heartbeat
-                    .is_some_and(|at| now.saturating_sub(at) <= self.executor_timeout);
-                let active = self
-                    .ballista
-                    .state
-                    .executor_manager
-                    .get_executor_hearbeat(&meta.id)
-                    .and_then(|heartbeat| heartbeat.status)
-                    .and_then(|status| status.status)
-                    .is_some_and(|status| matches!(status, executor_status::Status::Active(_)));
-                recent && active
-            })
-            .map(|(meta, _, _)| ExecutorInfo {
-                id: meta.id,
-                host: meta.host,
-                flight_port: meta.port,
-                grpc_port: meta.grpc_port,
-                task_slots: meta.specification.vcores,
-            })
-            .collect();
-        executors.sort_by(|a, b| a.id.cmp(&b.id));
-        executors
+        alive_executors(&self.ballista, self.executor_timeout).await
     }
 
     /// Asks a run to stop: its Ballista jobs are cancelled on the executors and the run
@@ -358,6 +326,7 @@ struct Execution {
     cancel: watch::Receiver<bool>,
     cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
     writers: Arc<Mutex<HashMap<String, RunId>>>,
+    executor_timeout: Duration,
 }
 
 /// What one output's job produced, waiting for commit.
@@ -440,44 +409,99 @@ impl Execution {
             .map_err(|e| fail(e.to_string()))
     }
 
+    /// Ids of the executors alive now.
+    async fn alive_executor_ids(&self) -> std::collections::BTreeSet<String> {
+        alive_executors(&self.ballista, self.executor_timeout)
+            .await
+            .into_iter()
+            .map(|executor| executor.id)
+            .collect()
+    }
+
     /// Runs every output's Ballista job; nothing is visible until [`Self::commit`].
     async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
         let mut produced = Vec::new();
         let mut stages_before = 0u32;
         for (output, spec) in self.compiled.outputs.clone().iter().zip(specs) {
-            let state = self.ctx.state();
-            let physical = state
-                .create_physical_plan(&output.plan)
-                .await
-                .map_err(|err| {
+            let mut attempt = 0;
+            let (files, statistics) = loop {
+                let executors_before = self.alive_executor_ids().await;
+                let state = self.ctx.state();
+                let physical = state
+                    .create_physical_plan(&output.plan)
+                    .await
+                    .map_err(|err| {
+                        sluice_jobs::JobError::datafusion(
+                            format!("planning output `{}`", output.name),
+                            err,
+                        )
+                    })?;
+                let tasks = state.config().target_partitions();
+                let write = write_plan(physical, spec.clone(), tasks).map_err(|err| {
                     sluice_jobs::JobError::datafusion(
                         format!("planning output `{}`", output.name),
                         err,
                     )
                 })?;
-            let tasks = state.config().target_partitions();
-            let write = write_plan(physical, spec.clone(), tasks).map_err(|err| {
-                sluice_jobs::JobError::datafusion(format!("planning output `{}`", output.name), err)
-            })?;
-            let job_name = format!(
-                "{}/{}/{}",
-                self.job.definition.name, self.run_id, output.name
-            );
-            let job_id = self
-                .ballista
-                .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
-                .await
-                .map_err(|err| {
-                    SchedulerError::ballista(format!("submitting output `{}`", output.name), err)
+                let job_name = format!(
+                    "{}/{}/{}",
+                    self.job.definition.name, self.run_id, output.name
+                );
+                let job_id = self
+                    .ballista
+                    .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
+                    .await
+                    .map_err(|err| {
+                        SchedulerError::ballista(
+                            format!("submitting output `{}`", output.name),
+                            err,
+                        )
+                    })?;
+                tracing::info!(run_id = %self.run_id, output = %output.name, %job_id, "ballista job submitted");
+                self.runs.update(&self.run_id, |run| {
+                    run.ballista_jobs.push(job_id.to_string());
+                    run.progress.current_output = output.name.clone();
                 })?;
-            tracing::info!(run_id = %self.run_id, output = %output.name, %job_id, "ballista job submitted");
-            self.runs.update(&self.run_id, |run| {
-                run.ballista_jobs.push(job_id.to_string());
-                run.progress.current_output = output.name.clone();
-            })?;
-            let locations = self.wait(&job_id, &output.name, stages_before).await?;
-            let files = fetch_manifests(&locations, &output.name).await?;
-            let statistics = self.job_statistics(&job_id).await;
+                let locations = self.wait(&job_id, &output.name, stages_before).await?;
+                let statistics = self.job_statistics(&job_id).await;
+                let executors_after = self.alive_executor_ids().await;
+                let lost: Vec<&String> = executors_before.difference(&executors_after).collect();
+                // Ballista recovers from a lost executor by re-running stages, and its
+                // recovered results have been seen to count rows twice. A result that
+                // went through a recovery is not trusted: the output is computed again.
+                if statistics.recovered || !lost.is_empty() {
+                    attempt += 1;
+                    let reason = format!(
+                        "output `{}`: executor(s) lost during the job ({}); {}",
+                        output.name,
+                        if lost.is_empty() {
+                            "stages re-run".to_owned()
+                        } else {
+                            lost.iter()
+                                .map(|e| e.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                        if attempt > MAX_RECOMPUTES {
+                            "giving up"
+                        } else {
+                            "computing the output again"
+                        }
+                    );
+                    tracing::warn!(run_id = %self.run_id, "{reason}");
+                    if attempt > MAX_RECOMPUTES {
+                        return Err(SchedulerError::JobFailed {
+                            output: output.name.clone(),
+                            message: reason,
+                        });
+                    }
+                    self.runs
+                        .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
+                    continue;
+                }
+                let files = fetch_manifests(&locations, &output.name).await?;
+                break (files, statistics);
+            };
             stages_before += statistics.stages;
             self.runs.update(&self.run_id, |run| {
                 run.rows_read += statistics.rows_read;
@@ -577,6 +601,9 @@ impl Execution {
         for _ in 0..25 {
             if let Ok(Some(graph)) = self.job_state.get_execution_graph(job_id).await {
                 return JobStatistics {
+                    recovered: graph.stages().values().any(|stage| {
+                        matches!(stage, ExecutionStage::Successful(s) if s.stage_attempt_num > 0)
+                    }),
                     stages: graph.stage_count() as u32,
                     rows_read: scanned_rows(graph.stages().values()),
                     tasks_by_executor: tasks_by_executor(graph.stages().values()),
@@ -664,9 +691,48 @@ async fn fetch_manifests(
     Ok(files)
 }
 
+/// The registered executors whose last heartbeat is recent and says active.
+async fn alive_executors(
+    ballista: &BallistaScheduler,
+    executor_timeout: Duration,
+) -> Vec<ExecutorInfo> {
+    let Ok(states) = ballista.state.executor_manager.get_executors_state().await else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut executors: Vec<ExecutorInfo> = states
+        .into_iter()
+        .filter(|(meta, last_heartbeat, _)| {
+            let recent =
+                last_heartbeat.is_some_and(|at| now.saturating_sub(at) <= executor_timeout);
+            let active = ballista
+                .state
+                .executor_manager
+                .get_executor_hearbeat(&meta.id)
+                .and_then(|heartbeat| heartbeat.status)
+                .and_then(|status| status.status)
+                .is_some_and(|status| matches!(status, executor_status::Status::Active(_)));
+            recent && active
+        })
+        .map(|(meta, _, _)| ExecutorInfo {
+            id: meta.id,
+            host: meta.host,
+            flight_port: meta.port,
+            grpc_port: meta.grpc_port,
+            task_slots: meta.specification.vcores,
+        })
+        .collect();
+    executors.sort_by(|a, b| a.id.cmp(&b.id));
+    executors
+}
+
 /// What a finished Ballista job did, from its execution graph.
 #[derive(Debug, Default)]
 struct JobStatistics {
+    /// A stage ran more than once (a lost executor's work was redone).
+    recovered: bool,
     stages: u32,
     rows_read: u64,
     tasks_by_executor: BTreeMap<String, u64>,

@@ -171,6 +171,13 @@ impl Cluster {
         }
     }
 
+    /// SIGKILLs the executor started `index`-th.
+    pub fn kill_executor(&mut self, index: usize) {
+        let child = &mut self.executors[index];
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// A JobService client.
     pub async fn client(&self) -> JobServiceClient<Channel> {
         JobServiceClient::connect(self.url()).await.unwrap()

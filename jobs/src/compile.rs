@@ -36,7 +36,7 @@ use crate::error::{JobError, Position, Result};
 use crate::params::BoundParams;
 use crate::storage::ObjectStores;
 use crate::types::{parse_byte_size, parse_column_type};
-use crate::write::{HIVE_DEFAULT_PARTITION, STAGING_DIR};
+use crate::write::HIVE_DEFAULT_PARTITION;
 
 /// The default target size of output files, as Spark's `maxPartitionBytes`.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
@@ -232,16 +232,7 @@ impl PreparedJob {
         }
         let mut partition_columns = Vec::new();
         for (key, values) in discovered.partitions {
-            let data_type = match spec.partitions.get(&key) {
-                Some(declared) => {
-                    parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
-                        at: at.clone(),
-                        field: format!("sources.{name}.partitions.{key}"),
-                        message,
-                    })?
-                }
-                None => infer_partition_type(&values),
-            };
+            let data_type = partition_type(spec, name, &key, &values, at)?;
             partition_columns.push((key, data_type));
         }
 
@@ -332,16 +323,7 @@ impl PreparedJob {
                 .map_err(|err| source_error(strip_context(&err)))?;
             frame = replace_columns(frame, typed).map_err(source_error)?;
             for (index, (key, value)) in fixed_partitions.iter().enumerate() {
-                let data_type = match spec.partitions.get(key) {
-                    Some(declared) => {
-                        parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
-                            at: at.clone(),
-                            field: format!("sources.{name}.partitions.{key}"),
-                            message,
-                        })?
-                    }
-                    None => infer_partition_type(std::slice::from_ref(value)),
-                };
+                let data_type = partition_type(spec, name, key, std::slice::from_ref(value), at)?;
                 let literal = if value == HIVE_DEFAULT_PARTITION {
                     cast(
                         lit(datafusion::scalar::ScalarValue::Null),
@@ -784,6 +766,24 @@ async fn discover(
     })
 }
 
+/// A partition column's type: as the source declares it, else inferred from its values.
+fn partition_type(
+    spec: &SourceSpec,
+    source: &str,
+    key: &str,
+    values: &[String],
+    at: &Position,
+) -> Result<DataType> {
+    match spec.partitions.get(key) {
+        Some(declared) => parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
+            at: at.clone(),
+            field: format!("sources.{source}.partitions.{key}"),
+            message,
+        }),
+        None => Ok(infer_partition_type(values)),
+    }
+}
+
 /// Partition values typed as Spark infers them: int, bigint, date, else string.
 fn infer_partition_type(values: &[String]) -> DataType {
     let present: Vec<&String> = values
@@ -810,7 +810,7 @@ fn infer_partition_type(values: &[String]) -> DataType {
 /// A path as a URL: URLs pass through, local paths become absolute `file://` URLs
 /// (relative ones against `base_dir`); an existing local directory of a source gets
 /// a trailing `/` so it is listed as a folder.
-pub fn to_location(path: &str, base_dir: &FsPath, is_source: bool) -> String {
+fn to_location(path: &str, base_dir: &FsPath, is_source: bool) -> String {
     if path.contains("://") {
         return path.to_owned();
     }
@@ -824,9 +824,4 @@ pub fn to_location(path: &str, base_dir: &FsPath, is_source: bool) -> String {
         text.push('/');
     }
     format!("file://{text}")
-}
-
-/// The staging folder of a run below an output (for cleanup and commit).
-pub fn staging_folder(output_location: &str, run_id: &str) -> String {
-    format!("{output_location}/{STAGING_DIR}/{run_id}")
 }

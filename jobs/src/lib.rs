@@ -49,7 +49,7 @@ mod write;
 pub use codec::SluicePhysicalCodec;
 pub use compile::{
     CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, ResolvedSource,
-    staging_folder, strip_context, to_location,
+    strip_context,
 };
 pub use conf::{Compression, JobSettings};
 pub use definition::{

@@ -22,6 +22,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check a job definition without running it.
     Validate(ValidateArgs),
+    /// Generate realistic landing data with known defects and its ground truth.
+    #[command(subcommand)]
+    Datagen(DatagenCommand),
     /// Print the JSON Schema of job definitions.
     Schema,
     /// Run the scheduler (Ballista scheduler + Sluice JobService).
@@ -91,6 +94,37 @@ pub struct DemoArgs {
     /// Random seed of the sample.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// `sluice datagen`.
+#[derive(Debug, Subcommand)]
+pub enum DatagenCommand {
+    /// Pharmacy claims (CSV, one file per month) with products, prescribers, payers and
+    /// payer aliases, defects injected at known rates, and `ground_truth.json`.
+    Claims(DatagenClaimsArgs),
+}
+
+/// `sluice datagen claims`.
+#[derive(Debug, Args)]
+pub struct DatagenClaimsArgs {
+    /// Claim lines to write (resubmitted duplicates included).
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    /// Random seed: the same seed gives the same files.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The directory to write `landing/` and `ground_truth.json` into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Months of 2024 to spread the claims over, e.g. `1,2,3`.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub months: Vec<u32>,
+    /// Share of claims with one field defect (0 to 1).
+    #[arg(long, default_value_t = 0.04)]
+    pub defect_rate: f64,
+    /// Share of claims resubmitted as a duplicate line (0 to 1).
+    #[arg(long, default_value_t = 0.01)]
+    pub duplicate_rate: f64,
 }
 
 /// `sluice validate`.

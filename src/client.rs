@@ -245,6 +245,34 @@ pub fn summary(run: &v1::Run) -> String {
             ));
         }
     }
+    if let Some(dq) = &run.data_quality {
+        text.push_str(&format!(
+            "  quality    {}: {} rows checked, {} valid, {} quarantined\n",
+            dq.outcome.replace('_', " "),
+            thousands(dq.rows_checked),
+            thousands(dq.rows_valid),
+            thousands(dq.rows_quarantined)
+        ));
+        let width = dq.rules.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for rule in &dq.rules {
+            let result = if rule.detail.is_empty() {
+                format!("{} failed", thousands(rule.failed))
+            } else {
+                format!(
+                    "{} ({})",
+                    if rule.failed > 0 { "broke" } else { "held" },
+                    rule.detail
+                )
+            };
+            text.push_str(&format!(
+                "    {:<width$}  {:<15} {:<10} {}\n",
+                rule.name, rule.kind, rule.action, result
+            ));
+            for sample in rule.samples.iter().take(3) {
+                text.push_str(&format!("    {:<width$}    e.g. {sample}\n", ""));
+            }
+        }
+    }
     for warning in &run.warnings {
         text.push_str(&format!("  warning    {warning}\n"));
     }

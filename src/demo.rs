@@ -1,5 +1,6 @@
-//! `sluice demo`: sample pharmacy claims, the two example jobs on an embedded cluster,
-//! and the first rows of the aggregate.
+//! `sluice demo`: landed pharmacy claims with known defects, the cleansing job (types,
+//! standardizes, masks, quarantines what breaks a rule) and the monthly aggregate on an
+//! embedded cluster, and the first rows of the aggregate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,8 @@ use crate::error::{CliError, Result};
 
 /// The example jobs, built in so the demo runs from any directory.
 const CLEANSE: (&str, &str) = (
-    "jobs/examples/claims_cleanse.yaml",
-    include_str!("../jobs/examples/claims_cleanse.yaml"),
+    "jobs/examples/claims_quality.yaml",
+    include_str!("../jobs/examples/claims_quality.yaml"),
 );
 const MONTHLY: (&str, &str) = (
     "jobs/examples/claims_monthly.yaml",
@@ -24,17 +25,28 @@ const MONTHLY: (&str, &str) = (
 /// Runs the demo.
 pub async fn run(args: &DemoArgs) -> Result<()> {
     let dir = absolute(&args.dir)?;
-    let sample = sluice_jobs::datagen::write_claims(&dir, args.rows, &[1, 2, 3], args.seed)
-        .map_err(|source| CliError::Io {
-            context: format!("writing sample data to {}", dir.display()),
-            source,
-        })?;
+    let options = sluice_jobs::datagen::ClaimsOptions {
+        rows: args.rows,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let io = |context: String| move |source| CliError::Io { context, source };
+    let truth = sluice_jobs::datagen::generate_claims(&dir, &options)
+        .map_err(io(format!("writing sample data to {}", dir.display())))?;
     println!(
-        "sample data: {} claim lines in {} files below {}",
-        sample.claim_rows,
-        sample.claim_files.len(),
-        dir.join("landing").display()
+        "sample data: {} claim lines below {} ({} with a known defect; see ground_truth.json)",
+        truth.rows,
+        dir.join("landing").display(),
+        truth.quarantined_rows
     );
+    // The tokenization key: a random one for the demo, kept beside its run store.
+    let key_file = dir.join(".sluice").join("mask.key");
+    std::fs::create_dir_all(dir.join(".sluice"))
+        .map_err(io(format!("creating {}", dir.join(".sluice").display())))?;
+    if !key_file.exists() {
+        let key = format!("{}{}", uuid_like(), uuid_like());
+        std::fs::write(&key_file, key).map_err(io(format!("writing {}", key_file.display())))?;
+    }
 
     let cluster = EmbeddedCluster::start(&dir.join(".sluice"), 2).await?;
     let mut client = cluster.client().await?;
@@ -50,6 +62,11 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
         (
             "curated".to_owned(),
             dir.join("curated").display().to_string(),
+        ),
+        ("run_date".to_owned(), "2024-03-31".to_owned()),
+        (
+            "mask_key".to_owned(),
+            format!("file:{}", key_file.display()),
         ),
     ]);
     for (origin, yaml) in [CLEANSE, MONTHLY] {
@@ -106,6 +123,11 @@ async fn show_top_rows(path: &Path) -> Result<()> {
         .await
         .map_err(fail)?;
     frame.show().await.map_err(fail)
+}
+
+/// 32 random hex digits.
+fn uuid_like() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

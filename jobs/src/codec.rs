@@ -9,10 +9,10 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
-use crate::write::{ParquetWriteExec, WriteSpec};
+use crate::write::{ParquetWriteExec, WriteTask};
 
 /// Tags a Sluice operator's bytes; Ballista's own nodes are protobuf and never start so.
-const WRITE_TAG: &[u8] = b"sluice.ParquetWriteExec/v1:";
+const WRITE_TAG: &[u8] = b"sluice.ParquetWriteExec/v2:";
 
 /// Sluice's physical codec: [`ParquetWriteExec`], then Ballista's operators.
 #[derive(Debug, Default)]
@@ -29,7 +29,7 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(payload) = buf.strip_prefix(WRITE_TAG) {
-            let spec: WriteSpec = serde_json::from_slice(payload).map_err(|err| {
+            let task: WriteTask = serde_json::from_slice(payload).map_err(|err| {
                 DataFusionError::Internal(format!("cannot decode ParquetWriteExec: {err}"))
             })?;
             let [input] = inputs else {
@@ -39,7 +39,7 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             };
             return Ok(Arc::new(ParquetWriteExec::try_new(
                 Arc::clone(input),
-                spec,
+                task,
             )?));
         }
         self.ballista.try_decode(buf, inputs, ctx, proto_converter)
@@ -53,7 +53,7 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
     ) -> Result<()> {
         if let Some(write) = node.downcast_ref::<ParquetWriteExec>() {
             buf.extend_from_slice(WRITE_TAG);
-            serde_json::to_writer(&mut *buf, write.spec()).map_err(|err| {
+            serde_json::to_writer(&mut *buf, write.task()).map_err(|err| {
                 DataFusionError::Internal(format!("cannot encode ParquetWriteExec: {err}"))
             })?;
             return Ok(());

@@ -28,12 +28,15 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
+use crate::cleanse::{self, StepEffects};
 use crate::conf::JobSettings;
 use crate::definition::{
-    DedupeStep, JobDefinition, OutputSpec, SourceFormat, SourceSpec, Step, WriteMode, position,
+    DedupeStep, JobDefinition, OutputFormat, OutputSpec, QualitySpec, SourceFormat, SourceSpec,
+    Step, WriteMode, position,
 };
 use crate::error::{JobError, Position, Result};
 use crate::params::BoundParams;
+use crate::quality::{CompiledQuality, QualityBuilder, SOURCE_FILE_COLUMN};
 use crate::storage::ObjectStores;
 use crate::types::{parse_byte_size, parse_column_type};
 use crate::write::HIVE_DEFAULT_PARTITION;
@@ -79,7 +82,10 @@ pub struct CompiledOutput {
     pub mode: WriteMode,
     /// Roll to a new file past this many bytes.
     pub target_file_size: u64,
-    /// The logical plan of the rows to write, params bound.
+    /// The columns written, in order (the plan also carries Sluice's hidden columns).
+    pub columns: Vec<String>,
+    /// The logical plan of the rows, params bound: the steps' result with the quality
+    /// flag columns.
     pub plan: LogicalPlan,
 }
 
@@ -90,7 +96,18 @@ pub struct CompiledJob {
     pub sources: Vec<ResolvedSource>,
     /// The outputs, in definition order.
     pub outputs: Vec<CompiledOutput>,
+    /// The data-quality checks, when the job has any.
+    pub quality: Option<CompiledQuality>,
+    /// Where quarantined rows go (its `columns` include the `_dq_*` columns).
+    pub quarantine: Option<CompiledOutput>,
 }
+
+/// The quarantine output's name in run records and write manifests.
+pub const QUARANTINE_OUTPUT: &str = "quarantine";
+
+/// Columns the quarantine output adds to the rows: the rules each row broke, the run,
+/// and the file the row came from.
+pub const QUARANTINE_COLUMNS: [&str; 3] = ["_dq_rules", "_dq_run_id", "_dq_source_file"];
 
 impl PreparedJob {
     /// Binds raw `name=value` params and resolves `conf`.
@@ -139,13 +156,70 @@ impl PreparedJob {
             .table(input)
             .await
             .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
+        let quarantines = definition
+            .quality
+            .as_ref()
+            .is_some_and(|quality| quality.quarantine.is_some());
+        if quarantines {
+            // Quarantined rows name their file; evaluated inside the scan, per file.
+            frame = frame
+                .with_column(
+                    SOURCE_FILE_COLUMN,
+                    datafusion::functions::core::expr_fn::input_file_name(),
+                )
+                .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
+        }
+        let mut effects = StepEffects::default();
         for (index, step) in definition.steps.iter().enumerate() {
             let at = position(&self.origin, &step.referenced);
             let field = format!("steps[{index}].{}", step.value.kind());
-            frame = apply_step(ctx, frame, &step.value)
-                .await
-                .map_err(|message| JobError::Invalid { at, field, message })?;
+            let mask_key = match &step.value {
+                Step::Mask(mask) => match &mask.key {
+                    Some(key) => Some(self.mask_key(key, &field, &at)?),
+                    None => None,
+                },
+                _ => None,
+            };
+            frame = apply_step(
+                ctx,
+                frame,
+                &step.value,
+                index,
+                mask_key.as_deref(),
+                &mut effects,
+            )
+            .await
+            .map_err(|message| JobError::Invalid { at, field, message })?;
         }
+        let columns = visible_columns(&frame);
+        let no_quality = QualitySpec::default();
+        let quality_spec = definition.quality.as_ref().unwrap_or(&no_quality);
+        let quality = if definition.quality.is_some() || !effects.parse_rules.is_empty() {
+            let mut builder = QualityBuilder::new(ctx, quality_spec, &effects.masked);
+            for (name, column, action) in &effects.parse_rules {
+                builder.add_parse_rule(name.clone(), column, *action);
+            }
+            let dates = self.params.date_values();
+            let today = chrono::Utc::now().date_naive();
+            let (checked, quality) = builder.build(frame, &dates, today).await.map_err(
+                |(index, message)| match index {
+                    Some(index) => JobError::Invalid {
+                        at: position(&self.origin, &quality_spec.rules[index].referenced),
+                        field: format!("quality.rules[{index}]"),
+                        message,
+                    },
+                    None => JobError::Invalid {
+                        at: self.top(),
+                        field: "quality".into(),
+                        message,
+                    },
+                },
+            )?;
+            frame = checked;
+            Some(quality)
+        } else {
+            None
+        };
         let frame = frame
             .with_param_values(self.params.placeholder_values())
             .map_err(|err| JobError::Invalid {
@@ -157,11 +231,57 @@ impl PreparedJob {
         for (index, output) in definition.outputs.iter().enumerate() {
             let at = position(&self.origin, &output.referenced);
             outputs.push(
-                self.compile_output(ctx, &frame, index, &output.value, &at, base_dir)
+                self.compile_output(ctx, &frame, &columns, index, &output.value, &at, base_dir)
                     .await?,
             );
         }
-        Ok(CompiledJob { sources, outputs })
+        let quarantine = match quality_spec.quarantine.as_ref() {
+            Some(spec) => {
+                let mut quarantine_columns = columns.clone();
+                quarantine_columns.extend(QUARANTINE_COLUMNS.iter().map(|c| (*c).to_owned()));
+                let output = OutputSpec {
+                    name: QUARANTINE_OUTPUT.into(),
+                    path: spec.path.clone(),
+                    format: OutputFormat::Parquet,
+                    partition_by: spec.partition_by.clone(),
+                    mode: spec.mode,
+                    target_file_size: spec.target_file_size.clone(),
+                };
+                let mut compiled = self
+                    .compile_output_location(
+                        ctx,
+                        &quarantine_columns,
+                        &output,
+                        "quality.quarantine",
+                        &self.top(),
+                        base_dir,
+                    )
+                    .await?;
+                compiled.plan = frame.logical_plan().clone();
+                Some(compiled)
+            }
+            None => None,
+        };
+        Ok(CompiledJob {
+            sources,
+            outputs,
+            quality,
+            quarantine,
+        })
+    }
+
+    /// Renders a mask step's key reference and checks that this process can read it,
+    /// so a missing key fails the submission, not the run. Errors name the reference.
+    fn mask_key(&self, template: &str, field: &str, at: &Position) -> Result<String> {
+        let rendered = self.params.render(template, &format!("{field}.key"))?;
+        let invalid = |message: String| JobError::Invalid {
+            at: at.clone(),
+            field: format!("{field}.key"),
+            message,
+        };
+        let reference = crate::masking::SecretRef::parse(&rendered).map_err(&invalid)?;
+        reference.resolve().map_err(&invalid)?;
+        Ok(reference.to_string())
     }
 
     fn top(&self) -> Position {
@@ -347,39 +467,62 @@ impl PreparedJob {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn compile_output(
         &self,
         ctx: &SessionContext,
         frame: &DataFrame,
+        columns: &[String],
         index: usize,
         spec: &OutputSpec,
         at: &Position,
         base_dir: &FsPath,
     ) -> Result<CompiledOutput> {
-        let rendered = self
-            .params
-            .render(&spec.path, &format!("outputs[{index}].path"))?;
+        let mut compiled = self
+            .compile_output_location(
+                ctx,
+                columns,
+                spec,
+                &format!("outputs[{index}]"),
+                at,
+                base_dir,
+            )
+            .await?;
+        compiled.plan = frame.logical_plan().clone();
+        Ok(compiled)
+    }
+
+    /// Resolves an output's location and checks its partitioning against `columns`.
+    async fn compile_output_location(
+        &self,
+        ctx: &SessionContext,
+        columns: &[String],
+        spec: &OutputSpec,
+        field: &str,
+        at: &Position,
+        base_dir: &FsPath,
+    ) -> Result<CompiledOutput> {
+        let rendered = self.params.render(&spec.path, &format!("{field}.path"))?;
         let location = to_location(&rendered, base_dir, false)
             .trim_end_matches('/')
             .to_owned();
-        let invalid = |field: &str, message: String| JobError::Invalid {
+        let invalid = |name: &str, message: String| JobError::Invalid {
             at: at.clone(),
-            field: format!("outputs[{index}].{field}"),
+            field: format!("{field}.{name}"),
             message,
         };
-        let schema = frame.schema();
         for column in &spec.partition_by {
-            if schema.field_with_unqualified_name(column).is_err() {
+            if !columns.contains(column) {
                 return Err(invalid(
                     "partition_by",
                     format!(
                         "`{column}` is not a column of the result (columns: {})",
-                        column_list(frame)
+                        columns.join(", ")
                     ),
                 ));
             }
         }
-        if spec.partition_by.len() == schema.fields().len() {
+        if spec.partition_by.len() == columns.len() {
             return Err(invalid(
                 "partition_by",
                 "cannot partition by every column: no data columns would be left".into(),
@@ -410,7 +553,11 @@ impl PreparedJob {
             partition_by: spec.partition_by.clone(),
             mode: spec.mode,
             target_file_size,
-            plan: frame.logical_plan().clone(),
+            columns: columns.to_vec(),
+            plan: LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            }),
         })
     }
 }
@@ -438,12 +585,22 @@ async fn apply_step(
     ctx: &SessionContext,
     frame: DataFrame,
     step: &Step,
+    index: usize,
+    mask_key: Option<&str>,
+    effects: &mut StepEffects,
 ) -> std::result::Result<DataFrame, String> {
     let fail = |err: datafusion::error::DataFusionError| strip_context(&err);
     match step {
         Step::Select(columns) => {
             require_columns(&frame, columns)?;
-            let exprs: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
+            let hidden = frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|name| is_hidden(name))
+                .collect::<Vec<_>>();
+            let exprs: Vec<Expr> = columns.iter().chain(&hidden).map(|c| column(c)).collect();
             frame.select(exprs).map_err(fail)
         }
         Step::Rename(renames) => {
@@ -488,7 +645,7 @@ async fn apply_step(
                 schema
                     .fields()
                     .iter()
-                    .filter(|f| is_string(f.data_type()))
+                    .filter(|f| is_string(f.data_type()) && !is_hidden(f.name()))
                     .map(|f| f.name().clone())
                     .collect()
             } else {
@@ -512,6 +669,15 @@ async fn apply_step(
             replace_columns(frame, replacements)
         }
         Step::Dedupe(dedupe) => apply_dedupe(frame, dedupe),
+        Step::Nulls(nulls) => cleanse::nulls(frame, nulls),
+        Step::Case(styles) => cleanse::case(frame, styles),
+        Step::CollapseWhitespace(columns) => cleanse::collapse_whitespace(ctx, frame, columns),
+        Step::RegexReplace(replace) => cleanse::regex_replace(frame, replace),
+        Step::Parse(columns) => cleanse::parse(ctx, frame, columns, effects),
+        Step::Standardize(standardize) => {
+            cleanse::standardize(ctx, frame, standardize, index).await
+        }
+        Step::Mask(mask) => cleanse::mask(ctx, frame, mask, mask_key, effects),
         Step::Sql(query) => {
             ctx.register_table("input", frame.into_view())
                 .map_err(fail)?;
@@ -525,7 +691,7 @@ async fn apply_step(
 }
 
 /// Replaces some columns by expressions in one projection, keeping column order.
-fn replace_columns(
+pub(crate) fn replace_columns(
     frame: DataFrame,
     mut replacements: BTreeMap<String, Expr>,
 ) -> std::result::Result<DataFrame, String> {
@@ -566,7 +732,10 @@ fn apply_dedupe(frame: DataFrame, dedupe: &DedupeStep) -> std::result::Result<Da
 }
 
 /// `expr [asc|desc] [nulls first|nulls last]`, with Spark's null order by default.
-fn parse_ordering(frame: &DataFrame, entry: &str) -> std::result::Result<SortExpr, String> {
+pub(crate) fn parse_ordering(
+    frame: &DataFrame,
+    entry: &str,
+) -> std::result::Result<SortExpr, String> {
     let mut text = entry.trim().to_owned();
     let mut nulls_first: Option<bool> = None;
     let lower = text.to_ascii_lowercase();
@@ -595,14 +764,18 @@ fn parse_ordering(frame: &DataFrame, entry: &str) -> std::result::Result<SortExp
 
 /// Type-checks an expression against the frame, so a bad column or type is reported
 /// at the step that wrote it.
-fn check_expr(frame: &DataFrame, expr: &Expr, text: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_expr(
+    frame: &DataFrame,
+    expr: &Expr,
+    text: &str,
+) -> std::result::Result<(), String> {
     use datafusion::logical_expr::ExprSchemable;
     expr.get_type(frame.schema())
         .map(|_| ())
         .map_err(|err| format!("`{text}`: {}", strip_context(&err)))
 }
 
-fn require_columns<'a>(
+pub(crate) fn require_columns<'a>(
     frame: &DataFrame,
     names: impl IntoIterator<Item = &'a String>,
 ) -> std::result::Result<(), String> {
@@ -623,16 +796,37 @@ fn column_list(frame: &DataFrame) -> String {
         .fields()
         .iter()
         .map(|f| f.name().as_str())
+        .filter(|name| !is_hidden(name))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// Columns Sluice carries through the steps for its own use (source file, parse
+/// failures, rule flags); never written to an output.
+pub(crate) const HIDDEN_PREFIX: &str = "__sluice_";
+
+/// True for a column Sluice carries for itself.
+pub(crate) fn is_hidden(name: &str) -> bool {
+    name.starts_with(HIDDEN_PREFIX)
+}
+
+/// The visible columns of a frame, in order.
+fn visible_columns(frame: &DataFrame) -> Vec<String> {
+    frame
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| !is_hidden(name))
+        .collect()
+}
+
 /// A column by its exact name (no SQL identifier normalization, no `.` splitting).
-fn column(name: &str) -> Expr {
+pub(crate) fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
-fn is_string(data_type: &DataType) -> bool {
+pub(crate) fn is_string(data_type: &DataType) -> bool {
     matches!(
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -1,20 +1,38 @@
-//! Sluice's SQL functions for pharma commercial data, registered on the scheduler, on
-//! every executor and in the embedded cluster (plans carry them by name):
+//! Sluice's SQL functions, registered on the scheduler, on every executor and in the
+//! embedded cluster (plans carry them by name, so a plan that uses one runs anywhere):
 //!
 //! | function | result |
 //! |---|---|
 //! | `normalize_ndc(text)` | the NDC as 11 digits (5-4-2), from 4-4-2, 5-3-2, 5-4-1 or 11-digit forms; NULL when it is none of them |
 //! | `npi_valid(text)` | whether a 10-digit NPI passes its check digit (Luhn over `80840` + the first 9 digits) |
 //! | `zip5(text)` | the 5-digit US ZIP of `12345`, `12345-6789`, `123456789`, or a ZIP that lost its leading zeros |
+//! | `zip3(text)` | the first 3 digits of the ZIP (HIPAA safe-harbor generalization) |
 //! | `us_state(text)` | the 2-letter code of a US state, DC or territory, from its code or name, any case |
+//! | `collapse_whitespace(text)` | trimmed, with every run of whitespace inside made one space |
+//! | `parse_number(text)` | the number in `$1,234.50`, `(12.00)`, `1 234` as plain text (`1234.50`, `-12.00`, `1234`); NULL when it is not one |
+//! | `parse_date(text, pattern, …)` | the date by the first Spark pattern (`yyyy-MM-dd`, `MM/dd/yyyy`, `dd-MMM-yyyy`) that reads all of it; NULL when none does |
+//! | `parse_timestamp(text, pattern, …)` | the same for timestamps (`yyyy-MM-dd HH:mm:ss`) |
+//! | `hmac_sha256(value, 'env:NAME' \| 'file:/path')` | HMAC-SHA256 of the value as hex, keyed by the secret the reference names |
+//! | `tokenize(value, key_ref)` | a deterministic token (`tok_` + 24 hex digits) of the value under that key |
+//! | `redact(value)` | `REDACTED`, or NULL for NULL |
+//! | `generalize_date(date, 'month' \| 'year')` | the first day of the date's month or year |
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
+
+use crate::masking::{REDACTED, SecretRef, zip3};
+use crate::parsing::{clean_number, parse_date, parse_timestamp, spark_pattern_to_chrono};
 
 /// Every function Sluice adds.
 pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
@@ -26,8 +44,261 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
             Value::Flag(Some(npi_valid(v)))
         }),
         text_function("zip5", DataType::Utf8, |v| Value::Text(zip5(v))),
+        text_function("zip3", DataType::Utf8, |v| Value::Text(zip3(v))),
         text_function("us_state", DataType::Utf8, |v| Value::Text(us_state(v))),
+        text_function("collapse_whitespace", DataType::Utf8, |v| {
+            Value::Text(Some(collapse_whitespace(v)))
+        }),
+        text_function("parse_number", DataType::Utf8, |v| {
+            Value::Text(clean_number(v))
+        }),
+        text_function("redact", DataType::Utf8, |_| {
+            Value::Text(Some(REDACTED.to_owned()))
+        }),
+        Function::udf(
+            "parse_date",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Date32,
+            parse_date_batch,
+        ),
+        Function::udf(
+            "parse_timestamp",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            parse_timestamp_batch,
+        ),
+        Function::udf(
+            "hmac_sha256",
+            Signature::any(2, Volatility::Immutable),
+            DataType::Utf8,
+            |args, rows| {
+                keyed_batch("hmac_sha256", args, rows, |key, value| {
+                    key.hmac_sha256(value)
+                })
+            },
+        ),
+        Function::udf(
+            "tokenize",
+            Signature::any(2, Volatility::Immutable),
+            DataType::Utf8,
+            |args, rows| keyed_batch("tokenize", args, rows, |key, value| key.tokenize(value)),
+        ),
+        Function::udf(
+            "generalize_date",
+            Signature::any(2, Volatility::Immutable),
+            DataType::Date32,
+            generalize_date_batch,
+        ),
     ]
+}
+
+/// Trimmed, with inner whitespace runs made one space.
+pub fn collapse_whitespace(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+type Body = fn(&[ColumnarValue], usize) -> Result<ArrayRef>;
+
+/// A Sluice function with its own signature (several arguments, literal options).
+#[derive(Debug)]
+struct Function {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: Body,
+}
+
+impl PartialEq for Function {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Function {}
+
+impl std::hash::Hash for Function {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl Function {
+    fn udf(
+        name: &'static str,
+        signature: Signature,
+        returns: DataType,
+        body: Body,
+    ) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            name,
+            signature,
+            returns,
+            body,
+        }))
+    }
+}
+
+impl ScalarUDFImpl for Function {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+        let rows = if all_scalar { 1 } else { args.number_rows };
+        let result = (self.body)(&args.args, rows)?;
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &result, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(result))
+        }
+    }
+}
+
+/// The first argument as text, one value per row.
+fn text_argument(name: &str, args: &[ColumnarValue], rows: usize) -> Result<StringArray> {
+    let Some(first) = args.first() else {
+        return Err(DataFusionError::Plan(format!("{name} needs a value")));
+    };
+    let text = cast(&first.to_array(rows)?, &DataType::Utf8)?;
+    text.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal(format!("{name}: value is not text")))
+}
+
+/// A literal text argument (a pattern, a key reference, a unit).
+fn literal_argument(name: &str, args: &[ColumnarValue], index: usize) -> Result<String> {
+    match args.get(index) {
+        Some(ColumnarValue::Scalar(scalar)) => match scalar.cast_to(&DataType::Utf8)? {
+            ScalarValue::Utf8(Some(text)) => Ok(text),
+            _ => Err(DataFusionError::Plan(format!(
+                "{name}: argument {} must not be NULL",
+                index + 1
+            ))),
+        },
+        Some(ColumnarValue::Array(_)) => Err(DataFusionError::Plan(format!(
+            "{name}: argument {} must be a literal",
+            index + 1
+        ))),
+        None => Err(DataFusionError::Plan(format!(
+            "{name}: argument {} is missing",
+            index + 1
+        ))),
+    }
+}
+
+fn chrono_formats(name: &str, args: &[ColumnarValue]) -> Result<Vec<String>> {
+    if args.len() < 2 {
+        return Err(DataFusionError::Plan(format!(
+            "{name}(text, pattern, ...) needs at least one pattern"
+        )));
+    }
+    (1..args.len())
+        .map(|index| {
+            let pattern = literal_argument(name, args, index)?;
+            spark_pattern_to_chrono(&pattern)
+                .map_err(|message| DataFusionError::Plan(format!("{name}: {message}")))
+        })
+        .collect()
+}
+
+fn parse_date_batch(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+    let formats = chrono_formats("parse_date", args)?;
+    let text = text_argument("parse_date", args, rows)?;
+    Ok(Arc::new(
+        text.iter()
+            .map(|value| {
+                value
+                    .and_then(|v| parse_date(v, &formats))
+                    .map(days_since_epoch)
+            })
+            .collect::<Date32Array>(),
+    ))
+}
+
+fn parse_timestamp_batch(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+    let formats = chrono_formats("parse_timestamp", args)?;
+    let text = text_argument("parse_timestamp", args, rows)?;
+    Ok(Arc::new(
+        text.iter()
+            .map(|value| {
+                value
+                    .and_then(|v| parse_timestamp(v, &formats))
+                    .map(|at| at.and_utc().timestamp_micros())
+            })
+            .collect::<TimestampMicrosecondArray>(),
+    ))
+}
+
+fn keyed_batch(
+    name: &str,
+    args: &[ColumnarValue],
+    rows: usize,
+    apply: fn(&crate::masking::SecretKey, &str) -> String,
+) -> Result<ArrayRef> {
+    let reference = literal_argument(name, args, 1)?;
+    let key = SecretRef::parse(&reference)
+        .and_then(|reference| reference.resolve())
+        .map_err(|message| DataFusionError::Execution(format!("{name}: {message}")))?;
+    let text = text_argument(name, args, rows)?;
+    Ok(Arc::new(
+        text.iter()
+            .map(|value| value.map(|v| apply(&key, v)))
+            .collect::<StringArray>(),
+    ))
+}
+
+fn generalize_date_batch(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+    let unit = literal_argument("generalize_date", args, 1)?.to_ascii_lowercase();
+    let Some(first) = args.first() else {
+        return Err(DataFusionError::Plan("generalize_date needs a date".into()));
+    };
+    let dates = cast(&first.to_array(rows)?, &DataType::Date32)?;
+    let dates = dates
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .ok_or_else(|| DataFusionError::Internal("generalize_date: not a date".into()))?;
+    let truncate = |date: NaiveDate| match unit.as_str() {
+        "month" => Ok(date.with_day(1).unwrap_or(date)),
+        "year" => Ok(NaiveDate::from_ymd_opt(date.year(), 1, 1).unwrap_or(date)),
+        other => Err(DataFusionError::Plan(format!(
+            "generalize_date: unit `{other}` is not `month` or `year`"
+        ))),
+    };
+    let mut out = Vec::with_capacity(dates.len());
+    for value in dates.iter() {
+        out.push(match value {
+            Some(days) => Some(days_since_epoch(truncate(date_from_days(days))?)),
+            None => None,
+        });
+    }
+    Ok(Arc::new(Date32Array::from(out)))
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+fn days_since_epoch(date: NaiveDate) -> i32 {
+    (date - epoch()).num_days() as i32
+}
+
+pub(crate) fn date_from_days(days: i32) -> NaiveDate {
+    epoch() + chrono::Duration::days(i64::from(days))
 }
 
 enum Value {

@@ -33,6 +33,7 @@
 //! assert!(err.to_string().starts_with("bad.yaml:2:1"));
 //! ```
 
+mod cleanse;
 mod codec;
 mod compile;
 mod conf;
@@ -40,7 +41,10 @@ pub mod datagen;
 mod definition;
 mod error;
 pub mod functions;
+pub mod masking;
 mod params;
+pub mod parsing;
+pub mod quality;
 pub mod session;
 mod storage;
 mod types;
@@ -48,8 +52,8 @@ mod write;
 
 pub use codec::SluicePhysicalCodec;
 pub use compile::{
-    CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, ResolvedSource,
-    strip_context,
+    CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, QUARANTINE_COLUMNS,
+    QUARANTINE_OUTPUT, ResolvedSource, strip_context,
 };
 pub use conf::{Compression, JobSettings};
 pub use definition::{
@@ -65,6 +69,6 @@ pub use storage::{
 };
 pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
-    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, WriteSpec, WrittenFile, manifest_schema,
-    write_plan,
+    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, SinkSpec, TaskReport, WriteSpec,
+    WriteTask, WrittenFile, manifest_schema, write_plan,
 };

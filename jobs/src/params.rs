@@ -119,6 +119,17 @@ impl BoundParams {
         self.values.get(name)
     }
 
+    /// The date params, by name.
+    pub fn date_values(&self) -> BTreeMap<String, NaiveDate> {
+        self.values
+            .iter()
+            .filter_map(|(name, value)| match value {
+                ParamValue::Date(date) => Some((name.clone(), *date)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The params as text, for run records.
     pub fn to_text_map(&self) -> BTreeMap<String, String> {
         self.values

@@ -12,9 +12,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, UInt32Array,
+};
+use datafusion::arrow::compute::kernels::boolean::{not, or};
+use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -38,7 +41,10 @@ use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use crate::compile::QUARANTINE_COLUMNS;
 use crate::conf::Compression;
+use crate::definition::RuleAction;
+use crate::quality::{MASKED_SAMPLE, QualityPlan, QualityStats};
 
 /// The folder name Spark gives a null partition value.
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -85,19 +91,45 @@ impl WriteSpec {
     }
 }
 
-/// The schema of the manifest each write task returns: one row per file written.
-pub fn manifest_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::Utf8, false),
-        Field::new("file", DataType::Utf8, false),
-        Field::new("rows", DataType::UInt64, false),
-        Field::new("bytes", DataType::UInt64, false),
-    ]))
+/// One destination of a write task: an output (valid rows) or the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkSpec {
+    /// Where and how the files are written.
+    pub spec: WriteSpec,
+    /// The plan columns written, in order; for the quarantine, followed by the
+    /// `_dq_*` columns the write task adds.
+    pub columns: Vec<String>,
+    /// True for the quarantine: it receives the rows a rule quarantined.
+    pub quarantine: bool,
 }
 
-/// One file a write task produced, as read back from its manifest.
+/// What one Ballista job writes: its sinks, and the quality checks that route rows
+/// between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteTask {
+    /// The run.
+    pub run_id: String,
+    /// The first is the output whose partitioning the rows are shuffled by.
+    pub sinks: Vec<SinkSpec>,
+    /// Rules to count and route by.
+    pub quality: Option<QualityPlan>,
+}
+
+/// The schema of what each write task returns: one row, its [`TaskReport`] as JSON.
+pub fn manifest_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "report",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
+/// One file a write task produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenFile {
+    /// The sink (output name, or `quarantine`).
+    #[serde(default)]
+    pub output: String,
     /// The Hive folder below the output (`fill_month=2024-01`), empty when unpartitioned.
     pub partition: String,
     /// The file name.
@@ -108,49 +140,55 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
-impl WrittenFile {
-    /// Reads the manifest rows of a batch.
-    pub fn from_manifest(batch: &RecordBatch) -> Result<Vec<WrittenFile>> {
-        let column = |index: usize| batch.column(index).clone();
-        let partition = column(0);
-        let file = column(1);
-        let rows = column(2);
-        let bytes = column(3);
-        let (Some(partition), Some(file), Some(rows), Some(bytes)) = (
-            partition.as_any().downcast_ref::<StringArray>(),
-            file.as_any().downcast_ref::<StringArray>(),
-            rows.as_any().downcast_ref::<UInt64Array>(),
-            bytes.as_any().downcast_ref::<UInt64Array>(),
-        ) else {
-            return Err(DataFusionError::Internal(
-                "write manifest has an unexpected schema".into(),
-            ));
-        };
-        Ok((0..batch.num_rows())
-            .map(|row| WrittenFile {
-                partition: partition.value(row).to_owned(),
-                file: file.value(row).to_owned(),
-                rows: rows.value(row),
-                bytes: bytes.value(row),
+/// What one write task did: its files and, when the job checks quality, its counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The files written, all sinks.
+    pub files: Vec<WrittenFile>,
+    /// Rule counts.
+    pub quality: Option<QualityStats>,
+}
+
+impl TaskReport {
+    /// Reads the reports in a manifest batch.
+    pub fn from_manifest(batch: &RecordBatch) -> Result<Vec<TaskReport>> {
+        let reports = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("write manifest has an unexpected schema".into())
+            })?;
+        reports
+            .iter()
+            .flatten()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|err| {
+                    DataFusionError::Internal(format!("cannot read a write report: {err}"))
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
-/// The physical plan that writes `input` as `spec` says. Rows are first shuffled by the
-/// partition columns, so that each Hive partition is written by one task — a few large
-/// files per partition rather than one small file per task and partition.
+/// The physical plan that writes `input` as `task` says. Rows are first shuffled by the
+/// first sink's partition columns, so that each Hive partition is written by one task —
+/// a few large files per partition rather than one small file per task and partition.
 pub fn write_plan(
     input: Arc<dyn ExecutionPlan>,
-    spec: WriteSpec,
+    task: WriteTask,
     tasks: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let input = if spec.partition_by.is_empty() {
+    let partition_by = task
+        .sinks
+        .first()
+        .map(|sink| sink.spec.partition_by.clone())
+        .unwrap_or_default();
+    let input = if partition_by.is_empty() {
         input
     } else {
         let schema = input.schema();
-        let keys = spec
-            .partition_by
+        let keys = partition_by
             .iter()
             .map(|name| {
                 Ok(Arc::new(Column::new(name, schema.index_of(name)?)) as Arc<dyn PhysicalExpr>)
@@ -161,33 +199,47 @@ pub fn write_plan(
             Partitioning::Hash(keys, tasks.max(1)),
         )?) as Arc<dyn ExecutionPlan>
     };
-    Ok(Arc::new(ParquetWriteExec::try_new(input, spec)?))
+    Ok(Arc::new(ParquetWriteExec::try_new(input, task)?))
 }
 
-/// Writes each input partition's rows to staged Parquet files and returns their manifest.
+/// Writes each input partition's rows to staged Parquet files — valid rows to the
+/// outputs, quarantined rows to the quarantine — counts the quality rules, and returns
+/// a [`TaskReport`].
 #[derive(Debug)]
 pub struct ParquetWriteExec {
     input: Arc<dyn ExecutionPlan>,
-    spec: WriteSpec,
+    task: WriteTask,
     properties: Arc<PlanProperties>,
 }
 
 impl ParquetWriteExec {
-    /// Writes `input` as `spec` says. Fails when a partition column is missing.
-    pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> Result<Self> {
+    /// Writes `input` as `task` says. Fails when a column it needs is missing.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, task: WriteTask) -> Result<Self> {
         let schema = input.schema();
-        for column in &spec.partition_by {
-            if schema.index_of(column).is_err() {
-                return Err(DataFusionError::Plan(format!(
-                    "output `{}`: partition column `{column}` is not in the result ({})",
-                    spec.output,
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+        let missing = |what: &str, column: &str| {
+            DataFusionError::Plan(format!(
+                "{what}: column `{column}` is not in the result ({})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        for sink in &task.sinks {
+            let what = format!("output `{}`", sink.spec.output);
+            for column in sink_input_columns(sink) {
+                if schema.index_of(column).is_err() {
+                    return Err(missing(&what, column));
+                }
+            }
+        }
+        if let Some(quality) = &task.quality {
+            for rule in &quality.rules {
+                if schema.index_of(&rule.flag).is_err() {
+                    return Err(missing(&format!("rule `{}`", rule.name), &rule.flag));
+                }
             }
         }
         let partitions = input.output_partitioning().partition_count();
@@ -199,26 +251,49 @@ impl ParquetWriteExec {
         );
         Ok(Self {
             input,
-            spec,
+            task,
             properties: Arc::new(properties),
         })
     }
 
     /// What this operator writes.
-    pub fn spec(&self) -> &WriteSpec {
-        &self.spec
+    pub fn task(&self) -> &WriteTask {
+        &self.task
     }
+}
+
+/// The plan columns a sink reads (the quarantine's `_dq_*` columns are made, not read).
+fn sink_input_columns(sink: &SinkSpec) -> impl Iterator<Item = &String> {
+    sink.columns
+        .iter()
+        .filter(move |c| !(sink.quarantine && QUARANTINE_COLUMNS.contains(&c.as_str())))
 }
 
 impl DisplayAs for ParquetWriteExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let sinks = self
+            .task
+            .sinks
+            .iter()
+            .map(|sink| {
+                format!(
+                    "{}={} [{}]",
+                    sink.spec.output,
+                    sink.spec.location,
+                    sink.spec.partition_by.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let rules = self.task.quality.as_ref().map_or(0, |q| q.rules.len());
         write!(
             f,
-            "ParquetWriteExec: output={}, location={}, partition_by=[{}], compression={:?}",
-            self.spec.output,
-            self.spec.location,
-            self.spec.partition_by.join(", "),
-            self.spec.compression
+            "ParquetWriteExec: sinks=[{sinks}], rules={rules}, compression={:?}",
+            self.task
+                .sinks
+                .first()
+                .map(|sink| sink.spec.compression)
+                .unwrap_or_default()
         )
     }
 }
@@ -253,7 +328,7 @@ impl ExecutionPlan for ParquetWriteExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let [input] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("ParquetWriteExec takes one input".into()))?;
-        Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
+        Ok(Arc::new(Self::try_new(input, self.task.clone())?))
     }
 
     fn execute(
@@ -262,14 +337,227 @@ impl ExecutionPlan for ParquetWriteExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
-        let store = context.runtime_env().object_store(self.spec.store_url()?)?;
-        let task = PartitionWriter::try_new(self.spec.clone(), partition, store, input.schema())?;
+        let schema = input.schema();
+        let mut sinks = Vec::new();
+        for sink in &self.task.sinks {
+            let store = context.runtime_env().object_store(sink.spec.store_url()?)?;
+            sinks.push(SinkWriter::try_new(sink, partition, store, &schema)?);
+        }
+        let task = TaskWriter {
+            task: self.task.clone(),
+            sinks,
+            schema,
+        };
         let manifest = futures::stream::once(task.run(input));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             manifest_schema(),
             manifest,
         )))
     }
+}
+
+/// One write task: routes each batch's rows to the sinks and counts the rules.
+struct TaskWriter {
+    task: WriteTask,
+    sinks: Vec<SinkWriter>,
+    schema: SchemaRef,
+}
+
+impl TaskWriter {
+    async fn run(mut self, mut input: SendableRecordBatchStream) -> Result<RecordBatch> {
+        let mut stats = self.task.quality.as_ref().map(QualityStats::new);
+        while let Some(batch) = input.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let quarantined = match (&self.task.quality, stats.as_mut()) {
+                (Some(plan), Some(stats)) => Some(count_rules(plan, stats, &batch)?),
+                _ => None,
+            };
+            for sink in &mut self.sinks {
+                let rows = match (&quarantined, sink.quarantine) {
+                    (None, true) => continue,
+                    (None, false) => batch.clone(),
+                    (Some(mask), true) => filter_record_batch(&batch, mask)?,
+                    (Some(mask), false) => filter_record_batch(&batch, &not(mask)?)?,
+                };
+                if rows.num_rows() == 0 {
+                    continue;
+                }
+                let rows = if sink.quarantine {
+                    quarantine_batch(&self.task, &rows)?
+                } else {
+                    rows
+                };
+                sink.write(&rows).await?;
+            }
+        }
+        let mut files = Vec::new();
+        for sink in self.sinks {
+            files.extend(sink.finish().await?);
+        }
+        files.sort_by(|a, b| {
+            (&a.output, &a.partition, &a.file).cmp(&(&b.output, &b.partition, &b.file))
+        });
+        let _ = &self.schema;
+        let report = TaskReport {
+            files,
+            quality: stats,
+        };
+        let json = serde_json::to_string(&report)
+            .map_err(|err| DataFusionError::Internal(format!("write report: {err}")))?;
+        Ok(RecordBatch::try_new(
+            manifest_schema(),
+            vec![Arc::new(StringArray::from(vec![json]))],
+        )?)
+    }
+}
+
+/// Counts each rule's failures and samples in a batch, collects maxima, and returns
+/// which rows are quarantined.
+fn count_rules(
+    plan: &QualityPlan,
+    stats: &mut QualityStats,
+    batch: &RecordBatch,
+) -> Result<BooleanArray> {
+    let rows = batch.num_rows();
+    stats.rows += rows as u64;
+    let mut quarantined = BooleanArray::from(vec![false; rows]);
+    for (index, rule) in plan.rules.iter().enumerate() {
+        let flags = flag_column(batch, &rule.flag)?;
+        let failed = flags.true_count();
+        if failed == 0 {
+            continue;
+        }
+        stats.failures[index] += failed as u64;
+        if rule.action == RuleAction::Quarantine {
+            quarantined = or(&quarantined, &flags)?;
+        }
+        let samples = &mut stats.samples[index];
+        if samples.len() < plan.samples {
+            let formatters = sample_formatters(batch, rule)?;
+            for row in (0..rows).filter(|&row| flags.value(row)) {
+                if samples.len() >= plan.samples {
+                    break;
+                }
+                let text = formatters
+                    .iter()
+                    .map(|(label, masked, array)| {
+                        let value = if *masked {
+                            MASKED_SAMPLE.to_owned()
+                        } else if array.is_null(row) {
+                            "null".to_owned()
+                        } else {
+                            array.value(row).to_owned()
+                        };
+                        format!("{label}={value}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if !samples.contains(&text) {
+                    samples.push(text);
+                }
+            }
+        }
+    }
+    for (index, column) in plan.maxima.iter().enumerate() {
+        let values = batch.column(batch.schema().index_of(column)?);
+        let dates = cast(values, &DataType::Date32)?;
+        let dates = dates
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .ok_or_else(|| DataFusionError::Internal(format!("`{column}` is not a date")))?;
+        if let Some(newest) = datafusion::arrow::compute::max(dates) {
+            stats.maxima[index] = Some(stats.maxima[index].map_or(newest, |m| m.max(newest)));
+        }
+    }
+    stats.quarantined += quarantined.true_count() as u64;
+    Ok(quarantined)
+}
+
+fn flag_column(batch: &RecordBatch, name: &str) -> Result<BooleanArray> {
+    let array = batch.column(batch.schema().index_of(name)?);
+    let flags = array
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| DataFusionError::Internal(format!("rule flag `{name}` is not boolean")))?;
+    // A NULL flag is a rule that holds.
+    Ok(flags.iter().map(|v| Some(v.unwrap_or(false))).collect())
+}
+
+/// The sample columns of a rule, as text.
+fn sample_formatters(
+    batch: &RecordBatch,
+    rule: &crate::quality::RowRule,
+) -> Result<Vec<(String, bool, StringArray)>> {
+    rule.samples
+        .iter()
+        .map(|sample| {
+            let array = batch.column(batch.schema().index_of(&sample.column)?);
+            let text = cast(array, &DataType::Utf8)?;
+            let text = text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .ok_or_else(|| DataFusionError::Internal("sample did not cast to text".into()))?;
+            Ok((sample.label.clone(), sample.masked, text))
+        })
+        .collect()
+}
+
+/// The quarantined rows with `_dq_rules` (every rule each row broke), `_dq_run_id` and
+/// `_dq_source_file` added.
+fn quarantine_batch(task: &WriteTask, rows: &RecordBatch) -> Result<RecordBatch> {
+    let count = rows.num_rows();
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    let mut rules = ListBuilder::new(StringBuilder::new());
+    let plan = task.quality.clone().unwrap_or_default();
+    let flags = plan
+        .rules
+        .iter()
+        .map(|rule| flag_column(rows, &rule.flag))
+        .collect::<Result<Vec<_>>>()?;
+    for row in 0..count {
+        for (rule, flags) in plan.rules.iter().zip(&flags) {
+            if flags.value(row) {
+                rules.values().append_value(&rule.name);
+            }
+        }
+        rules.append(true);
+    }
+    let rules = rules.finish();
+    fields.push(Field::new(
+        QUARANTINE_COLUMNS[0],
+        rules.data_type().clone(),
+        false,
+    ));
+    columns.push(Arc::new(rules));
+    fields.push(Field::new(QUARANTINE_COLUMNS[1], DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from(vec![
+        task.run_id.as_str();
+        count
+    ])));
+    fields.push(Field::new(QUARANTINE_COLUMNS[2], DataType::Utf8, true));
+    let source: ArrayRef = match plan
+        .source_file
+        .as_ref()
+        .and_then(|name| rows.schema().index_of(name).ok())
+    {
+        Some(index) => cast(rows.column(index), &DataType::Utf8)?,
+        None => Arc::new(StringArray::from(vec![None::<&str>; count])),
+    };
+    columns.push(source);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// An open file of one Hive partition.
@@ -279,41 +567,72 @@ struct OpenFile {
     rows: u64,
 }
 
-/// The write of one input partition (one task).
-struct PartitionWriter {
+/// The files one task writes to one sink.
+struct SinkWriter {
     spec: WriteSpec,
+    quarantine: bool,
     partition: usize,
     store: Arc<dyn ObjectStore>,
     staging: Path,
     /// Unique per task attempt, so a retried task never overwrites a file.
     attempt: uuid::Uuid,
     next_file: u32,
+    /// Columns of the sink's batches, by name, in the order written.
+    columns: Vec<String>,
     partition_columns: Vec<usize>,
     data_columns: Vec<usize>,
     file_schema: SchemaRef,
     properties: WriterProperties,
+    open: HashMap<String, OpenFile>,
+    written: Vec<WrittenFile>,
 }
 
-impl PartitionWriter {
+impl SinkWriter {
     fn try_new(
-        spec: WriteSpec,
+        sink: &SinkSpec,
         partition: usize,
         store: Arc<dyn ObjectStore>,
-        input_schema: SchemaRef,
+        input_schema: &SchemaRef,
     ) -> Result<Self> {
+        let spec = sink.spec.clone();
+        // The sink's batch: its columns from the plan, plus the `_dq_*` ones.
+        let mut fields: Vec<Field> = Vec::new();
+        for name in &sink.columns {
+            if sink.quarantine && QUARANTINE_COLUMNS.contains(&name.as_str()) {
+                continue;
+            }
+            fields.push(input_schema.field_with_name(name)?.clone());
+        }
+        if sink.quarantine {
+            fields.push(Field::new(
+                QUARANTINE_COLUMNS[0],
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                false,
+            ));
+            fields.push(Field::new(QUARANTINE_COLUMNS[1], DataType::Utf8, false));
+            fields.push(Field::new(QUARANTINE_COLUMNS[2], DataType::Utf8, true));
+        }
+        let columns: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let partition_columns = spec
             .partition_by
             .iter()
-            .map(|name| input_schema.index_of(name))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let data_columns: Vec<usize> = (0..input_schema.fields().len())
+            .map(|name| {
+                columns.iter().position(|c| c == name).ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "output `{}`: partition column `{name}` is not written",
+                        spec.output
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data_columns: Vec<usize> = (0..fields.len())
             .filter(|index| !partition_columns.contains(index))
             .collect();
         let file_schema = Arc::new(Schema::new(
             data_columns
                 .iter()
                 .map(|&index| {
-                    let field = input_schema.field(index);
+                    let field = &fields[index];
                     Field::new(
                         field.name(),
                         spark_type(field.data_type()),
@@ -335,49 +654,59 @@ impl PartitionWriter {
         Ok(Self {
             staging: spec.staging_root()?,
             spec,
+            quarantine: sink.quarantine,
             partition,
             store,
             attempt: uuid::Uuid::new_v4(),
             next_file: 0,
+            columns,
             partition_columns,
             data_columns,
             file_schema,
             properties,
+            open: HashMap::new(),
+            written: Vec::new(),
         })
     }
 
-    async fn run(mut self, mut input: SendableRecordBatchStream) -> Result<RecordBatch> {
-        let mut open: HashMap<String, OpenFile> = HashMap::new();
-        let mut written: Vec<WrittenFile> = Vec::new();
-        while let Some(batch) = input.next().await {
-            let batch = batch?;
-            if batch.num_rows() == 0 {
+    /// Writes the rows of a batch holding (at least) the sink's columns.
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = batch.schema();
+        let indices = self
+            .columns
+            .iter()
+            .map(|name| schema.index_of(name))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = batch.project(&indices)?;
+        for (folder, rows) in self.split_by_partition(&batch)? {
+            let data = self.file_batch(&rows)?;
+            if !self.open.contains_key(&folder) {
+                let file = self.open_file(&folder)?;
+                self.open.insert(folder.clone(), file);
+            }
+            let Some(file) = self.open.get_mut(&folder) else {
                 continue;
-            }
-            for (folder, rows) in self.split_by_partition(&batch)? {
-                let data = self.file_batch(&rows)?;
-                if !open.contains_key(&folder) {
-                    let file = self.open_file(&folder)?;
-                    open.insert(folder.clone(), file);
-                }
-                let Some(file) = open.get_mut(&folder) else {
-                    continue;
-                };
-                file.writer.write(&data).await?;
-                file.rows += data.num_rows() as u64;
-                let size = file.writer.bytes_written() + file.writer.in_progress_size();
-                if size as u64 >= self.spec.target_file_size
-                    && let Some(file) = open.remove(&folder)
-                {
-                    written.push(close(folder, file).await?);
-                }
+            };
+            file.writer.write(&data).await?;
+            file.rows += data.num_rows() as u64;
+            let size = file.writer.bytes_written() + file.writer.in_progress_size();
+            if size as u64 >= self.spec.target_file_size
+                && let Some(file) = self.open.remove(&folder)
+            {
+                let written = close(&self.spec.output, folder, file).await?;
+                self.written.push(written);
             }
         }
-        for (folder, file) in open {
-            written.push(close(folder, file).await?);
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Vec<WrittenFile>> {
+        for (folder, file) in std::mem::take(&mut self.open) {
+            let written = close(&self.spec.output, folder, file).await?;
+            self.written.push(written);
         }
-        written.sort_by(|a, b| (&a.partition, &a.file).cmp(&(&b.partition, &b.file)));
-        manifest_batch(&written)
+        let _ = self.quarantine;
+        Ok(self.written)
     }
 
     fn open_file(&mut self, folder: &str) -> Result<OpenFile> {
@@ -487,33 +816,18 @@ impl PartitionWriter {
     }
 }
 
-async fn close(partition: String, file: OpenFile) -> Result<WrittenFile> {
+async fn close(output: &str, partition: String, file: OpenFile) -> Result<WrittenFile> {
     let OpenFile { name, writer, rows } = file;
     let bytes = writer.bytes_written() as u64 + writer.in_progress_size() as u64;
     let metadata = writer.close().await?;
     let rows = rows.max(metadata.file_metadata().num_rows() as u64);
     Ok(WrittenFile {
+        output: output.to_owned(),
         partition,
         file: name,
         rows,
         bytes,
     })
-}
-
-fn manifest_batch(files: &[WrittenFile]) -> Result<RecordBatch> {
-    let partitions = StringArray::from_iter_values(files.iter().map(|f| f.partition.as_str()));
-    let names = StringArray::from_iter_values(files.iter().map(|f| f.file.as_str()));
-    let rows = UInt64Array::from_iter_values(files.iter().map(|f| f.rows));
-    let bytes = UInt64Array::from_iter_values(files.iter().map(|f| f.bytes));
-    Ok(RecordBatch::try_new(
-        manifest_schema(),
-        vec![
-            Arc::new(partitions),
-            Arc::new(names),
-            Arc::new(rows),
-            Arc::new(bytes),
-        ],
-    )?)
 }
 
 /// The type a column is written as so that Spark, Athena and Glue read it: microsecond

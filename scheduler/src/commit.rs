@@ -24,6 +24,28 @@ use sluice_jobs::{WriteMode, WriteSpec, WrittenFile};
 use crate::error::{Result, SchedulerError};
 use crate::run::OutputRecord;
 
+/// Where a run's data-quality report is written below an output.
+pub const DQ_REPORT_DIR: &str = "_dq";
+
+/// Writes a run's data-quality report as `<output>/_dq/<run_id>.json` (hidden from
+/// Spark's and Sluice's readers, like `_SUCCESS`).
+pub async fn write_dq_report(
+    store: Arc<dyn ObjectStore>,
+    spec: &WriteSpec,
+    report: &sluice_jobs::quality::DqReport,
+) -> std::result::Result<(), String> {
+    let root = spec.root().map_err(|e| e.to_string())?;
+    let path = root
+        .join(DQ_REPORT_DIR)
+        .join(format!("{}.json", spec.run_id).as_str());
+    let json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+    store
+        .put(&path, json.into())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("writing {path}: {e}"))
+}
+
 /// Moves one output's staged files into place; returns what was committed.
 pub async fn commit_output(
     store: Arc<dyn ObjectStore>,
@@ -50,7 +72,12 @@ pub async fn commit_output(
         .await
         .map_err(|e| fail(format!("listing staged files: {e}")))?;
 
-    let partitions: BTreeSet<&str> = files.iter().map(|f| f.partition.as_str()).collect();
+    let mut partitions: BTreeSet<&str> = files.iter().map(|f| f.partition.as_str()).collect();
+    // An unpartitioned output is replaced as a whole, also by an empty result (a run
+    // that quarantined nothing leaves no stale quarantine behind).
+    if spec.partition_by.is_empty() && mode == WriteMode::OverwritePartitions {
+        partitions.insert("");
+    }
     // What the new files replace: the previous files of each partition produced.
     let mut replaced: Vec<Path> = Vec::new();
     if mode == WriteMode::OverwritePartitions {

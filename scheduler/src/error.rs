@@ -48,6 +48,13 @@ pub enum SchedulerError {
         /// The run writing it.
         run_id: RunId,
     },
+    /// A data-quality rule with `fail`, or a quarantine threshold, broke; nothing was
+    /// committed.
+    #[error("data quality failed: {}", failures.join("; "))]
+    DataQualityFailed {
+        /// What broke.
+        failures: Vec<String>,
+    },
     /// The run was cancelled.
     #[error("the run was cancelled")]
     Cancelled,

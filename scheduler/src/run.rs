@@ -144,6 +144,12 @@ pub struct RunRecord {
     /// The run's outputs by name, with their locations, known from submission.
     #[serde(default)]
     pub output_locations: BTreeMap<String, String>,
+    /// Rows written to the quarantine output.
+    #[serde(default)]
+    pub rows_quarantined: u64,
+    /// The data-quality report, once the rules were judged.
+    #[serde(default)]
+    pub dq: Option<sluice_jobs::quality::DqReport>,
 }
 
 impl RunRecord {
@@ -172,6 +178,8 @@ impl RunRecord {
             ballista_jobs: Vec::new(),
             tasks_by_executor: BTreeMap::new(),
             output_locations: BTreeMap::new(),
+            rows_quarantined: 0,
+            dq: None,
         }
     }
 

@@ -28,9 +28,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
+use sluice_jobs::quality::{DqOutcome, DqReport, QualityStats};
 use sluice_jobs::{
-    CompiledJob, JobDefinition, ObjectStores, PreparedJob, WriteMode, WriteSpec, WrittenFile,
-    write_plan,
+    CompiledJob, JobDefinition, ObjectStores, PreparedJob, SinkSpec, TaskReport, WriteMode,
+    WriteSpec, WriteTask, WrittenFile, write_plan,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -235,7 +236,7 @@ impl RunManager {
                 address: "run manager".into(),
                 message: "output lock poisoned".into(),
             })?;
-            for output in &compiled.outputs {
+            for output in compiled.outputs.iter().chain(&compiled.quarantine) {
                 if let Some(holder) = writers.get(&output.location) {
                     return Err(SchedulerError::OutputBusy {
                         output: output.name.clone(),
@@ -244,7 +245,7 @@ impl RunManager {
                     });
                 }
             }
-            for output in &compiled.outputs {
+            for output in compiled.outputs.iter().chain(&compiled.quarantine) {
                 writers.insert(output.location.clone(), run_id.clone());
             }
         }
@@ -259,6 +260,7 @@ impl RunManager {
         run.output_locations = compiled
             .outputs
             .iter()
+            .chain(&compiled.quarantine)
             .map(|output| (output.name.clone(), output.location.clone()))
             .collect();
         if let Err(err) = self.runs.insert(run.clone()) {
@@ -381,10 +383,12 @@ impl Execution {
         }
     }
 
+    /// The outputs' write specs, then the quarantine's.
     fn write_specs(&self) -> Vec<WriteSpec> {
         self.compiled
             .outputs
             .iter()
+            .chain(&self.compiled.quarantine)
             .map(|output| WriteSpec {
                 output: output.name.clone(),
                 location: output.location.clone(),
@@ -418,13 +422,78 @@ impl Execution {
             .collect()
     }
 
+    /// The sinks of output `index`'s job: the output, and for the first output the
+    /// quarantine too, so valid and quarantined rows come from one pass.
+    fn sinks(&self, index: usize, specs: &[WriteSpec]) -> Vec<SinkSpec> {
+        let mut sinks = Vec::new();
+        if let (Some(output), Some(spec)) = (self.compiled.outputs.get(index), specs.get(index)) {
+            sinks.push(SinkSpec {
+                spec: spec.clone(),
+                columns: output.columns.clone(),
+                quarantine: false,
+            });
+        }
+        if index == 0
+            && let Some(quarantine) = &self.compiled.quarantine
+            && let Some(spec) = specs.get(self.compiled.outputs.len())
+        {
+            sinks.push(SinkSpec {
+                spec: spec.clone(),
+                columns: quarantine.columns.clone(),
+                quarantine: true,
+            });
+        }
+        sinks
+    }
+
+    /// Judges the first job's quality counts; a failed report fails the run.
+    async fn judge_quality(&self, stats: Option<QualityStats>, specs: &[WriteSpec]) -> Result<()> {
+        let (Some(quality), Some(stats)) = (&self.compiled.quality, stats) else {
+            return Ok(());
+        };
+        let report = quality.report(&stats);
+        tracing::info!(
+            run_id = %self.run_id,
+            rows_checked = report.rows_checked,
+            rows_quarantined = report.rows_quarantined,
+            outcome = ?report.outcome,
+            "data quality judged"
+        );
+        self.runs.update(&self.run_id, |run| {
+            run.rows_quarantined = report.rows_quarantined;
+            run.warnings.extend(report.warnings.iter().cloned());
+            run.dq = Some(report.clone());
+        })?;
+        if report.outcome == DqOutcome::Failed {
+            // The report is kept beside the outputs even though nothing is committed.
+            self.write_reports(&report, specs).await;
+            return Err(SchedulerError::DataQualityFailed {
+                failures: report.failures.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the run's data-quality report as `_dq/<run_id>.json` below each output.
+    async fn write_reports(&self, report: &DqReport, specs: &[WriteSpec]) {
+        for spec in specs {
+            let Ok(store) = self.store_for(spec) else {
+                continue;
+            };
+            if let Err(err) = commit::write_dq_report(store, spec, report).await {
+                tracing::warn!(run_id = %self.run_id, output = %spec.output, "data-quality report not written: {err}");
+            }
+        }
+    }
+
     /// Runs every output's Ballista job; nothing is visible until [`Self::commit`].
     async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
         let mut produced = Vec::new();
         let mut stages_before = 0u32;
-        for (output, spec) in self.compiled.outputs.clone().iter().zip(specs) {
+        for (index, (output, spec)) in self.compiled.outputs.clone().iter().zip(specs).enumerate() {
             let mut attempt = 0;
-            let (files, statistics) = loop {
+            let sinks = self.sinks(index, specs);
+            let (reports, statistics) = loop {
                 let executors_before = self.alive_executor_ids().await;
                 let state = self.ctx.state();
                 let physical = state
@@ -437,7 +506,12 @@ impl Execution {
                         )
                     })?;
                 let tasks = state.config().target_partitions();
-                let write = write_plan(physical, spec.clone(), tasks).map_err(|err| {
+                let task = WriteTask {
+                    run_id: self.run_id.to_string(),
+                    sinks: sinks.clone(),
+                    quality: self.compiled.quality.as_ref().map(|q| q.plan.clone()),
+                };
+                let write = write_plan(physical, task, tasks).map_err(|err| {
                     sluice_jobs::JobError::datafusion(
                         format!("planning output `{}`", output.name),
                         err,
@@ -499,8 +573,8 @@ impl Execution {
                         .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
                     continue;
                 }
-                let files = fetch_manifests(&locations, &output.name).await?;
-                break (files, statistics);
+                let reports = fetch_manifests(&locations, &output.name).await?;
+                break (reports, statistics);
             };
             stages_before += statistics.stages;
             self.runs.update(&self.run_id, |run| {
@@ -512,11 +586,43 @@ impl Execution {
                     *run.tasks_by_executor.entry(executor.clone()).or_default() += tasks;
                 }
             })?;
-            produced.push(Produced {
-                spec: spec.clone(),
-                mode: output.mode,
-                files,
-            });
+            let mut stats: Option<QualityStats> = None;
+            let mut files: Vec<WrittenFile> = Vec::new();
+            for report in reports {
+                files.extend(report.files);
+                if let (Some(task), Some(quality)) = (report.quality, &self.compiled.quality) {
+                    stats
+                        .get_or_insert_with(|| QualityStats::new(&quality.plan))
+                        .merge(&task, quality.plan.samples);
+                }
+            }
+            if index == 0 {
+                let stats = match (&self.compiled.quality, stats) {
+                    (Some(quality), None) => Some(QualityStats::new(&quality.plan)),
+                    (_, stats) => stats,
+                };
+                self.judge_quality(stats, specs).await?;
+            }
+            for sink in &sinks {
+                let mode = if sink.quarantine {
+                    self.compiled
+                        .quarantine
+                        .as_ref()
+                        .map_or(WriteMode::default(), |q| q.mode)
+                } else {
+                    output.mode
+                };
+                produced.push(Produced {
+                    spec: sink.spec.clone(),
+                    mode,
+                    files: files
+                        .iter()
+                        .filter(|file| file.output == sink.spec.output)
+                        .cloned()
+                        .collect(),
+                });
+            }
+            let _ = spec;
         }
         Ok(produced)
     }
@@ -619,6 +725,7 @@ impl Execution {
         if *self.cancel.borrow() {
             return Err(SchedulerError::Cancelled);
         }
+        let specs: Vec<WriteSpec> = produced.iter().map(|p| p.spec.clone()).collect();
         for output in produced {
             let store = self.store_for(&output.spec)?;
             let record =
@@ -626,15 +733,15 @@ impl Execution {
             self.runs
                 .update(&self.run_id, |run| run.outputs.push(record))?;
         }
+        if let Some(report) = self.runs.get(&self.run_id)?.dq {
+            self.write_reports(&report, &specs).await;
+        }
         Ok(())
     }
 }
 
 /// Reads the manifests the write tasks returned, from the executors that hold them.
-async fn fetch_manifests(
-    locations: &[PartitionLocation],
-    output: &str,
-) -> Result<Vec<WrittenFile>> {
+async fn fetch_manifests(locations: &[PartitionLocation], output: &str) -> Result<Vec<TaskReport>> {
     let fail = |message: String| SchedulerError::JobFailed {
         output: output.to_owned(),
         message,
@@ -685,7 +792,7 @@ async fn fetch_manifests(
             ))
         })?;
         for batch in &batches {
-            files.extend(WrittenFile::from_manifest(batch).map_err(|err| fail(err.to_string()))?);
+            files.extend(TaskReport::from_manifest(batch).map_err(|err| fail(err.to_string()))?);
         }
     }
     Ok(files)

@@ -66,6 +66,35 @@ pub fn to_proto(run: &RunRecord) -> v1::Run {
         ballista_jobs: run.ballista_jobs.clone(),
         record_json: serde_json::to_string(run).unwrap_or_default(),
         tasks_by_executor: run.tasks_by_executor.clone().into_iter().collect(),
+        rows_quarantined: run.rows_quarantined,
+        data_quality: run.dq.as_ref().map(data_quality),
+    }
+}
+
+fn data_quality(report: &sluice_jobs::quality::DqReport) -> v1::DataQuality {
+    v1::DataQuality {
+        outcome: serde_json::to_value(report.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        rows_checked: report.rows_checked,
+        rows_valid: report.rows_valid,
+        rows_quarantined: report.rows_quarantined,
+        rules: report
+            .rules
+            .iter()
+            .map(|rule| v1::RuleResult {
+                name: rule.name.clone(),
+                kind: rule.kind.clone(),
+                action: rule.action.as_str().to_owned(),
+                checked: rule.checked,
+                failed: rule.failed,
+                samples: rule.samples.clone(),
+                detail: rule.detail.clone().unwrap_or_default(),
+            })
+            .collect(),
+        failures: report.failures.clone(),
+        warnings: report.warnings.clone(),
     }
 }
 

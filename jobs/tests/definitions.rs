@@ -42,6 +42,7 @@ fn the_example_jobs_parse() {
     for path in [
         "examples/claims_cleanse.yaml",
         "examples/claims_monthly.yaml",
+        "examples/claims_quality.yaml",
     ] {
         let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
         let definition = JobDefinition::from_file(&full).unwrap();
@@ -207,4 +208,73 @@ fn the_json_schema_describes_definitions() {
     assert!(text.contains("apiVersion"), "{text}");
     assert!(text.contains("partition_by"));
     assert!(text.contains("dedupe"));
+}
+
+const QUALITY: &str = r#"apiVersion: sluice/v1
+name: checked
+params:
+  run_date: {type: date, default: "2024-03-31"}
+sources:
+  claims: {format: csv, path: landing/claims}
+  payers: {format: csv, path: landing/payers}
+input: claims
+steps:
+  - parse: {fill_date: {type: date, formats: [MM/dd/yyyy]}}
+quality:
+  rules:
+    - name: known_payer
+      referential: {column: payer, reference: payers, key: payer}
+    - name: fresh
+      freshness: {column: fill_date, max_age_days: 30, as_of: "$run_date"}
+  quarantine: {path: quarantine}
+outputs:
+  - {name: claims, path: staging/claims}
+"#;
+
+#[test]
+fn quality_rules_are_checked_before_anything_runs() {
+    parse(QUALITY).unwrap();
+    let cases = [
+        (
+            QUALITY.replace("      referential: {column: payer, reference: payers, key: payer}\n",
+                "      referential: {column: payer, reference: payers, key: payer}\n      not_null: [payer]\n"),
+            "quality.rules[0]: rule `known_payer` names several checks (not_null, referential)",
+        ),
+        (
+            QUALITY.replace("reference: payers", "reference: payerz"),
+            "quality.rules[0]: reference `payerz` is not one of the sources (claims, payers)",
+        ),
+        (
+            QUALITY.replace("  quarantine: {path: quarantine}\n", ""),
+            "rules quarantine rows, but the job has no `quality.quarantine` output",
+        ),
+        (
+            QUALITY.replace("as_of: \"$run_date\"", "as_of: \"$tomorrow\""),
+            "as_of `$tomorrow` names no declared date param",
+        ),
+        (
+            QUALITY.replace("formats: [MM/dd/yyyy]", "formats: [MM/dd/yyyy QQ]"),
+            "`QQ` is not a supported Spark datetime field",
+        ),
+        (
+            QUALITY.replace("- name: fresh", "- name: fresh\n      action: quarantine"),
+            "checks the whole dataset, so it can fail or warn but not quarantine rows",
+        ),
+        (
+            QUALITY.replace("name: fresh", "name: known_payer"),
+            "rule name `known_payer` is used twice",
+        ),
+        (
+            QUALITY.replace(
+                "  - parse: {fill_date: {type: date, formats: [MM/dd/yyyy]}}",
+                "  - mask: {key: \"my-secret-key-in-yaml\", columns: {patient_id: tokenize}}",
+            ),
+            "a masking key is given by reference, `env:NAME` or `file:/path`, never by value",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let err = error_of(&yaml);
+        assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        assert!(err.starts_with("job.yaml"), "{err}");
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
-use sluice_jobs::{Compression, WriteSpec, WrittenFile, write_plan};
+use sluice_jobs::{Compression, SinkSpec, TaskReport, WriteSpec, WriteTask, WrittenFile, write_plan};
 
 #[tokio::test]
 async fn files_roll_at_the_target_size_and_hold_every_row_once() {
@@ -31,11 +31,21 @@ async fn files_roll_at_the_target_size_and_hold_every_row_once() {
         target_file_size: 512 * 1024,
         compression: Compression::Snappy,
     };
-    let plan = write_plan(physical, spec, 2).unwrap();
+    let task = WriteTask {
+        run_id: "r-test".into(),
+        sinks: vec![SinkSpec {
+            spec,
+            columns: vec!["id".into(), "bucket".into(), "payload".into(), "at".into()],
+            quarantine: false,
+        }],
+        quality: None,
+    };
+    let plan = write_plan(physical, task, 2).unwrap();
     let manifests = collect(plan, ctx.task_ctx()).await.unwrap();
     let files: Vec<WrittenFile> = manifests
         .iter()
-        .flat_map(|batch| WrittenFile::from_manifest(batch).unwrap())
+        .flat_map(|batch| TaskReport::from_manifest(batch).unwrap())
+        .flat_map(|report| report.files)
         .collect();
 
     let total: u64 = files.iter().map(|f| f.rows).sum();

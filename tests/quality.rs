@@ -87,11 +87,8 @@ fn column_strings(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cleansing_job_counts_every_defect_the_generator_injected() {
     let _serial = common::one_cluster_at_a_time().await;
-    let cluster = Cluster::start_with_env(
-        2,
-        vec![("SLUICE_MASK_KEY".to_owned(), MASK_KEY.to_owned())],
-    )
-    .await;
+    let cluster =
+        Cluster::start_with_env(2, vec![("SLUICE_MASK_KEY".to_owned(), MASK_KEY.to_owned())]).await;
     let data = cluster.dir.path().join("lake");
     let truth = generate_claims(
         &data,
@@ -236,11 +233,18 @@ async fn the_cleansing_job_counts_every_defect_the_generator_injected() {
         .chain(column_strings(&quarantined, "patient_id"))
         .flatten()
         .collect();
-    assert!(tokens.iter().all(|t| t.starts_with("tok_") && t.len() == 28));
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.starts_with("tok_") && t.len() == 28)
+    );
     assert_eq!(tokens.len() as u64, truth.patients);
     let raw_patient = regex::Regex::new(r"P\d{7}").unwrap();
     for value in text_values(&valid).iter().chain(&text_values(&quarantined)) {
-        assert!(!raw_patient.is_match(value), "raw patient id in output: {value}");
+        assert!(
+            !raw_patient.is_match(value),
+            "raw patient id in output: {value}"
+        );
     }
     let years: BTreeSet<String> = column_strings(&valid, "patient_birth_date")
         .into_iter()
@@ -292,8 +296,16 @@ async fn the_cleansing_job_counts_every_defect_the_generator_injected() {
         .unwrap();
     let run = cluster.wait_final(&run_id).await;
     assert_eq!(status(&run), RunStatus::Failed, "{run:?}");
-    assert!(run.error.starts_with("data quality failed"), "{}", run.error);
-    assert!(run.error.contains("max_quarantined_percent 1%"), "{}", run.error);
+    assert!(
+        run.error.starts_with("data quality failed"),
+        "{}",
+        run.error
+    );
+    assert!(
+        run.error.contains("max_quarantined_percent 1%"),
+        "{}",
+        run.error
+    );
     assert_eq!(run.data_quality.unwrap().outcome, "failed");
     assert!(common::data_files(&data.join("strict")).is_empty());
     assert!(
@@ -306,7 +318,11 @@ async fn the_cleansing_job_counts_every_defect_the_generator_injected() {
     let mut missing_key = params(&data, "nokey");
     missing_key.push(("mask_key", "env:SLUICE_NO_SUCH_KEY".into()));
     let err = cluster
-        .submit(&example("claims_quality.yaml"), "claims_quality.yaml", &missing_key)
+        .submit(
+            &example("claims_quality.yaml"),
+            "claims_quality.yaml",
+            &missing_key,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

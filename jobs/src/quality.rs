@@ -623,9 +623,12 @@ impl<'a> QualityBuilder<'a> {
             let window_column = format!("__sluice_window_{index}");
             let partition: Vec<Expr> = check.columns.iter().map(|c| column(c)).collect();
             let window = if check.keep.is_empty() {
-                datafusion::functions_aggregate::expr_fn::count(lit(1))
-                    .partition_by(partition)
-                    .build()
+                Expr::from(datafusion::logical_expr::expr::WindowFunction::new(
+                    datafusion::functions_aggregate::count::count_udaf(),
+                    vec![lit(1)],
+                ))
+                .partition_by(partition)
+                .build()
             } else {
                 let ordering = check
                     .keep

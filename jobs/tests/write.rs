@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
-use sluice_jobs::{Compression, SinkSpec, TaskReport, WriteSpec, WriteTask, WrittenFile, write_plan};
+use sluice_jobs::{
+    Compression, SinkSpec, TaskReport, WriteSpec, WriteTask, WrittenFile, write_plan,
+};
 
 #[tokio::test]
 async fn files_roll_at_the_target_size_and_hold_every_row_once() {

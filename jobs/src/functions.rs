@@ -181,7 +181,7 @@ fn text_argument(name: &str, args: &[ColumnarValue], rows: usize) -> Result<Stri
 }
 
 /// A literal text argument (a pattern, a key reference, a unit).
-fn literal_argument(name: &str, args: &[ColumnarValue], index: usize) -> Result<String> {
+pub(crate) fn literal_argument(name: &str, args: &[ColumnarValue], index: usize) -> Result<String> {
     match args.get(index) {
         Some(ColumnarValue::Scalar(scalar)) => match scalar.cast_to(&DataType::Utf8)? {
             ScalarValue::Utf8(Some(text)) => Ok(text),
@@ -293,7 +293,7 @@ fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
 }
 
-fn days_since_epoch(date: NaiveDate) -> i32 {
+pub(crate) fn days_since_epoch(date: NaiveDate) -> i32 {
     (date - epoch()).num_days() as i32
 }
 

@@ -46,6 +46,7 @@ mod params;
 pub mod parsing;
 pub mod quality;
 pub mod session;
+pub mod spark_compat;
 mod storage;
 mod types;
 mod write;

@@ -8,6 +8,17 @@ use chrono::{NaiveDate, NaiveDateTime};
 /// A Spark datetime pattern (`yyyy-MM-dd`, `MM/dd/yyyy`, `dd-MMM-yyyy`, `yyyyMMdd`,
 /// `yyyy-MM-dd HH:mm:ss`) translated to a chrono format string.
 pub fn spark_pattern_to_chrono(pattern: &str) -> Result<String, String> {
+    translate(pattern, false)
+}
+
+/// A Spark datetime pattern as a chrono format for printing: as
+/// [`spark_pattern_to_chrono`], except that one-letter fields (`M`, `d`, `H`) print
+/// without padding and fractions print as many digits as the pattern has `S`s.
+pub fn spark_pattern_to_chrono_format(pattern: &str) -> Result<String, String> {
+    translate(pattern, true)
+}
+
+fn translate(pattern: &str, for_printing: bool) -> Result<String, String> {
     let mut out = String::new();
     let chars: Vec<char> = pattern.chars().collect();
     let mut index = 0;
@@ -39,6 +50,20 @@ pub fn spark_pattern_to_chrono(pattern: &str) -> Result<String, String> {
         let mut run = 1;
         while index + run < chars.len() && chars[index + run] == c {
             run += 1;
+        }
+        let spec = match (c, run, for_printing) {
+            ('M', 1, true) => "%-m",
+            ('d', 1, true) => "%-d",
+            ('H', 1, true) => "%-H",
+            ('S', 1..=3, true) => "%3f",
+            ('S', 4..=6, true) => "%6f",
+            ('S', _, true) => "%9f",
+            _ => "",
+        };
+        if !spec.is_empty() {
+            out.push_str(spec);
+            index += run;
+            continue;
         }
         let spec = match (c, run) {
             ('y', 2) => "%y",
@@ -186,6 +211,11 @@ mod tests {
             assert_eq!(parse_date(text, &formats), None, "{text}");
         }
         assert!(spark_pattern_to_chrono("yyyy-QQ").is_err());
+        assert_eq!(spark_pattern_to_chrono_format("yyyy-MM").unwrap(), "%Y-%m");
+        assert_eq!(
+            spark_pattern_to_chrono_format("M/d/yy HH:mm:ss.SSS").unwrap(),
+            "%-m/%-d/%y %H:%M:%S.%3f"
+        );
         assert_eq!(
             spark_pattern_to_chrono("yyyy-MM-dd'T'HH:mm:ss").unwrap(),
             "%Y-%m-%dT%H:%M:%S"

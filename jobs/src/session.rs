@@ -12,6 +12,7 @@ use ballista_core::extension::{
 };
 use ballista_core::registry::BallistaFunctionRegistry;
 use datafusion::error::Result as DataFusionResult;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -67,7 +68,7 @@ pub fn session_state(
     config: SessionConfig,
     stores: &Arc<ObjectStores>,
 ) -> DataFusionResult<SessionState> {
-    Ok(SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime_env(stores)?)
@@ -75,20 +76,31 @@ pub fn session_state(
         .with_scalar_functions(scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
-        .build())
+        .build();
+    // Spark's `/`; a logical rewrite, so plans reach executors already rewritten.
+    state.register_function_rewrite(Arc::new(crate::spark_compat::SparkDivision))?;
+    Ok(state)
 }
 
 /// DataFusion's, Spark's and Sluice's scalar functions.
 fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = ballista_scalar_functions();
-    functions.extend(crate::functions::sluice_scalar_functions());
+    functions.extend(sluice_functions());
+    functions
+}
+
+/// Sluice's functions, then the Spark-compatible replacements (registered last, so they
+/// win over DataFusion's functions of the same name).
+fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
+    let mut functions = crate::functions::sluice_scalar_functions();
+    functions.extend(crate::spark_compat::spark_compat_functions());
     functions
 }
 
 /// The functions executors resolve plans against: DataFusion's, Spark's and Sluice's.
 pub fn function_registry() -> BallistaFunctionRegistry {
     let mut registry = BallistaFunctionRegistry::default();
-    for function in crate::functions::sluice_scalar_functions() {
+    for function in sluice_functions() {
         registry
             .scalar_functions
             .insert(function.name().to_owned(), function);

@@ -2,6 +2,7 @@
 
     spark-submit --master local[2] interop.py read  SLUICE_OUTPUT_DIR
     spark-submit --master local[2] interop.py write LANDING_CLAIMS_DIR SPARK_OUTPUT_DIR
+    spark-submit --master local[2] interop.py eval  EXPRESSIONS_JSON
 
 Prints one JSON line prefixed with `RESULT ` for the test to parse.
 """
@@ -52,6 +53,18 @@ def main() -> None:
             .collect()
         }
         result = {"by_month": by_month}
+    elif mode == "eval":
+        # Each Spark SQL expression as text (NULL as None), or ERROR when Spark refuses it.
+        with open(sys.argv[2]) as handle:
+            expressions = json.load(handle)
+        results = []
+        for expression in expressions:
+            try:
+                value = spark.sql(f"SELECT CAST(({expression}) AS STRING) AS v").collect()[0]["v"]
+            except Exception:  # noqa: BLE001 - any refusal is the answer
+                value = "ERROR"
+            results.append(value)
+        result = {"results": results}
     else:
         raise SystemExit(f"unknown mode {mode}")
     print("RESULT " + json.dumps(result, sort_keys=True, default=str))

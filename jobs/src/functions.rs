@@ -97,11 +97,12 @@ pub fn collapse_whitespace(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-type Body = fn(&[ColumnarValue], usize) -> Result<ArrayRef>;
+/// A function body: the arguments and the number of rows, to one array of results.
+pub(crate) type Body = fn(&[ColumnarValue], usize) -> Result<ArrayRef>;
 
 /// A Sluice function with its own signature (several arguments, literal options).
 #[derive(Debug)]
-struct Function {
+pub(crate) struct Function {
     name: &'static str,
     signature: Signature,
     returns: DataType,
@@ -123,7 +124,7 @@ impl std::hash::Hash for Function {
 }
 
 impl Function {
-    fn udf(
+    pub(crate) fn udf(
         name: &'static str,
         signature: Signature,
         returns: DataType,
@@ -152,19 +153,24 @@ impl ScalarUDFImpl for Function {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let result = (self.body)(&args.args, rows)?;
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(result))
-        }
+        invoke(&args, self.body)
+    }
+}
+
+/// Runs a body over the arguments; all-literal arguments give a literal.
+pub(crate) fn invoke(args: &ScalarFunctionArgs, body: Body) -> Result<ColumnarValue> {
+    let all_scalar = args
+        .args
+        .iter()
+        .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+    let rows = if all_scalar { 1 } else { args.number_rows };
+    let result = body(&args.args, rows)?;
+    if all_scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(result))
     }
 }
 

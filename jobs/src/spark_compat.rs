@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
     Signature, Volatility, cast as cast_expr,
 };
 
-use crate::functions::{days_since_epoch, literal_argument};
+use crate::functions::{Body, Function, days_since_epoch, invoke, literal_argument};
 use crate::parsing::{spark_pattern_to_chrono, spark_pattern_to_chrono_format};
 
 /// Spark's `/`: integer operands are divided as doubles.
@@ -73,8 +73,8 @@ impl FunctionRewrite for SparkDivision {
 pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
     let any = |n: usize| Signature::any(n, Volatility::Immutable);
     let mut functions = vec![
-        SparkFunction::udf("date_format", any(2), DataType::Utf8, date_format),
-        SparkFunction::udf(
+        Function::udf("date_format", any(2), DataType::Utf8, date_format),
+        Function::udf(
             "to_date",
             Signature::one_of(
                 vec![
@@ -86,7 +86,7 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
             DataType::Date32,
             to_date,
         ),
-        SparkFunction::udf(
+        Function::udf(
             "substr",
             Signature::one_of(
                 vec![
@@ -98,7 +98,7 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
             DataType::Utf8,
             substr,
         ),
-        SparkFunction::udf(
+        Function::udf(
             "substring",
             Signature::one_of(
                 vec![
@@ -110,10 +110,10 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
             DataType::Utf8,
             substr,
         ),
-        SparkFunction::udf("date_add", any(2), DataType::Date32, |args, rows| {
+        Function::udf("date_add", any(2), DataType::Date32, |args, rows| {
             shift_days(args, rows, 1)
         }),
-        SparkFunction::udf("date_sub", any(2), DataType::Date32, |args, rows| {
+        Function::udf("date_sub", any(2), DataType::Date32, |args, rows| {
             shift_days(args, rows, -1)
         }),
     ];
@@ -132,75 +132,6 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
     }
     functions.push(Arc::new(ScalarUDF::new_from_impl(ReplaceAll::new())));
     functions
-}
-
-type Body = fn(&[ColumnarValue], usize) -> Result<ArrayRef>;
-
-#[derive(Debug)]
-struct SparkFunction {
-    name: &'static str,
-    signature: Signature,
-    returns: DataType,
-    body: Body,
-}
-
-impl PartialEq for SparkFunction {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-impl Eq for SparkFunction {}
-impl std::hash::Hash for SparkFunction {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
-
-impl SparkFunction {
-    fn udf(
-        name: &'static str,
-        signature: Signature,
-        returns: DataType,
-        body: Body,
-    ) -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::new_from_impl(Self {
-            name,
-            signature,
-            returns,
-            body,
-        }))
-    }
-}
-
-impl ScalarUDFImpl for SparkFunction {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(self.returns.clone())
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        invoke(&args, self.body)
-    }
-}
-
-fn invoke(args: &ScalarFunctionArgs, body: Body) -> Result<ColumnarValue> {
-    let all_scalar = args
-        .args
-        .iter()
-        .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
-    let rows = if all_scalar { 1 } else { args.number_rows };
-    let result = body(&args.args, rows)?;
-    if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &result, 0,
-        )?))
-    } else {
-        Ok(ColumnarValue::Array(result))
-    }
 }
 
 /// Microseconds since the epoch of a date or timestamp argument.

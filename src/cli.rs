@@ -39,6 +39,90 @@ pub enum Command {
     Status(StatusArgs),
     /// Cancel a run.
     Cancel(CancelArgs),
+    /// Register job definitions on the scheduler, or list them.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Run Step Functions activity tasks as Sluice runs.
+    SfnWorker(SfnWorkerArgs),
+    /// Step Functions state machines.
+    #[command(subcommand)]
+    Sfn(SfnCommand),
+}
+
+/// `sluice sfn`.
+#[derive(Debug, Subcommand)]
+pub enum SfnCommand {
+    /// Print a state machine of `deploy/stepfunctions/` with the ARNs of an account
+    /// filled in (`${SluiceActivityArn}`, `${FailureTopicArn}`).
+    Render(SfnRenderArgs),
+}
+
+/// `sluice sfn render`.
+#[derive(Debug, Args)]
+pub struct SfnRenderArgs {
+    /// The state machine template (`*.asl.json`).
+    pub file: PathBuf,
+    /// The Sluice activity's ARN.
+    #[arg(long)]
+    pub activity_arn: String,
+    /// The SNS topic failures are published to.
+    #[arg(long)]
+    pub topic_arn: Option<String>,
+}
+
+/// `sluice jobs`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Store a definition on the scheduler as the next version of its job (unchanged
+    /// text keeps its version).
+    Register(JobsRegisterArgs),
+    /// The registered jobs with their latest versions.
+    List(JobsListArgs),
+}
+
+/// `sluice jobs register`.
+#[derive(Debug, Args)]
+pub struct JobsRegisterArgs {
+    /// The job definition (YAML).
+    pub file: PathBuf,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice jobs list`.
+#[derive(Debug, Args)]
+pub struct JobsListArgs {
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice sfn-worker`.
+#[derive(Debug, Args)]
+pub struct SfnWorkerArgs {
+    /// An activity to poll; repeat for more.
+    #[arg(long = "activity-arn", required = true)]
+    pub activity_arns: Vec<String>,
+    /// Tasks in flight at most.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Seconds between heartbeats (below the task state's HeartbeatSeconds).
+    #[arg(long, default_value_t = 20)]
+    pub heartbeat_secs: u64,
+    /// After SIGTERM, seconds runs in flight may take before their tasks are failed
+    /// with Sluice.WorkerStopped.
+    #[arg(long, default_value_t = 60)]
+    pub drain_secs: u64,
+    /// The worker's name in execution histories (default: sluice-<host>-<pid>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
 }
 
 /// How results are printed.
@@ -156,6 +240,10 @@ pub struct SchedulerArgs {
     /// Seconds without a heartbeat after which an executor is lost.
     #[arg(long, env = "SLUICE_SCHEDULER__EXECUTOR_TIMEOUT", default_value_t = 30)]
     pub executor_timeout_secs: u64,
+    /// Also run the Step Functions activity worker for this activity (repeatable), as
+    /// `sluice sfn-worker` would, against this scheduler.
+    #[arg(long = "sfn-activity-arn")]
+    pub sfn_activity_arns: Vec<String>,
 }
 
 /// `sluice executor`.
@@ -190,8 +278,12 @@ pub struct ExecutorArgs {
 /// `sluice submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// The job definition (YAML).
-    pub file: PathBuf,
+    /// The job definition (YAML); or name a registered job with `--job`.
+    #[arg(required_unless_present = "job")]
+    pub file: Option<PathBuf>,
+    /// A job registered on the scheduler: `name` (latest) or `name@3`.
+    #[arg(long, conflicts_with = "file")]
+    pub job: Option<String>,
     /// A parameter, `name=value`; repeat for more.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,

@@ -16,13 +16,18 @@ use crate::error::{CliError, Result};
 /// A connected JobService client.
 pub type Client = JobServiceClient<Channel>;
 
-/// Connects to the scheduler at `url` (`http://host:port` or `host:port`).
-pub async fn connect(url: &str) -> Result<Client> {
-    let url = if url.contains("://") {
+/// A scheduler address as a URL: `host:port` gets `http://`.
+pub fn normalize_url(url: &str) -> String {
+    if url.contains("://") {
         url.to_owned()
     } else {
         format!("http://{url}")
-    };
+    }
+}
+
+/// Connects to the scheduler at `url` (`http://host:port` or `host:port`).
+pub async fn connect(url: &str) -> Result<Client> {
+    let url = normalize_url(url);
     let unreachable = |message: String| CliError::Unreachable {
         url: url.clone(),
         message,
@@ -65,6 +70,31 @@ pub async fn submit_file(client: &mut Client, file: &Path, params: &[String]) ->
     submit_text(client, yaml, &file.display().to_string(), params).await
 }
 
+/// Submits a job registered on the scheduler (`name` or `name@3`); returns the run id.
+pub async fn submit_registered(
+    client: &mut Client,
+    job: &str,
+    params: &[String],
+) -> Result<String> {
+    let params = parse_params(params)?;
+    let response = client
+        .submit_run(v1::SubmitRunRequest {
+            job: Some(v1::submit_run_request::Job::RegisteredJob(job.to_owned())),
+            params: params.into_iter().collect(),
+            origin: String::new(),
+            working_dir: std::env::current_dir()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default(),
+            task_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    for warning in &response.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(response.run_id)
+}
+
 /// Submits a definition's text; returns the run id. Relative local paths in it resolve
 /// against this process's working directory.
 pub async fn submit_text(
@@ -82,6 +112,7 @@ pub async fn submit_text(
             params: params.into_iter().collect(),
             origin: origin.to_owned(),
             working_dir,
+            task_token: String::new(),
         })
         .await?
         .into_inner();

@@ -10,6 +10,16 @@
 //! | `SLUICE_S3__PATH_STYLE` | `true` to address buckets by path |
 //! | `SLUICE_S3__ALLOW_HTTP` | `true` to allow plain-HTTP endpoints |
 //!
+//! Step Functions (task-token callbacks in the scheduler, the activity worker):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `SLUICE_SFN__ENDPOINT` | a Step Functions endpoint instead of AWS's (an emulator) |
+//! | `SLUICE_SFN__REGION` | the region (else `AWS_REGION` / the AWS chain) |
+//!
+//! The scheduler reports task tokens when one of these, `AWS_REGION` or
+//! `AWS_DEFAULT_REGION` is set.
+//!
 //! Variables override the file. Credentials come from the standard AWS chain
 //! (`AWS_ACCESS_KEY_ID`…, the shared credentials file — `AWS_SHARED_CREDENTIALS_FILE` or
 //! `~/.aws/credentials`, profile `AWS_PROFILE` or `default` —, web identity, ECS task
@@ -107,4 +117,17 @@ fn shared_profile_credentials() -> Result<Option<StaticCredentials>> {
         session_token: values.remove("aws_session_token"),
         source: format!("profile {profile} in {}", path.display()),
     }))
+}
+
+/// The Step Functions settings of this process, or `None` when nothing points at Step
+/// Functions (no endpoint, no region).
+pub fn step_functions_settings() -> Option<sluice_scheduler::sfn::StepFunctionsSettings> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = var("SLUICE_SFN__ENDPOINT");
+    let region = var("SLUICE_SFN__REGION");
+    let configured = endpoint.is_some()
+        || region.is_some()
+        || var("AWS_REGION").is_some()
+        || var("AWS_DEFAULT_REGION").is_some();
+    configured.then_some(sluice_scheduler::sfn::StepFunctionsSettings { endpoint, region })
 }

@@ -22,6 +22,72 @@ use sluice_proto::v1;
 use crate::cli::{Cli, Command, OutputFormat};
 pub use crate::error::{CliError, Result};
 
+/// Fills `${Name}` placeholders of a state machine template; every placeholder must get
+/// a value and the result must be JSON.
+pub fn render_state_machine(
+    template: &str,
+    values: &[(&str, &str)],
+    origin: &str,
+) -> Result<String> {
+    let mut rendered = template.to_owned();
+    for (name, value) in values {
+        rendered = rendered.replace(&format!("${{{name}}}"), value);
+    }
+    if let Some(start) = rendered.find("${") {
+        let name: String = rendered[start + 2..]
+            .chars()
+            .take_while(|c| *c != '}')
+            .collect();
+        let flag = match name.as_str() {
+            "SluiceActivityArn" => "--activity-arn",
+            "FailureTopicArn" => "--topic-arn",
+            _ => "a value",
+        };
+        return Err(CliError::Usage(format!(
+            "{origin}: `${{{name}}}` needs {flag}"
+        )));
+    }
+    serde_json::from_str::<serde_json::Value>(&rendered)
+        .map_err(|err| CliError::Usage(format!("{origin}: not JSON after rendering: {err}")))?;
+    Ok(rendered)
+}
+
+/// Waits for a stop future, for `join!` beside a worker that ends after it.
+async fn stop_then_forget(stop: impl std::future::Future<Output = ()>) {
+    stop.await;
+}
+
+fn sfn_worker_settings(
+    activity_arns: Vec<String>,
+    scheduler_url: String,
+    max_concurrent: usize,
+    heartbeat_secs: u64,
+    drain_secs: u64,
+    name: Option<String>,
+) -> Result<sluice_scheduler::activity::WorkerSettings> {
+    if heartbeat_secs == 0 {
+        return Err(CliError::Usage(
+            "--heartbeat-secs must be at least 1".into(),
+        ));
+    }
+    let worker_name = name.unwrap_or_else(|| {
+        format!(
+            "sluice-{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            std::process::id()
+        )
+    });
+    Ok(sluice_scheduler::activity::WorkerSettings {
+        activity_arns,
+        scheduler_url,
+        max_concurrent,
+        heartbeat: std::time::Duration::from_secs(heartbeat_secs),
+        drain: std::time::Duration::from_secs(drain_secs),
+        worker_name,
+        stores: sluice_jobs::ObjectStores::new(config::storage_settings()?),
+    })
+}
+
 /// `sluice datagen claims`: writes the data and prints the ground truth's summary.
 fn datagen_claims(args: &crate::cli::DatagenClaimsArgs) -> Result<()> {
     for (name, rate) in [
@@ -101,10 +167,35 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 run_store: args.state_dir.join("runs.redb"),
                 executor_timeout: std::time::Duration::from_secs(args.executor_timeout_secs),
                 storage: config::storage_settings()?,
+                step_functions: config::step_functions_settings(),
             };
             let scheduler = sluice_scheduler::Scheduler::start(&settings).await?;
             eprintln!("sluice scheduler listening on {}", scheduler.address());
-            scheduler.serve(shutdown_signal()).await?;
+            if args.sfn_activity_arns.is_empty() {
+                scheduler.serve(shutdown_signal()).await?;
+            } else {
+                // The activity worker inside the scheduler, a client of its own address.
+                let worker = sfn_worker_settings(
+                    args.sfn_activity_arns.clone(),
+                    format!("http://{}", scheduler.address()),
+                    4,
+                    20,
+                    60,
+                    None,
+                )?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let sfn = sluice_scheduler::sfn::client(
+                    &config::step_functions_settings().unwrap_or_default(),
+                )
+                .await;
+                let serving = scheduler.serve(async move {
+                    shutdown_signal().await;
+                    stop_tx.send_replace(true);
+                });
+                let working = sluice_scheduler::activity::run(worker, sfn, stop_rx);
+                let (served, ()) = tokio::join!(serving, working);
+                served?;
+            }
             Ok(())
         }
         Command::Executor(args) => {
@@ -141,7 +232,17 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Submit(args) => {
             let mut client = client::connect(&args.scheduler.url).await?;
-            let run_id = client::submit_file(&mut client, &args.file, &args.params).await?;
+            let run_id = match (&args.file, &args.job) {
+                (Some(file), _) => client::submit_file(&mut client, file, &args.params).await?,
+                (None, Some(job)) => {
+                    client::submit_registered(&mut client, job, &args.params).await?
+                }
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "give a definition file or --job NAME".into(),
+                    ));
+                }
+            };
             if !args.wait {
                 match args.output {
                     OutputFormat::Text => println!("{run_id}"),
@@ -152,6 +253,107 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let run = client::wait(&mut client, &run_id, args.output == OutputFormat::Text).await?;
             client::print_run(&run, args.output);
             client::require_success(&run)
+        }
+        Command::Jobs(crate::cli::JobsCommand::Register(args)) => {
+            let mut client = client::connect(&args.scheduler.url).await?;
+            let yaml = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
+                context: format!("cannot read job definition {}", args.file.display()),
+                source,
+            })?;
+            let job = client
+                .register_job(v1::RegisterJobRequest {
+                    definition_yaml: yaml,
+                    origin: args.file.display().to_string(),
+                })
+                .await?
+                .into_inner();
+            println!("registered {}@{}", job.name, job.version);
+            Ok(())
+        }
+        Command::Jobs(crate::cli::JobsCommand::List(args)) => {
+            let mut client = client::connect(&args.scheduler.url).await?;
+            let jobs = client
+                .list_jobs(v1::ListJobsRequest {})
+                .await?
+                .into_inner()
+                .jobs;
+            match args.output {
+                OutputFormat::Json => {
+                    let jobs: Vec<serde_json::Value> = jobs
+                        .iter()
+                        .map(|job| {
+                            serde_json::json!({
+                                "name": job.name,
+                                "version": job.version,
+                                "description": job.description,
+                                "registered_at": job.registered_at,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(jobs));
+                }
+                OutputFormat::Text => {
+                    for job in &jobs {
+                        println!(
+                            "{:<28} v{:<4} {}  {}",
+                            job.name,
+                            job.version,
+                            job.registered_at,
+                            job.description.trim()
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Sfn(crate::cli::SfnCommand::Render(args)) => {
+            let template = std::fs::read_to_string(&args.file).map_err(|source| CliError::Io {
+                context: format!("reading {}", args.file.display()),
+                source,
+            })?;
+            let mut values = vec![("SluiceActivityArn", args.activity_arn.as_str())];
+            if let Some(topic) = &args.topic_arn {
+                values.push(("FailureTopicArn", topic.as_str()));
+            }
+            println!(
+                "{}",
+                render_state_machine(&template, &values, &args.file.display().to_string())?
+            );
+            Ok(())
+        }
+        Command::SfnWorker(args) => {
+            let worker = sfn_worker_settings(
+                args.activity_arns.clone(),
+                client::normalize_url(&args.scheduler.url),
+                args.max_concurrent,
+                args.heartbeat_secs,
+                args.drain_secs,
+                args.name.clone(),
+            )?;
+            let sfn = sluice_scheduler::sfn::client(
+                &config::step_functions_settings().unwrap_or_default(),
+            )
+            .await;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            eprintln!(
+                "sluice sfn-worker polling {} activit{} for {}",
+                worker.activity_arns.len(),
+                if worker.activity_arns.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                worker.scheduler_url
+            );
+            let stop = async move {
+                shutdown_signal().await;
+                stop_tx.send_replace(true);
+            };
+            let ((), ()) = tokio::join!(
+                stop_then_forget(stop),
+                sluice_scheduler::activity::run(worker, sfn, stop_rx)
+            );
+            Ok(())
         }
         Command::Runs(args) => {
             let mut client = client::connect(&args.scheduler.url).await?;

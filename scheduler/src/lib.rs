@@ -21,12 +21,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activity;
 mod commit;
 mod error;
 mod run;
 mod runner;
 mod server;
 mod service;
+pub mod sfn;
 mod store;
 
 pub use error::{Result, SchedulerError};
@@ -34,4 +36,4 @@ pub use run::{OutputRecord, Progress, RunId, RunRecord, RunStatus};
 pub use runner::{ExecutorInfo, RunManager, Runs, Submission};
 pub use server::{Scheduler, SchedulerSettings};
 pub use service::to_proto;
-pub use store::RunStore;
+pub use store::{JobVersion, RunStore};

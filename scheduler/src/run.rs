@@ -150,6 +150,12 @@ pub struct RunRecord {
     /// The data-quality report, once the rules were judged.
     #[serde(default)]
     pub dq: Option<sluice_jobs::quality::DqReport>,
+    /// The Step Functions task token the run reports to when it ends.
+    #[serde(default)]
+    pub task_token: Option<String>,
+    /// The run's result reached Step Functions.
+    #[serde(default)]
+    pub task_reported: bool,
 }
 
 impl RunRecord {
@@ -180,6 +186,8 @@ impl RunRecord {
             output_locations: BTreeMap::new(),
             rows_quarantined: 0,
             dq: None,
+            task_token: None,
+            task_reported: false,
         }
     }
 

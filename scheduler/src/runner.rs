@@ -63,12 +63,14 @@ pub struct Submission {
     pub origin: String,
     /// What relative local paths resolve against.
     pub working_dir: Option<PathBuf>,
+    /// A Step Functions task token to report the run's end to.
+    pub task_token: Option<String>,
 }
 
 /// The run records and their watchers. The only place run state changes.
 #[derive(Debug)]
 pub struct Runs {
-    store: RunStore,
+    pub(crate) store: RunStore,
     watchers: Mutex<HashMap<RunId, watch::Sender<RunRecord>>>,
 }
 
@@ -129,8 +131,23 @@ impl Runs {
             .and_then(|watchers| watchers.get(run_id).map(watch::Sender::subscribe))
     }
 
-    fn registered_job(&self, name: &str) -> Result<Option<String>> {
+    fn registered_job(&self, name: &str) -> Result<Option<crate::store::JobVersion>> {
         self.store.registered_job(name)
+    }
+
+    /// The latest version of every registered job.
+    pub fn list_jobs(&self) -> Result<Vec<crate::store::JobVersion>> {
+        self.store.list_jobs()
+    }
+
+    /// Ended runs with a task token whose result has not reached Step Functions.
+    fn unreported(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .store
+            .list(0)?
+            .into_iter()
+            .filter(|run| run.status.is_final() && run.task_token.is_some() && !run.task_reported)
+            .collect())
     }
 }
 
@@ -160,6 +177,7 @@ pub struct RunManager {
     writers: Arc<Mutex<HashMap<String, RunId>>>,
     stores: Arc<ObjectStores>,
     executor_timeout: Duration,
+    step_functions: Option<aws_sdk_sfn::Client>,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -186,7 +204,40 @@ impl RunManager {
             tasks: Mutex::new(JoinSet::new()),
             cancels: Arc::new(Mutex::new(HashMap::new())),
             writers: Arc::new(Mutex::new(HashMap::new())),
+            step_functions: None,
         }
+    }
+
+    /// Reports runs submitted with a task token to Step Functions when they end.
+    pub fn with_step_functions(mut self, client: aws_sdk_sfn::Client) -> Self {
+        self.step_functions = Some(client);
+        self
+    }
+
+    /// Reports the results that did not reach Step Functions yet: runs that ended while
+    /// it was unreachable, and runs a restart found interrupted.
+    pub async fn report_pending_tasks(&self) {
+        let Some(client) = &self.step_functions else {
+            return;
+        };
+        let Ok(runs) = self.runs.unreported() else {
+            return;
+        };
+        for run in runs {
+            report_task(&self.runs, client, &run.run_id).await;
+        }
+    }
+
+    /// Validates a definition and stores it as the next version of its job.
+    pub fn register_job(&self, yaml: &str, origin: &str) -> Result<crate::store::JobVersion> {
+        let definition = JobDefinition::from_yaml(yaml, origin)?;
+        let version = self.runs.store.register_job(
+            &definition.name,
+            definition.description.as_deref().unwrap_or_default(),
+            yaml,
+        )?;
+        tracing::info!(job = %version.name, version = version.version, "job registered");
+        Ok(version)
     }
 
     /// The run records.
@@ -197,15 +248,20 @@ impl RunManager {
     /// Validates and compiles a submission, records the run and starts it. Bad input
     /// fails here, before anything is written.
     pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
+        let mut registered_origin = None;
         let yaml = match (&submission.definition_yaml, &submission.registered_job) {
             (Some(yaml), _) => yaml.clone(),
             (None, Some(name)) => {
-                self.runs
-                    .registered_job(name)?
-                    .ok_or_else(|| sluice_jobs::JobError::Param {
+                let version = self.runs.registered_job(name)?.ok_or_else(|| {
+                    sluice_jobs::JobError::Param {
                         name: "job".into(),
-                        message: format!("no job named `{name}` is registered on this scheduler"),
-                    })?
+                        message: format!(
+                            "no job `{name}` is registered on this scheduler (`sluice jobs list`)"
+                        ),
+                    }
+                })?;
+                registered_origin = Some(format!("{}@{}", version.name, version.version));
+                version.definition_yaml
             }
             (None, None) => {
                 return Err(sluice_jobs::JobError::Param {
@@ -215,7 +271,9 @@ impl RunManager {
                 .into());
             }
         };
-        let origin = if submission.origin.is_empty() {
+        let origin = if let Some(origin) = registered_origin {
+            origin
+        } else if submission.origin.is_empty() {
             "<submitted definition>".to_owned()
         } else {
             submission.origin.clone()
@@ -257,6 +315,7 @@ impl RunManager {
             prepared.settings.warnings.clone(),
         );
         let mut run = run;
+        run.task_token = submission.task_token.clone();
         run.output_locations = compiled
             .outputs
             .iter()
@@ -285,6 +344,7 @@ impl RunManager {
             cancels: Arc::clone(&self.cancels),
             writers: Arc::clone(&self.writers),
             executor_timeout: self.executor_timeout,
+            step_functions: self.step_functions.clone(),
         };
         tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -329,6 +389,30 @@ struct Execution {
     cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
     writers: Arc<Mutex<HashMap<String, RunId>>>,
     executor_timeout: Duration,
+    step_functions: Option<aws_sdk_sfn::Client>,
+}
+
+/// Sends a run's result to its task token and records that it was sent. A failure is
+/// logged and left for [`RunManager::report_pending_tasks`] at the next start.
+async fn report_task(runs: &Runs, client: &aws_sdk_sfn::Client, run_id: &RunId) {
+    let Ok(run) = runs.get(run_id) else {
+        return;
+    };
+    let (Some(token), false) = (&run.task_token, run.task_reported) else {
+        return;
+    };
+    let Some(result) = crate::sfn::run_result(&crate::service::to_proto(&run)) else {
+        return;
+    };
+    match crate::sfn::send_result(client, token, &result).await {
+        Ok(()) => {
+            tracing::info!(%run_id, "run result sent to Step Functions");
+            let _ = runs.update(run_id, |run| run.task_reported = true);
+        }
+        Err(err) => {
+            tracing::warn!(%run_id, "run result not sent to Step Functions: {err}");
+        }
+    }
 }
 
 /// What one output's job produced, waiting for commit.
@@ -380,6 +464,9 @@ impl Execution {
         }
         if let Ok(mut writers) = self.writers.lock() {
             writers.retain(|_, holder| *holder != run_id);
+        }
+        if let Some(client) = &self.step_functions {
+            report_task(&self.runs, client, &run_id).await;
         }
     }
 

@@ -37,6 +37,8 @@ pub struct SchedulerSettings {
     pub executor_timeout: Duration,
     /// How storage is reached (the same as the executors').
     pub storage: StorageSettings,
+    /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
+    pub step_functions: Option<crate::sfn::StepFunctionsSettings>,
 }
 
 impl Default for SchedulerSettings {
@@ -48,6 +50,7 @@ impl Default for SchedulerSettings {
             run_store: PathBuf::from("sluice-state/runs.redb"),
             executor_timeout: Duration::from_secs(30),
             storage: StorageSettings::default(),
+            step_functions: None,
         }
     }
 }
@@ -150,13 +153,19 @@ impl Scheduler {
             .await
             .map_err(|err| SchedulerError::ballista("starting the Ballista scheduler", err))?;
         let runs = Arc::new(Runs::new(store));
-        let manager = Arc::new(RunManager::new(
+        let mut manager = RunManager::new(
             runs,
             ballista.clone(),
             job_state,
             stores,
             settings.executor_timeout,
-        ));
+        );
+        if let Some(sfn) = &settings.step_functions {
+            manager = manager.with_step_functions(crate::sfn::client(sfn).await);
+        }
+        let manager = Arc::new(manager);
+        // Results of runs that ended (or were interrupted) while no one could report them.
+        manager.report_pending_tasks().await;
         Ok(Self {
             address: bound,
             manager,

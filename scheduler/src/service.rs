@@ -64,11 +64,30 @@ pub fn to_proto(run: &RunRecord) -> v1::Run {
             current_output: run.progress.current_output.clone(),
         }),
         ballista_jobs: run.ballista_jobs.clone(),
-        record_json: serde_json::to_string(run).unwrap_or_default(),
+        record_json: record_json(run),
         tasks_by_executor: run.tasks_by_executor.clone().into_iter().collect(),
         rows_quarantined: run.rows_quarantined,
         data_quality: run.dq.as_ref().map(data_quality),
     }
+}
+
+fn job_to_proto(version: &crate::store::JobVersion) -> v1::RegisteredJob {
+    v1::RegisteredJob {
+        name: version.name.clone(),
+        version: version.version,
+        description: version.description.clone(),
+        registered_at: version.registered_at.to_rfc3339(),
+        definition_yaml: version.definition_yaml.clone(),
+    }
+}
+
+/// The record as JSON, without its task token (a credential for the task).
+fn record_json(run: &RunRecord) -> String {
+    let mut run = run.clone();
+    if run.task_token.is_some() {
+        run.task_token = Some("<redacted>".into());
+    }
+    serde_json::to_string(&run).unwrap_or_default()
 }
 
 fn data_quality(report: &sluice_jobs::quality::DqReport) -> v1::DataQuality {
@@ -118,6 +137,7 @@ impl sluice_proto::JobService for JobServiceImpl {
             params: request.params.into_iter().collect(),
             origin: request.origin,
             working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
+            task_token: (!request.task_token.is_empty()).then_some(request.task_token),
         };
         let run = self.manager.submit(submission).await?;
         Ok(Response::new(v1::SubmitRunResponse {
@@ -153,6 +173,32 @@ impl sluice_proto::JobService for JobServiceImpl {
         let run_id = RunId::from(request.into_inner().run_id);
         let run = self.manager.cancel(&run_id)?;
         Ok(Response::new(to_proto(&run)))
+    }
+
+    async fn register_job(
+        &self,
+        request: Request<v1::RegisterJobRequest>,
+    ) -> Result<Response<v1::RegisteredJob>, Status> {
+        let request = request.into_inner();
+        let origin = if request.origin.is_empty() {
+            "<registered definition>".to_owned()
+        } else {
+            request.origin
+        };
+        let version = self
+            .manager
+            .register_job(&request.definition_yaml, &origin)?;
+        Ok(Response::new(job_to_proto(&version)))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let jobs = self.manager.runs().list_jobs()?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: jobs.iter().map(job_to_proto).collect(),
+        }))
     }
 
     async fn list_executors(

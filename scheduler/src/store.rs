@@ -10,7 +10,28 @@ use crate::error::{Result, SchedulerError};
 use crate::run::{RunId, RunRecord, RunStatus};
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
-const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
+/// Registered definitions: `name` + `\u{1f}` + zero-padded version → [`JobVersion`] JSON,
+/// so one name's versions sort together and in order.
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_versions");
+
+/// One registered version of a job definition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobVersion {
+    /// The job's name (from the definition).
+    pub name: String,
+    /// 1 for the first registration, then one more per changed definition.
+    pub version: u32,
+    /// The definition's description.
+    pub description: String,
+    /// When it was registered.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// The definition's text.
+    pub definition_yaml: String,
+}
+
+fn job_key(name: &str, version: u32) -> String {
+    format!("{name}\u{1f}{version:010}")
+}
 
 /// The run store.
 #[derive(Debug)]
@@ -113,13 +134,78 @@ impl RunStore {
         Ok(runs)
     }
 
-    /// The YAML of a registered job.
-    pub fn registered_job(&self, name: &str) -> Result<Option<String>> {
+    /// A registered job: `name` is its latest version, `name@N` version N.
+    pub fn registered_job(&self, reference: &str) -> Result<Option<JobVersion>> {
+        let (name, version) = match reference.rsplit_once('@') {
+            Some((name, version)) => match version.parse::<u32>() {
+                Ok(version) => (name, Some(version)),
+                Err(_) => return Ok(None),
+            },
+            None => (reference, None),
+        };
+        let versions = self.job_versions(name)?;
+        Ok(match version {
+            Some(version) => versions.into_iter().find(|v| v.version == version),
+            None => versions.into_iter().last(),
+        })
+    }
+
+    /// Every version of one job, oldest first.
+    fn job_versions(&self, name: &str) -> Result<Vec<JobVersion>> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
-        Ok(table
-            .get(name)
+        let start = job_key(name, 0);
+        let end = job_key(name, u32::MAX);
+        let mut versions = Vec::new();
+        for entry in table
+            .range(start.as_str()..=end.as_str())
             .map_err(|e| self.fail(e))?
-            .map(|value| value.value().to_owned()))
+        {
+            let (_, value) = entry.map_err(|e| self.fail(e))?;
+            versions.push(serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?);
+        }
+        Ok(versions)
+    }
+
+    /// Stores a definition as the next version of its job; the same text as the latest
+    /// version is not stored again (registering is idempotent).
+    pub fn register_job(&self, name: &str, description: &str, yaml: &str) -> Result<JobVersion> {
+        let latest = self.job_versions(name)?.into_iter().last();
+        if let Some(latest) = &latest
+            && latest.definition_yaml == yaml
+        {
+            return Ok(latest.clone());
+        }
+        let version = JobVersion {
+            name: name.to_owned(),
+            version: latest.map_or(1, |v| v.version + 1),
+            description: description.to_owned(),
+            registered_at: chrono::Utc::now(),
+            definition_yaml: yaml.to_owned(),
+        };
+        let json = serde_json::to_vec(&version).map_err(|e| self.fail(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
+            table
+                .insert(job_key(name, version.version).as_str(), json.as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+        Ok(version)
+    }
+
+    /// The latest version of every registered job, by name.
+    pub fn list_jobs(&self) -> Result<Vec<JobVersion>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
+        let mut latest: std::collections::BTreeMap<String, JobVersion> = Default::default();
+        for entry in table.iter().map_err(|e| self.fail(e))? {
+            let (_, value) = entry.map_err(|e| self.fail(e))?;
+            let version: JobVersion =
+                serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
+            latest.insert(version.name.clone(), version);
+        }
+        Ok(latest.into_values().collect())
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod faults;
+pub mod localstack;
 pub mod moto;
 
 use std::collections::BTreeMap;
@@ -227,6 +228,7 @@ impl Cluster {
                     .collect(),
                 origin: origin.to_owned(),
                 working_dir: self.dir.path().display().to_string(),
+                task_token: String::new(),
             })
             .await?;
         Ok(response.into_inner().run_id)

@@ -566,3 +566,112 @@ async fn the_scheduler_reports_task_tokens_also_across_a_restart() {
         run.record_json
     );
 }
+
+/// The worker loop inside the scheduler (`sluice scheduler --sfn-activity-arn`), and a
+/// worker stopped by SIGTERM: it ends the task it holds with `Sluice.WorkerStopped`
+/// instead of leaving the execution to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_serves_activities_and_a_stopped_worker_fails_its_tasks() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let stack = LocalStack::start(scratch.path().join("localstack.log"));
+    let sfn = stack.client();
+    let mut activities = Vec::new();
+    for name in ["in-scheduler", "stopped-worker"] {
+        activities.push(
+            sfn.create_activity()
+                .name(name)
+                .send()
+                .await
+                .unwrap()
+                .activity_arn()
+                .to_owned(),
+        );
+    }
+    let mut env = vec![("SLUICE_MASK_KEY".to_owned(), MASK_KEY.to_owned())];
+    env.extend(stack.env());
+    let cluster = Cluster::start_with(
+        2,
+        env,
+        vec!["--sfn-activity-arn".into(), activities[0].clone()],
+    )
+    .await;
+    let data = cluster.dir.path().join("lake");
+    generate_claims(
+        &data,
+        &ClaimsOptions {
+            rows: 20_000,
+            seed: 3,
+            months: vec![1],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let params = |staging: &str| {
+        serde_json::json!({
+            "landing": data.join("landing").display().to_string(),
+            "staging": data.join(staging).display().to_string(),
+            "run_date": "2024-01-31",
+        })
+    };
+    let mut machines = Vec::new();
+    for (index, activity) in activities.iter().enumerate() {
+        machines.push(
+            sfn.create_state_machine()
+                .name(format!("machine-{index}"))
+                .definition(state_machine(activity, 30))
+                .role_arn("arn:aws:iam::000000000000:role/sfn")
+                .send()
+                .await
+                .unwrap()
+                .state_machine_arn()
+                .to_owned(),
+        );
+    }
+
+    let served = start(
+        &sfn,
+        &machines[0],
+        serde_json::json!({"definition": example("claims_quality.yaml"), "params": params("served")}),
+    )
+    .await;
+    let (status, output, error, cause) = finished(&sfn, &served, Duration::from_secs(120)).await;
+    assert_eq!(status, "SUCCEEDED", "{error}: {cause}\n{}", cluster.logs());
+    assert_eq!(output["run"]["status"], "succeeded");
+
+    let mut worker = Command::new(common::sluice_bin())
+        .args(["sfn-worker", "--activity-arn", &activities[1]])
+        .args(["--scheduler", &cluster.url(), "--drain-secs", "0"])
+        .envs(stack.env())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(cluster.log_path("stopped-worker")).unwrap())
+        .spawn()
+        .unwrap();
+    let stopped = start(
+        &sfn,
+        &machines[1],
+        serde_json::json!({"definition": example("claims_quality.yaml"), "params": params("stopped")}),
+    )
+    .await;
+    let log = cluster.log_path("stopped-worker");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("activity task running")
+    {
+        assert!(Instant::now() < deadline, "the worker never took the task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = worker.wait().unwrap();
+    assert!(exit.success(), "the worker did not stop cleanly: {exit:?}");
+    let (status, _, error, cause) = finished(&sfn, &stopped, Duration::from_secs(60)).await;
+    assert_eq!(status, "FAILED");
+    assert_eq!(error, "Sluice.WorkerStopped", "{cause}");
+    assert!(cause.contains("goes on"), "{cause}");
+}

@@ -48,6 +48,7 @@ pub struct Cluster {
     executors: Vec<Child>,
     scheduler_starts: usize,
     env: Vec<(String, String)>,
+    scheduler_args: Vec<String>,
 }
 
 impl Cluster {
@@ -59,6 +60,15 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra environment for every process (storage).
     pub async fn start_with_env(executors: usize, env: Vec<(String, String)>) -> Cluster {
+        Self::start_with(executors, env, Vec::new()).await
+    }
+
+    /// Like [`Cluster::start_with_env`], with extra `sluice scheduler` arguments.
+    pub async fn start_with(
+        executors: usize,
+        env: Vec<(String, String)>,
+        scheduler_args: Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-cluster-")
             .tempdir()
@@ -70,6 +80,7 @@ impl Cluster {
             executors: Vec::new(),
             scheduler_starts: 0,
             env,
+            scheduler_args,
         };
         cluster.start_scheduler().await;
         for index in 0..executors {
@@ -98,6 +109,7 @@ impl Cluster {
             .args(["scheduler", "--port", &self.port.to_string(), "--state-dir"])
             .arg(self.dir.path().join("state"))
             .args(["--executor-timeout-secs", "10"])
+            .args(&self.scheduler_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

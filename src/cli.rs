@@ -44,6 +44,10 @@ pub enum Command {
     Jobs(JobsCommand),
     /// Run Step Functions activity tasks as Sluice runs.
     SfnWorker(SfnWorkerArgs),
+    /// Run a job once per day or month of a date range (a backfill).
+    Backfill(BackfillArgs),
+    /// List backfills.
+    Backfills(BackfillsArgs),
     /// Step Functions state machines.
     #[command(subcommand)]
     Sfn(SfnCommand),
@@ -68,6 +72,49 @@ pub struct SfnRenderArgs {
     /// The SNS topic failures are published to.
     #[arg(long)]
     pub topic_arn: Option<String>,
+}
+
+/// `sluice backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The job definition (YAML); or name a registered job with `--job`.
+    #[arg(required_unless_present = "job")]
+    pub file: Option<PathBuf>,
+    /// A job registered on the scheduler: `name` (latest) or `name@3`.
+    #[arg(long, conflicts_with = "file")]
+    pub job: Option<String>,
+    /// First date, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: String,
+    /// Last date, YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    pub to: String,
+    /// One run per `day` or `month`.
+    #[arg(long, default_value = "day")]
+    pub every: String,
+    /// The param that gets each partition value (default: the job's only date param).
+    #[arg(long)]
+    pub date_param: Option<String>,
+    /// A param every run gets, `name=value`; repeat for more.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Runs in flight at most.
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent: u32,
+    /// Wait for the backfill to end, showing progress; exit non-zero if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice backfills`.
+#[derive(Debug, Args)]
+pub struct BackfillsArgs {
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
 }
 
 /// `sluice jobs`.
@@ -315,7 +362,7 @@ pub struct RunsArgs {
 /// `sluice status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The run's id.
+    /// The run's id, or a backfill's (`b-…`).
     pub run_id: String,
     /// How to print the result.
     #[arg(long, value_enum, default_value_t)]
@@ -328,7 +375,7 @@ pub struct StatusArgs {
 /// `sluice cancel`.
 #[derive(Debug, Args)]
 pub struct CancelArgs {
-    /// The run's id.
+    /// The run's id, or a backfill's (`b-…`).
     pub run_id: String,
     /// Where the scheduler is.
     #[command(flatten)]

@@ -373,3 +373,84 @@ fn bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// One line about a backfill: id, job, status, range and partition counts.
+pub fn backfill_line(backfill: &v1::Backfill) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for partition in &backfill.partitions {
+        *counts.entry(partition.status.as_str()).or_default() += 1;
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!(
+        "{}  {}  {}  {}..{} every {}  [{}]",
+        backfill.backfill_id,
+        backfill.job,
+        backfill.status,
+        backfill.from,
+        backfill.to,
+        backfill.every,
+        counts.join(", ")
+    )
+}
+
+/// Prints a backfill with its partitions.
+pub fn print_backfill(backfill: &v1::Backfill, format: OutputFormat) {
+    if format == OutputFormat::Json {
+        let partitions: Vec<serde_json::Value> = backfill
+            .partitions
+            .iter()
+            .map(|p| {
+                serde_json::json!({"value": p.value, "status": p.status, "run_id": p.run_id, "error": p.error})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "backfill_id": backfill.backfill_id,
+                "job": backfill.job,
+                "status": backfill.status,
+                "date_param": backfill.date_param,
+                "from": backfill.from,
+                "to": backfill.to,
+                "every": backfill.every,
+                "max_concurrent": backfill.max_concurrent,
+                "partitions": partitions,
+            })
+        );
+        return;
+    }
+    println!("{}", backfill_line(backfill));
+    for partition in &backfill.partitions {
+        let error = if partition.error.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", partition.error)
+        };
+        println!(
+            "  {}={:<12} {:<10} {}{error}",
+            backfill.date_param, partition.value, partition.status, partition.run_id
+        );
+    }
+}
+
+/// Follows a backfill until it ends, printing progress to stderr.
+pub async fn wait_backfill(client: &mut Client, backfill_id: &str) -> Result<v1::Backfill> {
+    let mut last = String::new();
+    loop {
+        let backfill = client
+            .get_backfill(v1::GetBackfillRequest {
+                backfill_id: backfill_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let line = backfill_line(&backfill);
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if backfill.status != "running" {
+            return Ok(backfill);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -11,6 +11,9 @@ pub enum SchedulerError {
     /// No run has this id.
     #[error("no run `{0}`")]
     RunNotFound(RunId),
+    /// No backfill has this id.
+    #[error("no backfill `{0}`")]
+    BackfillNotFound(String),
     /// The run store could not be opened, read or written.
     #[error("run store {path}: {message}")]
     Store {
@@ -104,7 +107,9 @@ impl From<SchedulerError> for tonic::Status {
             SchedulerError::Job(job) if job.is_invalid_definition() => {
                 tonic::Status::invalid_argument(message)
             }
-            SchedulerError::RunNotFound(_) => tonic::Status::not_found(message),
+            SchedulerError::RunNotFound(_) | SchedulerError::BackfillNotFound(_) => {
+                tonic::Status::not_found(message)
+            }
             SchedulerError::OutputBusy { .. } => tonic::Status::failed_precondition(message),
             SchedulerError::Cancelled => tonic::Status::cancelled(message),
             _ => tonic::Status::internal(message),

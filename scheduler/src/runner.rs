@@ -245,9 +245,9 @@ impl RunManager {
         &self.runs
     }
 
-    /// Validates and compiles a submission, records the run and starts it. Bad input
-    /// fails here, before anything is written.
-    pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
+    /// The definition text of a submission and where it came from (a registered job is
+    /// looked up).
+    pub fn resolve_definition(&self, submission: &Submission) -> Result<(String, String)> {
         let mut registered_origin = None;
         let yaml = match (&submission.definition_yaml, &submission.registered_job) {
             (Some(yaml), _) => yaml.clone(),
@@ -278,6 +278,13 @@ impl RunManager {
         } else {
             submission.origin.clone()
         };
+        Ok((yaml, origin))
+    }
+
+    /// Validates and compiles a submission, records the run and starts it. Bad input
+    /// fails here, before anything is written.
+    pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
+        let (yaml, origin) = self.resolve_definition(&submission)?;
         let definition = JobDefinition::from_yaml(&yaml, &origin)?;
         let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?;
         let ctx = prepared.session_context(&self.stores)?;

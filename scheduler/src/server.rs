@@ -88,6 +88,7 @@ async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[crate::run::
 pub struct Scheduler {
     address: SocketAddr,
     manager: Arc<RunManager>,
+    backfills: Arc<crate::backfill::BackfillManager>,
     listener: TcpListener,
     ballista: BallistaScheduler,
 }
@@ -166,9 +167,11 @@ impl Scheduler {
         let manager = Arc::new(manager);
         // Results of runs that ended (or were interrupted) while no one could report them.
         manager.report_pending_tasks().await;
+        let backfills = Arc::new(crate::backfill::BackfillManager::new(Arc::clone(&manager))?);
         Ok(Self {
             address: bound,
             manager,
+            backfills,
             listener,
             ballista,
         })
@@ -191,7 +194,10 @@ impl Scheduler {
         let ballista = SchedulerGrpcServer::new(self.ballista.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        let jobs = JobServiceServer::new(JobServiceImpl::new(Arc::clone(&self.manager)));
+        let jobs = JobServiceServer::new(JobServiceImpl::new(
+            Arc::clone(&self.manager),
+            Arc::clone(&self.backfills),
+        ));
         tracing::info!(%address, "sluice scheduler serving JobService and Ballista SchedulerGrpc");
         tonic::transport::Server::builder()
             .add_service(ballista)

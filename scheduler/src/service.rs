@@ -7,6 +7,7 @@ use futures::Stream;
 use sluice_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::backfill::{BackfillManager, BackfillRecord, BackfillRequest, Every};
 use crate::run::{RunId, RunRecord, RunStatus};
 use crate::runner::{RunManager, Submission};
 
@@ -14,13 +15,67 @@ use crate::runner::{RunManager, Submission};
 #[derive(Debug, Clone)]
 pub struct JobServiceImpl {
     manager: Arc<RunManager>,
+    backfills: Arc<BackfillManager>,
 }
 
 impl JobServiceImpl {
-    /// Serves `manager`.
-    pub fn new(manager: Arc<RunManager>) -> Self {
-        Self { manager }
+    /// Serves `manager` and `backfills`.
+    pub fn new(manager: Arc<RunManager>, backfills: Arc<BackfillManager>) -> Self {
+        Self { manager, backfills }
     }
+}
+
+fn submission(request: v1::SubmitRunRequest) -> Submission {
+    let (definition_yaml, registered_job) = match request.job {
+        Some(v1::submit_run_request::Job::DefinitionYaml(yaml)) => (Some(yaml), None),
+        Some(v1::submit_run_request::Job::RegisteredJob(name)) => (None, Some(name)),
+        None => (None, None),
+    };
+    Submission {
+        definition_yaml,
+        registered_job,
+        params: request.params.into_iter().collect(),
+        origin: request.origin,
+        working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
+        task_token: (!request.task_token.is_empty()).then_some(request.task_token),
+    }
+}
+
+/// A backfill record as the API returns it.
+pub fn backfill_to_proto(record: &BackfillRecord) -> v1::Backfill {
+    v1::Backfill {
+        backfill_id: record.backfill_id.clone(),
+        job: record.job.clone(),
+        status: name_of(&record.status),
+        date_param: record.date_param.clone(),
+        from: record.from.to_string(),
+        to: record.to.to_string(),
+        every: name_of(&record.every),
+        max_concurrent: record.max_concurrent as u32,
+        partitions: record
+            .partitions
+            .iter()
+            .map(|p| v1::BackfillPartition {
+                value: p.value.clone(),
+                status: name_of(&p.status),
+                run_id: p.run_id.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+                error: p.error.clone().unwrap_or_default(),
+            })
+            .collect(),
+        submitted_at: record.submitted_at.to_rfc3339(),
+        finished_at: record
+            .finished_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+    }
+}
+
+/// The snake_case name a status enum serializes to.
+fn name_of(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// A run record as the API returns it.
@@ -92,10 +147,7 @@ fn record_json(run: &RunRecord) -> String {
 
 fn data_quality(report: &sluice_jobs::quality::DqReport) -> v1::DataQuality {
     v1::DataQuality {
-        outcome: serde_json::to_value(report.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        outcome: name_of(&report.outcome),
         rows_checked: report.rows_checked,
         rows_valid: report.rows_valid,
         rows_quarantined: report.rows_quarantined,
@@ -125,20 +177,7 @@ impl sluice_proto::JobService for JobServiceImpl {
         &self,
         request: Request<v1::SubmitRunRequest>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
-        let request = request.into_inner();
-        let (definition_yaml, registered_job) = match request.job {
-            Some(v1::submit_run_request::Job::DefinitionYaml(yaml)) => (Some(yaml), None),
-            Some(v1::submit_run_request::Job::RegisteredJob(name)) => (None, Some(name)),
-            None => (None, None),
-        };
-        let submission = Submission {
-            definition_yaml,
-            registered_job,
-            params: request.params.into_iter().collect(),
-            origin: request.origin,
-            working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
-            task_token: (!request.task_token.is_empty()).then_some(request.task_token),
-        };
+        let submission = submission(request.into_inner());
         let run = self.manager.submit(submission).await?;
         Ok(Response::new(v1::SubmitRunResponse {
             run_id: run.run_id.to_string(),
@@ -199,6 +238,67 @@ impl sluice_proto::JobService for JobServiceImpl {
         Ok(Response::new(v1::ListJobsResponse {
             jobs: jobs.iter().map(job_to_proto).collect(),
         }))
+    }
+
+    async fn submit_backfill(
+        &self,
+        request: Request<v1::SubmitBackfillRequest>,
+    ) -> Result<Response<v1::Backfill>, Status> {
+        let request = request.into_inner();
+        let date = |field: &str, text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                Status::invalid_argument(format!("{field} `{text}` is not a date (YYYY-MM-DD)"))
+            })
+        };
+        let every = match request.every.as_str() {
+            "" | "day" => Every::Day,
+            "month" => Every::Month,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "every `{other}` is not `day` or `month`"
+                )));
+            }
+        };
+        let backfill = BackfillRequest {
+            submission: submission(request.run.unwrap_or_default()),
+            date_param: (!request.date_param.is_empty()).then_some(request.date_param),
+            from: date("from", &request.from)?,
+            to: date("to", &request.to)?,
+            every,
+            max_concurrent: request.max_concurrent.max(1) as usize,
+        };
+        let record = self.backfills.submit(backfill).await?;
+        Ok(Response::new(backfill_to_proto(&record)))
+    }
+
+    async fn get_backfill(
+        &self,
+        request: Request<v1::GetBackfillRequest>,
+    ) -> Result<Response<v1::Backfill>, Status> {
+        let record = self.backfills.get(&request.into_inner().backfill_id)?;
+        Ok(Response::new(backfill_to_proto(&record)))
+    }
+
+    async fn list_backfills(
+        &self,
+        _request: Request<v1::ListBackfillsRequest>,
+    ) -> Result<Response<v1::ListBackfillsResponse>, Status> {
+        Ok(Response::new(v1::ListBackfillsResponse {
+            backfills: self
+                .backfills
+                .list()
+                .iter()
+                .map(backfill_to_proto)
+                .collect(),
+        }))
+    }
+
+    async fn cancel_backfill(
+        &self,
+        request: Request<v1::GetBackfillRequest>,
+    ) -> Result<Response<v1::Backfill>, Status> {
+        let record = self.backfills.cancel(&request.into_inner().backfill_id)?;
+        Ok(Response::new(backfill_to_proto(&record)))
     }
 
     async fn list_executors(

@@ -10,6 +10,7 @@ use crate::error::{Result, SchedulerError};
 use crate::run::{RunId, RunRecord, RunStatus};
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const BACKFILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("backfills");
 /// Registered definitions: `name` + `\u{1f}` + zero-padded version → [`JobVersion`] JSON,
 /// so one name's versions sort together and in order.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_versions");
@@ -84,6 +85,7 @@ impl RunStore {
         {
             txn.open_table(RUNS).map_err(|e| self.fail(e))?;
             txn.open_table(JOBS).map_err(|e| self.fail(e))?;
+            txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
     }
@@ -193,6 +195,31 @@ impl RunStore {
         }
         txn.commit().map_err(|e| self.fail(e))?;
         Ok(version)
+    }
+
+    /// Writes a backfill record (insert or replace).
+    pub fn put_backfill(&self, record: &crate::backfill::BackfillRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).map_err(|e| self.fail(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
+            table
+                .insert(record.backfill_id.as_str(), json.as_slice())
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Every backfill record, oldest first.
+    pub fn list_backfills(&self) -> Result<Vec<crate::backfill::BackfillRecord>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
+        let mut records = Vec::new();
+        for entry in table.iter().map_err(|e| self.fail(e))? {
+            let (_, value) = entry.map_err(|e| self.fail(e))?;
+            records.push(serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?);
+        }
+        Ok(records)
     }
 
     /// The latest version of every registered job, by name.

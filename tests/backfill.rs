@@ -1,0 +1,231 @@
+//! Backfills on a real cluster: one run per month of a year, at most N at once, every
+//! partition committed once; submitting again skips what committed; a scheduler killed
+//! mid-backfill is resumed by submitting the backfill again, with no duplicate rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use sluice_proto::v1;
+
+const MONTHLY: &str = r#"apiVersion: sluice/v1
+name: claims_by_month
+params:
+  landing: {type: string, required: true}
+  staging: {type: string, required: true}
+  month: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - filter: "substr(fill_date, 1, 7) = $month"
+  - derive: {column: fill_month, expr: "substr(fill_date, 1, 7)"}
+outputs:
+  - name: claims
+    path: "{{staging}}/claims"
+    partition_by: [fill_month]
+    mode: overwrite_partitions
+"#;
+
+/// Landed claim lines per month, counted from the CSV files.
+fn landed_per_month(landing: &Path) -> BTreeMap<String, usize> {
+    let mut months = BTreeMap::new();
+    for entry in std::fs::read_dir(landing.join("claims")).unwrap().flatten() {
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            let fill_date = line.split(',').nth(4).unwrap();
+            *months.entry(fill_date[..7].to_owned()).or_default() += 1;
+        }
+    }
+    months
+}
+
+fn written_per_month(root: &Path) -> BTreeMap<String, usize> {
+    common::read_partitioned(root)
+        .into_iter()
+        .map(|(folder, batches)| {
+            (
+                folder.trim_start_matches("fill_month=").to_owned(),
+                batches.iter().map(|b| b.num_rows()).sum(),
+            )
+        })
+        .collect()
+}
+
+fn backfill(
+    cluster: &Cluster,
+    job: &Path,
+    data: &Path,
+    staging: &str,
+    max: u32,
+    wait: bool,
+) -> std::process::Output {
+    let mut command = Command::new(common::sluice_bin());
+    command
+        .arg("backfill")
+        .arg(job)
+        .args([
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-12-31",
+            "--every",
+            "month",
+        ])
+        .args([
+            "--date-param",
+            "month",
+            "--max-concurrent",
+            &max.to_string(),
+        ])
+        .args(["-p", &format!("landing={}", data.join("landing").display())])
+        .args(["-p", &format!("staging={}", data.join(staging).display())])
+        .args(["--scheduler", &cluster.url()]);
+    if wait {
+        command.arg("--wait");
+    }
+    command.output().unwrap()
+}
+
+async fn backfills(cluster: &Cluster) -> Vec<v1::Backfill> {
+    cluster
+        .client()
+        .await
+        .list_backfills(v1::ListBackfillsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .backfills
+}
+
+async fn runs(cluster: &Cluster) -> Vec<v1::Run> {
+    cluster
+        .client()
+        .await
+        .list_runs(v1::ListRunsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_year_backfills_month_by_month_and_resumes_after_a_restart() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let mut cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    let months: Vec<u32> = (1..=12).collect();
+    sluice_jobs::datagen::write_claims(&data, 12_000, &months, 17).unwrap();
+    let expected = landed_per_month(&data.join("landing"));
+    assert_eq!(expected.len(), 12);
+    let job = cluster.dir.path().join("claims_by_month.yaml");
+    std::fs::write(&job, MONTHLY).unwrap();
+
+    // Twelve runs, three at a time.
+    let output = backfill(&cluster, &job, &data, "staging", 3, true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+    assert!(stdout.contains("[12 succeeded]"), "{stdout}");
+    assert_eq!(written_per_month(&data.join("staging/claims")), expected);
+    let all = runs(&cluster).await;
+    assert_eq!(all.len(), 12);
+    assert!(
+        all.iter()
+            .all(|run| common::status(run) == v1::RunStatus::Succeeded)
+    );
+    // Never more than three in flight: count overlapping start/finish intervals.
+    let mut edges: Vec<(String, i32)> = Vec::new();
+    for run in &all {
+        edges.push((run.started_at.clone(), 1));
+        edges.push((run.finished_at.clone(), -1));
+    }
+    edges.sort();
+    let (mut open, mut most) = (0, 0);
+    for (_, delta) in edges {
+        open += delta;
+        most = most.max(open);
+    }
+    assert!(most <= 3, "{most} runs at once");
+
+    // The same backfill again: everything committed is skipped, nothing runs.
+    let again = backfill(&cluster, &job, &data, "staging", 3, true);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("[12 skipped]"), "{stdout}");
+    assert_eq!(runs(&cluster).await.len(), 12);
+
+    // One at a time into a new staging zone; the scheduler dies part way.
+    let started = backfill(&cluster, &job, &data, "resumed", 1, false);
+    assert!(started.status.success());
+    let backfill_id = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    assert!(backfill_id.starts_with("b-"), "{backfill_id}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let record = backfills(&cluster)
+            .await
+            .into_iter()
+            .find(|b| b.backfill_id == backfill_id)
+            .unwrap();
+        let done = record
+            .partitions
+            .iter()
+            .filter(|p| p.status == "succeeded")
+            .count();
+        if done >= 3 {
+            assert!(
+                done < 12,
+                "the backfill ended before the scheduler could be killed"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{record:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.kill_scheduler();
+    cluster.start_scheduler().await;
+    let interrupted = backfills(&cluster)
+        .await
+        .into_iter()
+        .find(|b| b.backfill_id == backfill_id)
+        .unwrap();
+    assert_eq!(interrupted.status, "interrupted");
+    let committed = interrupted
+        .partitions
+        .iter()
+        .filter(|p| p.status == "succeeded")
+        .count();
+
+    let resumed = backfill(&cluster, &job, &data, "resumed", 2, true);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success(), "{stdout}{}", cluster.logs());
+    assert!(stdout.contains(&format!("{committed} skipped")), "{stdout}");
+    assert_eq!(
+        written_per_month(&data.join("resumed/claims")),
+        expected,
+        "duplicates or gaps"
+    );
+
+    // `sluice status` shows a backfill with its partitions.
+    let shown = Command::new(common::sluice_bin())
+        .args(["status", &backfill_id, "--scheduler", &cluster.url()])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("interrupted") && shown.contains("month=2024-01"),
+        "{shown}"
+    );
+}

@@ -218,6 +218,68 @@ async fn a_year_backfills_month_by_month_and_resumes_after_a_restart() {
         "duplicates or gaps"
     );
 
+    // Cancelling a backfill cancels its run in flight and starts no more.
+    let started = backfill(&cluster, &job, &data, "cancelled", 1, false);
+    let cancelled_id = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = backfills(&cluster)
+            .await
+            .into_iter()
+            .find(|b| b.backfill_id == cancelled_id)
+            .unwrap();
+        if record.partitions.iter().any(|p| p.status == "succeeded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{record:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = Command::new(common::sluice_bin())
+        .args(["cancel", &cancelled_id, "--scheduler", &cluster.url()])
+        .output()
+        .unwrap();
+    assert!(cancel.status.success(), "{cancel:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let record = backfills(&cluster)
+            .await
+            .into_iter()
+            .find(|b| b.backfill_id == cancelled_id)
+            .unwrap();
+        if record.status != "running" {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "{record:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record.status, "cancelled");
+    assert!(
+        record
+            .partitions
+            .iter()
+            .all(|p| p.status != "running" && p.status != "pending")
+    );
+    assert!(
+        record
+            .partitions
+            .iter()
+            .filter(|p| p.status == "cancelled")
+            .count()
+            >= 9,
+        "{record:?}"
+    );
+    let in_flight = runs(&cluster)
+        .await
+        .into_iter()
+        .filter(|run| {
+            matches!(
+                common::status(run),
+                v1::RunStatus::Queued | v1::RunStatus::Running
+            )
+        })
+        .count();
+    assert_eq!(in_flight, 0);
+
     // `sluice status` shows a backfill with its partitions.
     let shown = Command::new(common::sluice_bin())
         .args(["status", &backfill_id, "--scheduler", &cluster.url()])

@@ -291,6 +291,26 @@ pub struct SchedulerArgs {
     /// `sluice sfn-worker` would, against this scheduler.
     #[arg(long = "sfn-activity-arn")]
     pub sfn_activity_arns: Vec<String>,
+    /// Scale executors: `local` starts and stops `sluice executor` processes here;
+    /// `external` only decides (KEDA scales on the scheduler's external-scaler API,
+    /// which is always served).
+    #[arg(long, env = "SLUICE_AUTOSCALE__PROVIDER")]
+    pub autoscale: Option<String>,
+    /// Executors kept when idle (0 scales to zero).
+    #[arg(long, env = "SLUICE_AUTOSCALE__MIN", default_value_t = 0)]
+    pub min_executors: usize,
+    /// Executors at most.
+    #[arg(long, env = "SLUICE_AUTOSCALE__MAX", default_value_t = 4)]
+    pub max_executors: usize,
+    /// Executors added per decision at most.
+    #[arg(long, env = "SLUICE_AUTOSCALE__STEP", default_value_t = 2)]
+    pub scale_step: usize,
+    /// Seconds demand must stay lower before executors are removed.
+    #[arg(long, env = "SLUICE_AUTOSCALE__COOLDOWN", default_value_t = 60)]
+    pub cooldown_secs: u64,
+    /// Task slots of each executor (the local provider starts them with this many).
+    #[arg(long, env = "SLUICE_AUTOSCALE__EXECUTOR_SLOTS", default_value_t = 2)]
+    pub executor_slots: usize,
 }
 
 /// `sluice executor`.
@@ -320,6 +340,9 @@ pub struct ExecutorArgs {
     /// Where shuffle files and spills go.
     #[arg(long, env = "SLUICE_EXECUTOR__WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The executor's id (default: a random one).
+    #[arg(long, env = "SLUICE_EXECUTOR__ID")]
+    pub executor_id: Option<String>,
 }
 
 /// `sluice submit`.

@@ -52,6 +52,15 @@ pub fn render_state_machine(
     Ok(rendered)
 }
 
+/// Sets a stop flag when dropped (the autoscaler stops its executors).
+struct StopOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
 /// Waits for a stop future, for `join!` beside a worker that ends after it.
 async fn stop_then_forget(stop: impl std::future::Future<Output = ()>) {
     stop.await;
@@ -171,6 +180,42 @@ pub async fn execute(cli: Cli) -> Result<()> {
             };
             let scheduler = sluice_scheduler::Scheduler::start(&settings).await?;
             eprintln!("sluice scheduler listening on {}", scheduler.address());
+            let (autoscale_stop, autoscale_stopped) = tokio::sync::watch::channel(false);
+            let _autoscaler = match args.autoscale.as_deref() {
+                None => None,
+                Some(provider) => {
+                    let provider = match provider {
+                        "local" => sluice_scheduler::autoscale::ProviderSettings::Local {
+                            binary: std::env::current_exe().map_err(|source| CliError::Io {
+                                context: "finding the sluice binary".into(),
+                                source,
+                            })?,
+                            scheduler: scheduler.address().to_string(),
+                            vcores: args.executor_slots,
+                            log_dir: args.state_dir.join("executors"),
+                        },
+                        "external" => sluice_scheduler::autoscale::ProviderSettings::External,
+                        other => {
+                            return Err(CliError::Usage(format!(
+                                "--autoscale {other}: use `local` or `external`"
+                            )));
+                        }
+                    };
+                    Some(scheduler.start_autoscaler(
+                        sluice_scheduler::autoscale::AutoscalerSettings {
+                            provider,
+                            min: args.min_executors,
+                            max: args.max_executors,
+                            step: args.scale_step,
+                            cooldown: std::time::Duration::from_secs(args.cooldown_secs),
+                            slots_per_executor: args.executor_slots,
+                            interval: std::time::Duration::from_millis(500),
+                        },
+                        autoscale_stopped,
+                    ))
+                }
+            };
+            let _stop_autoscaler_on_exit = StopOnDrop(autoscale_stop);
             if args.sfn_activity_arns.is_empty() {
                 scheduler.serve(shutdown_signal()).await?;
             } else {
@@ -224,7 +269,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 vcores: args.vcores,
                 memory_bytes,
                 work_dir: args.work_dir.clone(),
-                executor_id: None,
+                executor_id: args.executor_id.clone(),
                 storage: config::storage_settings()?,
             };
             sluice_executor::run_executor(settings).await?;

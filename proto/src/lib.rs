@@ -10,5 +10,11 @@ pub mod v1 {
     tonic::include_proto!("sluice.v1");
 }
 
+/// KEDA's external scaler API, served by the scheduler.
+pub mod externalscaler {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("externalscaler");
+}
+
 pub use v1::job_service_client::JobServiceClient;
 pub use v1::job_service_server::{JobService, JobServiceServer};

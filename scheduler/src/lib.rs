@@ -22,6 +22,7 @@
 //! ```
 
 pub mod activity;
+pub mod autoscale;
 pub mod backfill;
 mod commit;
 mod error;

@@ -362,6 +362,24 @@ impl RunManager {
         Ok(run)
     }
 
+    /// Runs in flight whose Ballista job has not been submitted yet (they will need
+    /// executors).
+    pub fn runs_waiting_for_ballista(&self) -> usize {
+        let in_flight: Vec<RunId> = self
+            .cancels
+            .lock()
+            .map(|cancels| cancels.keys().cloned().collect())
+            .unwrap_or_default();
+        in_flight
+            .iter()
+            .filter_map(|run_id| self.runs.get(run_id).ok())
+            .filter(|run| {
+                run.status == RunStatus::Queued
+                    || (run.status == RunStatus::Running && run.ballista_jobs.is_empty())
+            })
+            .count()
+    }
+
     /// The registered executors whose last heartbeat is recent and says active.
     pub async fn executors(&self) -> Vec<ExecutorInfo> {
         alive_executors(&self.ballista, self.executor_timeout).await

@@ -177,6 +177,21 @@ impl Scheduler {
         })
     }
 
+    /// Starts the autoscaler; it stops (with its executors) when `stop` turns true.
+    pub fn start_autoscaler(
+        &self,
+        settings: crate::autoscale::AutoscalerSettings,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> crate::autoscale::Autoscaler {
+        let (autoscaler, _task) = crate::autoscale::Autoscaler::start(
+            settings,
+            self.ballista.clone(),
+            Arc::clone(&self.manager),
+            stop,
+        );
+        autoscaler
+    }
+
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.address
@@ -194,6 +209,9 @@ impl Scheduler {
         let ballista = SchedulerGrpcServer::new(self.ballista.clone())
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
+        let keda = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
+            crate::autoscale::KedaScaler::new(self.ballista.clone(), Arc::clone(&self.manager), 2),
+        );
         let jobs = JobServiceServer::new(JobServiceImpl::new(
             Arc::clone(&self.manager),
             Arc::clone(&self.backfills),
@@ -202,6 +220,7 @@ impl Scheduler {
         tonic::transport::Server::builder()
             .add_service(ballista)
             .add_service(jobs)
+            .add_service(keda)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
             .map_err(|err| SchedulerError::Server {

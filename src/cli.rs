@@ -292,8 +292,10 @@ pub struct SchedulerArgs {
     #[arg(long = "sfn-activity-arn")]
     pub sfn_activity_arns: Vec<String>,
     /// Scale executors: `local` starts and stops `sluice executor` processes here;
+    /// `ecs` sets an ECS service's desiredCount; `emr` resizes an EMR instance group;
     /// `external` only decides (KEDA scales on the scheduler's external-scaler API,
-    /// which is always served).
+    /// which is always served). `SLUICE_AUTOSCALE__ENDPOINT` / `__REGION` point the
+    /// AWS SDK elsewhere.
     #[arg(long, env = "SLUICE_AUTOSCALE__PROVIDER")]
     pub autoscale: Option<String>,
     /// Executors kept when idle (0 scales to zero).
@@ -311,6 +313,18 @@ pub struct SchedulerArgs {
     /// Task slots of each executor (the local provider starts them with this many).
     #[arg(long, env = "SLUICE_AUTOSCALE__EXECUTOR_SLOTS", default_value_t = 2)]
     pub executor_slots: usize,
+    /// `ecs`: the cluster of the executor service.
+    #[arg(long, env = "SLUICE_AUTOSCALE__ECS_CLUSTER")]
+    pub ecs_cluster: Option<String>,
+    /// `ecs`: the executor service.
+    #[arg(long, env = "SLUICE_AUTOSCALE__ECS_SERVICE")]
+    pub ecs_service: Option<String>,
+    /// `emr`: the cluster id (`j-…`).
+    #[arg(long, env = "SLUICE_AUTOSCALE__EMR_CLUSTER_ID")]
+    pub emr_cluster_id: Option<String>,
+    /// `emr`: the instance group of executor nodes (`ig-…`).
+    #[arg(long, env = "SLUICE_AUTOSCALE__EMR_INSTANCE_GROUP_ID")]
+    pub emr_instance_group_id: Option<String>,
 }
 
 /// `sluice executor`.

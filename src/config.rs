@@ -131,3 +131,13 @@ pub fn step_functions_settings() -> Option<sluice_scheduler::sfn::StepFunctionsS
         || var("AWS_DEFAULT_REGION").is_some();
     configured.then_some(sluice_scheduler::sfn::StepFunctionsSettings { endpoint, region })
 }
+
+/// Where the autoscaler's ECS or EMR API is (`SLUICE_AUTOSCALE__ENDPOINT`,
+/// `SLUICE_AUTOSCALE__REGION`; else the AWS chain).
+pub fn autoscale_api() -> sluice_scheduler::autoscale::AwsApi {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    sluice_scheduler::autoscale::AwsApi {
+        endpoint: var("SLUICE_AUTOSCALE__ENDPOINT"),
+        region: var("SLUICE_AUTOSCALE__REGION"),
+    }
+}

@@ -52,6 +52,13 @@ pub fn render_state_machine(
     Ok(rendered)
 }
 
+/// A flag the chosen autoscale provider needs.
+fn required(value: &Option<String>, flag: &str) -> Result<String> {
+    value
+        .clone()
+        .ok_or_else(|| CliError::Usage(format!("this --autoscale provider needs {flag}")))
+}
+
 /// Sets a stop flag when dropped (the autoscaler stops its executors).
 struct StopOnDrop(tokio::sync::watch::Sender<bool>);
 
@@ -195,9 +202,22 @@ pub async fn execute(cli: Cli) -> Result<()> {
                             log_dir: args.state_dir.join("executors"),
                         },
                         "external" => sluice_scheduler::autoscale::ProviderSettings::External,
+                        "ecs" => sluice_scheduler::autoscale::ProviderSettings::Ecs {
+                            cluster: required(&args.ecs_cluster, "--ecs-cluster")?,
+                            service: required(&args.ecs_service, "--ecs-service")?,
+                            api: config::autoscale_api(),
+                        },
+                        "emr" => sluice_scheduler::autoscale::ProviderSettings::Emr {
+                            cluster_id: required(&args.emr_cluster_id, "--emr-cluster-id")?,
+                            instance_group_id: required(
+                                &args.emr_instance_group_id,
+                                "--emr-instance-group-id",
+                            )?,
+                            api: config::autoscale_api(),
+                        },
                         other => {
                             return Err(CliError::Usage(format!(
-                                "--autoscale {other}: use `local` or `external`"
+                                "--autoscale {other}: use `local`, `ecs`, `emr` or `external`"
                             )));
                         }
                     };

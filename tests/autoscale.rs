@@ -176,3 +176,246 @@ async fn a_backfill_scales_executors_out_from_zero_and_back() {
         "{log}"
     );
 }
+
+/// Reads a count from moto until `done` holds.
+async fn wait_for<F, Fut>(what: &str, read: F, done: impl Fn(i32) -> bool) -> i32
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = read().await;
+        if done(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} stayed {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Submits a run that needs executors, and cancels it once `scaled_out` saw them asked for.
+async fn demand_then_cancel<F, Fut>(cluster: &Cluster, scaled_out: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 1_000, &[1], 2).unwrap();
+    let run_id = cluster
+        .submit(
+            MONTHLY,
+            "claims_by_month.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("staging", data.join("staging").display().to_string()),
+                ("month", "2024-01".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    scaled_out().await;
+    cluster
+        .client()
+        .await
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(common::status(&run), v1::RunStatus::Cancelled);
+}
+
+fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("SLUICE_AUTOSCALE__ENDPOINT".into(), endpoint.into()),
+        ("SLUICE_AUTOSCALE__REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ]
+}
+
+/// The `ecs` and `emr` providers against moto server: the service's desiredCount and
+/// the instance group's count follow the scheduler's decisions out and back in. (moto
+/// starts no tasks or nodes, so the run waits for executors until it is cancelled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_and_emr_providers_set_the_counts_they_decide() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(scratch.path().join("moto.log"));
+    let endpoint = moto.endpoint();
+    let credentials = || aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "tests");
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .credentials_provider(credentials())
+            .endpoint_url(&endpoint)
+            .build(),
+    );
+    ecs.create_cluster()
+        .cluster_name("sluice")
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family("sluice-executor")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("executor")
+                .image("sluice:latest")
+                .memory(2048)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.create_service()
+        .cluster("sluice")
+        .service_name("executors")
+        .task_definition("sluice-executor")
+        .desired_count(0)
+        .send()
+        .await
+        .unwrap();
+    let scaling = |provider: &[&str]| {
+        let mut args: Vec<String> = vec!["--autoscale".into()];
+        args.extend(provider.iter().map(|a| a.to_string()));
+        args.extend(
+            [
+                "--min-executors",
+                "0",
+                "--max-executors",
+                "3",
+                "--cooldown-secs",
+                "2",
+                "--executor-slots",
+                "2",
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
+        args
+    };
+    let desired = || {
+        let ecs = ecs.clone();
+        async move {
+            ecs.describe_services()
+                .cluster("sluice")
+                .services("executors")
+                .send()
+                .await
+                .unwrap()
+                .services()[0]
+                .desired_count()
+        }
+    };
+    {
+        let cluster = Cluster::start_with(
+            0,
+            aws_env(&endpoint),
+            scaling(&[
+                "ecs",
+                "--ecs-cluster",
+                "sluice",
+                "--ecs-service",
+                "executors",
+            ]),
+        )
+        .await;
+        demand_then_cancel(&cluster, || async {
+            wait_for("desiredCount", desired, |n| n >= 1).await;
+        })
+        .await;
+        wait_for("desiredCount", desired, |n| n == 0).await;
+    }
+
+    let emr = aws_sdk_emr::Client::from_conf(
+        aws_sdk_emr::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_emr::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_emr::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .endpoint_url(&endpoint)
+            .build(),
+    );
+    let group = |role: aws_sdk_emr::types::InstanceRoleType, count: i32| {
+        aws_sdk_emr::types::InstanceGroupConfig::builder()
+            .instance_role(role)
+            .instance_type("m5.xlarge")
+            .instance_count(count)
+            .build()
+    };
+    let cluster_id = emr
+        .run_job_flow()
+        .name("sluice")
+        .release_label("emr-7.5.0")
+        .job_flow_role("EMR_EC2_DefaultRole")
+        .service_role("EMR_DefaultRole")
+        .instances(
+            aws_sdk_emr::types::JobFlowInstancesConfig::builder()
+                .instance_groups(group(aws_sdk_emr::types::InstanceRoleType::Master, 1))
+                .instance_groups(group(aws_sdk_emr::types::InstanceRoleType::Core, 1))
+                .keep_job_flow_alive_when_no_steps(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .job_flow_id()
+        .unwrap()
+        .to_owned();
+    let groups = emr
+        .list_instance_groups()
+        .cluster_id(&cluster_id)
+        .send()
+        .await
+        .unwrap();
+    let core = groups
+        .instance_groups()
+        .iter()
+        .find(|g| g.instance_group_type() == Some(&aws_sdk_emr::types::InstanceGroupType::Core))
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_owned();
+    let count = || {
+        let emr = emr.clone();
+        let cluster_id = cluster_id.clone();
+        let core = core.clone();
+        async move {
+            emr.list_instance_groups()
+                .cluster_id(&cluster_id)
+                .send()
+                .await
+                .unwrap()
+                .instance_groups()
+                .iter()
+                .find(|g| g.id() == Some(core.as_str()))
+                .unwrap()
+                .requested_instance_count()
+                .unwrap()
+        }
+    };
+    let cluster = Cluster::start_with(
+        0,
+        aws_env(&endpoint),
+        scaling(&[
+            "emr",
+            "--emr-cluster-id",
+            &cluster_id,
+            "--emr-instance-group-id",
+            &core,
+        ]),
+    )
+    .await;
+    // Idle: the one core node is scaled in after the cooldown.
+    wait_for("the core group", count, |n| n == 0).await;
+    demand_then_cancel(&cluster, || async {
+        wait_for("the core group", count, |n| n >= 1).await;
+    })
+    .await;
+    wait_for("the core group", count, |n| n == 0).await;
+}

@@ -88,8 +88,190 @@ pub enum ProviderSettings {
         /// Where their logs go.
         log_dir: PathBuf,
     },
+    /// An ECS service of executors: its desiredCount (UpdateService).
+    Ecs {
+        /// The ECS cluster.
+        cluster: String,
+        /// The executor service.
+        service: String,
+        /// Where the ECS API is.
+        api: AwsApi,
+    },
+    /// An EMR instance group whose nodes run executors: its instance count
+    /// (ModifyInstanceGroups).
+    Emr {
+        /// The EMR cluster (`j-…`).
+        cluster_id: String,
+        /// The instance group (`ig-…`).
+        instance_group_id: String,
+        /// Where the EMR API is.
+        api: AwsApi,
+    },
     /// Decisions only (KEDA or a person acts on them through the metric).
     External,
+}
+
+/// Where an AWS API is: the SDK's chain, or an endpoint and region given.
+#[derive(Debug, Clone, Default)]
+pub struct AwsApi {
+    /// An endpoint instead of AWS's (an emulator).
+    pub endpoint: Option<String>,
+    /// The region, when the environment does not give one.
+    pub region: Option<String>,
+}
+
+impl AwsApi {
+    async fn config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        loader.load().await
+    }
+}
+
+/// A cloud provider: the executor count is a number it holds.
+enum Cloud {
+    Ecs {
+        client: aws_sdk_ecs::Client,
+        cluster: String,
+        service: String,
+    },
+    Emr {
+        client: aws_sdk_emr::Client,
+        cluster_id: String,
+        instance_group_id: String,
+    },
+}
+
+impl Cloud {
+    async fn connect(provider: &ProviderSettings) -> Option<Self> {
+        match provider {
+            ProviderSettings::Ecs {
+                cluster,
+                service,
+                api,
+            } => Some(Cloud::Ecs {
+                client: aws_sdk_ecs::Client::new(&api.config().await),
+                cluster: cluster.clone(),
+                service: service.clone(),
+            }),
+            ProviderSettings::Emr {
+                cluster_id,
+                instance_group_id,
+                api,
+            } => Some(Cloud::Emr {
+                client: aws_sdk_emr::Client::new(&api.config().await),
+                cluster_id: cluster_id.clone(),
+                instance_group_id: instance_group_id.clone(),
+            }),
+            ProviderSettings::Local { .. } | ProviderSettings::External => None,
+        }
+    }
+
+    /// The count the provider holds now.
+    async fn current(&self) -> Result<usize, String> {
+        match self {
+            Cloud::Ecs {
+                client,
+                cluster,
+                service,
+            } => {
+                let described = client
+                    .describe_services()
+                    .cluster(cluster)
+                    .services(service)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "DescribeServices: {}",
+                            aws_sdk_ecs::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                let desired = described
+                    .services()
+                    .first()
+                    .map(|s| s.desired_count())
+                    .ok_or_else(|| format!("ECS service {service} not found in {cluster}"))?;
+                Ok(desired.max(0) as usize)
+            }
+            Cloud::Emr {
+                client,
+                cluster_id,
+                instance_group_id,
+            } => {
+                let groups = client
+                    .list_instance_groups()
+                    .cluster_id(cluster_id)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "ListInstanceGroups: {}",
+                            aws_sdk_emr::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                let group = groups
+                    .instance_groups()
+                    .iter()
+                    .find(|g| g.id() == Some(instance_group_id.as_str()))
+                    .ok_or_else(|| {
+                        format!("instance group {instance_group_id} not in {cluster_id}")
+                    })?;
+                Ok(group.requested_instance_count().unwrap_or(0).max(0) as usize)
+            }
+        }
+    }
+
+    /// Sets the count.
+    async fn set(&self, count: usize) -> Result<(), String> {
+        match self {
+            Cloud::Ecs {
+                client,
+                cluster,
+                service,
+            } => client
+                .update_service()
+                .cluster(cluster)
+                .service(service)
+                .desired_count(count as i32)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "UpdateService: {}",
+                        aws_sdk_ecs::error::DisplayErrorContext(e)
+                    )
+                }),
+            Cloud::Emr {
+                client,
+                cluster_id,
+                instance_group_id,
+            } => client
+                .modify_instance_groups()
+                .cluster_id(cluster_id)
+                .instance_groups(
+                    aws_sdk_emr::types::InstanceGroupModifyConfig::builder()
+                        .instance_group_id(instance_group_id)
+                        .instance_count(count as i32)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "ModifyInstanceGroups: {}",
+                        aws_sdk_emr::error::DisplayErrorContext(e)
+                    )
+                }),
+        }
+    }
 }
 
 /// Scaling limits.
@@ -180,10 +362,23 @@ async fn run(
 ) {
     let mut local = LocalExecutors::default();
     let mut lower_since: Option<Instant> = None;
-    let mut current = match settings.provider {
-        ProviderSettings::Local { .. } => 0,
-        ProviderSettings::External => settings.min,
+    let cloud = Cloud::connect(&settings.provider).await;
+    let mut current = match &cloud {
+        Some(cloud) => match cloud.current().await {
+            Ok(count) => count,
+            Err(err) => {
+                tracing::warn!("autoscaler: reading the executor count failed: {err}");
+                settings.min
+            }
+        },
+        None => settings.min,
     };
+    if let Some(cloud) = &cloud
+        && current < settings.min
+        && cloud.set(settings.min).await.is_ok()
+    {
+        current = settings.min;
+    }
     if let ProviderSettings::Local { .. } = &settings.provider {
         for _ in 0..settings.min {
             local.start(&settings);
@@ -236,6 +431,23 @@ async fn run(
                     local.count()
                 }
                 ProviderSettings::External => to,
+                ProviderSettings::Ecs { .. } | ProviderSettings::Emr { .. } => {
+                    // A service or instance group picks which node goes: scale in only
+                    // when no task runs anywhere, so none is lost.
+                    if to < current && !busy.is_empty() {
+                        current
+                    } else if let Some(cloud) = &cloud {
+                        match cloud.set(to).await {
+                            Ok(()) => to,
+                            Err(err) => {
+                                tracing::warn!("autoscaler: setting {to} executors failed: {err}");
+                                current
+                            }
+                        }
+                    } else {
+                        current
+                    }
+                }
             };
             if to != current {
                 tracing::info!(from = current, to, reason = %reason, "autoscaler decision");

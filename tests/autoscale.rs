@@ -42,7 +42,7 @@ fn executor_processes(port: u16) -> usize {
         .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
         .filter(|cmdline| {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == b"executor") && args.iter().any(|a| *a == wanted.as_bytes())
+            args.contains(&b"executor".as_slice()) && args.contains(&wanted.as_bytes())
         })
         .count()
 }
@@ -148,7 +148,7 @@ async fn a_backfill_scales_executors_out_from_zero_and_back() {
     assert_eq!(record.status, "succeeded", "{record:?}{}", cluster.logs());
     assert!(record.partitions.iter().all(|p| p.status == "succeeded"));
     assert!(
-        most_executors >= 1 && most_executors <= 3,
+        (1..=3).contains(&most_executors),
         "{most_executors} executors"
     );
     assert!(saw_active && most_tasks > 0, "KEDA never saw the queue");
@@ -169,6 +169,19 @@ async fn a_backfill_scales_executors_out_from_zero_and_back() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(keda(&cluster).await, (false, 0));
+    let status = cluster
+        .client()
+        .await
+        .get_autoscaler(v1::GetAutoscalerRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.enabled && status.executors == 0, "{status:?}");
+    assert!(
+        status.scale_out_decisions >= 1 && status.scale_in_decisions >= 1,
+        "{status:?}"
+    );
+    assert!(status.decisions.iter().all(|d| !d.reason.is_empty()));
     let log = std::fs::read_to_string(cluster.log_path("scheduler-1")).unwrap();
     assert!(log.contains("autoscaler decision"), "decisions are logged");
     assert!(

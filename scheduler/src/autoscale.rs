@@ -11,7 +11,7 @@
 //!
 //! Every decision is logged with its reason and kept in [`Autoscaler::status`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
@@ -315,6 +315,10 @@ pub struct AutoscalerStatus {
     pub executors: usize,
     /// The latest decisions, newest last (at most 100).
     pub decisions: Vec<Decision>,
+    /// Decisions since start that added executors.
+    pub scale_out_total: u64,
+    /// Decisions since start that removed executors.
+    pub scale_in_total: u64,
 }
 
 /// The scaler loop and the state the KEDA endpoint reads.
@@ -452,6 +456,11 @@ async fn run(
             if to != current {
                 tracing::info!(from = current, to, reason = %reason, "autoscaler decision");
                 if let Ok(mut status) = status.lock() {
+                    if to > current {
+                        status.scale_out_total += 1;
+                    } else {
+                        status.scale_in_total += 1;
+                    }
                     status.decisions.push(Decision {
                         at: chrono::Utc::now(),
                         from: current,
@@ -677,20 +686,6 @@ impl ExternalScaler for KedaScaler {
             }],
         }))
     }
-}
-
-/// Decisions by reason, for tests and status.
-pub fn decisions_by_direction(decisions: &[Decision]) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for decision in decisions {
-        let direction = if decision.to > decision.from {
-            "out"
-        } else {
-            "in"
-        };
-        *counts.entry(direction).or_default() += 1;
-    }
-    counts
 }
 
 #[cfg(test)]

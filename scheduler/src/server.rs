@@ -89,6 +89,7 @@ pub struct Scheduler {
     address: SocketAddr,
     manager: Arc<RunManager>,
     backfills: Arc<crate::backfill::BackfillManager>,
+    autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
     listener: TcpListener,
     ballista: BallistaScheduler,
 }
@@ -172,6 +173,7 @@ impl Scheduler {
             address: bound,
             manager,
             backfills,
+            autoscaler: Arc::new(std::sync::OnceLock::new()),
             listener,
             ballista,
         })
@@ -189,6 +191,7 @@ impl Scheduler {
             Arc::clone(&self.manager),
             stop,
         );
+        let _ = self.autoscaler.set(autoscaler.clone());
         autoscaler
     }
 
@@ -215,6 +218,7 @@ impl Scheduler {
         let jobs = JobServiceServer::new(JobServiceImpl::new(
             Arc::clone(&self.manager),
             Arc::clone(&self.backfills),
+            Arc::clone(&self.autoscaler),
         ));
         tracing::info!(%address, "sluice scheduler serving JobService and Ballista SchedulerGrpc");
         tonic::transport::Server::builder()

@@ -16,12 +16,21 @@ use crate::runner::{RunManager, Submission};
 pub struct JobServiceImpl {
     manager: Arc<RunManager>,
     backfills: Arc<BackfillManager>,
+    autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
 }
 
 impl JobServiceImpl {
-    /// Serves `manager` and `backfills`.
-    pub fn new(manager: Arc<RunManager>, backfills: Arc<BackfillManager>) -> Self {
-        Self { manager, backfills }
+    /// Serves `manager`, `backfills` and the autoscaler once one is started.
+    pub fn new(
+        manager: Arc<RunManager>,
+        backfills: Arc<BackfillManager>,
+        autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
+    ) -> Self {
+        Self {
+            manager,
+            backfills,
+            autoscaler,
+        }
     }
 }
 
@@ -299,6 +308,35 @@ impl sluice_proto::JobService for JobServiceImpl {
     ) -> Result<Response<v1::Backfill>, Status> {
         let record = self.backfills.cancel(&request.into_inner().backfill_id)?;
         Ok(Response::new(backfill_to_proto(&record)))
+    }
+
+    async fn get_autoscaler(
+        &self,
+        _request: Request<v1::GetAutoscalerRequest>,
+    ) -> Result<Response<v1::AutoscalerStatus>, Status> {
+        let Some(autoscaler) = self.autoscaler.get() else {
+            return Ok(Response::new(v1::AutoscalerStatus::default()));
+        };
+        let status = autoscaler.status();
+        Ok(Response::new(v1::AutoscalerStatus {
+            enabled: true,
+            executors: status.executors as u32,
+            ready_tasks: status.demand.ready_tasks as u64,
+            running_tasks: status.demand.running_tasks as u64,
+            queued_runs: status.demand.queued_runs as u64,
+            scale_out_decisions: status.scale_out_total,
+            scale_in_decisions: status.scale_in_total,
+            decisions: status
+                .decisions
+                .iter()
+                .map(|d| v1::ScalingDecision {
+                    at: d.at.to_rfc3339(),
+                    from: d.from as u32,
+                    to: d.to as u32,
+                    reason: d.reason.clone(),
+                })
+                .collect(),
+        }))
     }
 
     async fn list_executors(

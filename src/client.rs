@@ -77,22 +77,8 @@ pub async fn submit_registered(
     params: &[String],
 ) -> Result<String> {
     let params = parse_params(params)?;
-    let response = client
-        .submit_run(v1::SubmitRunRequest {
-            job: Some(v1::submit_run_request::Job::RegisteredJob(job.to_owned())),
-            params: params.into_iter().collect(),
-            origin: String::new(),
-            working_dir: std::env::current_dir()
-                .map(|dir| dir.display().to_string())
-                .unwrap_or_default(),
-            task_token: String::new(),
-        })
-        .await?
-        .into_inner();
-    for warning in &response.warnings {
-        eprintln!("warning: {warning}");
-    }
-    Ok(response.run_id)
+    let job = v1::submit_run_request::Job::RegisteredJob(job.to_owned());
+    submit(client, job, "", params).await
 }
 
 /// Submits a definition's text; returns the run id. Relative local paths in it resolve
@@ -103,15 +89,27 @@ pub async fn submit_text(
     origin: &str,
     params: BTreeMap<String, String>,
 ) -> Result<String> {
-    let working_dir = std::env::current_dir()
-        .map(|dir| dir.display().to_string())
-        .unwrap_or_default();
+    submit(
+        client,
+        v1::submit_run_request::Job::DefinitionYaml(yaml),
+        origin,
+        params,
+    )
+    .await
+}
+
+async fn submit(
+    client: &mut Client,
+    job: v1::submit_run_request::Job,
+    origin: &str,
+    params: BTreeMap<String, String>,
+) -> Result<String> {
     let response = client
         .submit_run(v1::SubmitRunRequest {
-            job: Some(v1::submit_run_request::Job::DefinitionYaml(yaml)),
+            job: Some(job),
             params: params.into_iter().collect(),
             origin: origin.to_owned(),
-            working_dir,
+            working_dir: working_dir(),
             task_token: String::new(),
         })
         .await?
@@ -120,6 +118,13 @@ pub async fn submit_text(
         eprintln!("warning: {warning}");
     }
     Ok(response.run_id)
+}
+
+/// This process's working directory, which relative local paths resolve against.
+pub fn working_dir() -> String {
+    std::env::current_dir()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default()
 }
 
 /// Follows a run until it ends, printing progress to stderr when `show_progress`.

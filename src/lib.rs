@@ -478,9 +478,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                             .as_ref()
                             .map(|f| f.display().to_string())
                             .unwrap_or_default(),
-                        working_dir: std::env::current_dir()
-                            .map(|dir| dir.display().to_string())
-                            .unwrap_or_default(),
+                        working_dir: client::working_dir(),
                         task_token: String::new(),
                     }),
                     date_param: args.date_param.clone().unwrap_or_default(),

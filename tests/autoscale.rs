@@ -15,24 +15,6 @@ use sluice_proto::externalscaler::external_scaler_client::ExternalScalerClient;
 use sluice_proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use sluice_proto::v1;
 
-const MONTHLY: &str = r#"apiVersion: sluice/v1
-name: claims_by_month
-params:
-  landing: {type: string, required: true}
-  staging: {type: string, required: true}
-  month: {type: string, required: true}
-sources:
-  claims: {format: csv, path: "{{landing}}/claims"}
-steps:
-  - filter: "substr(fill_date, 1, 7) = $month"
-  - derive: {column: fill_month, expr: "substr(fill_date, 1, 7)"}
-outputs:
-  - name: claims
-    path: "{{staging}}/claims"
-    partition_by: [fill_month]
-    mode: overwrite_partitions
-"#;
-
 /// `sluice executor` processes registered with the scheduler on `port`.
 fn executor_processes(port: u16) -> usize {
     let wanted = format!("127.0.0.1:{port}");
@@ -102,7 +84,7 @@ async fn a_backfill_scales_executors_out_from_zero_and_back() {
     let data = cluster.dir.path().join("lake");
     sluice_jobs::datagen::write_claims(&data, 12_000, &(1..=12).collect::<Vec<_>>(), 23).unwrap();
     let job = cluster.dir.path().join("claims_by_month.yaml");
-    std::fs::write(&job, MONTHLY).unwrap();
+    std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
     let started = Command::new(common::sluice_bin())
         .arg("backfill")
         .arg(&job)
@@ -217,7 +199,7 @@ where
     sluice_jobs::datagen::write_claims(&data, 1_000, &[1], 2).unwrap();
     let run_id = cluster
         .submit(
-            MONTHLY,
+            common::CLAIMS_BY_MONTH,
             "claims_by_month.yaml",
             &[
                 ("landing", data.join("landing").display().to_string()),

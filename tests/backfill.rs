@@ -14,24 +14,6 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use sluice_proto::v1;
 
-const MONTHLY: &str = r#"apiVersion: sluice/v1
-name: claims_by_month
-params:
-  landing: {type: string, required: true}
-  staging: {type: string, required: true}
-  month: {type: string, required: true}
-sources:
-  claims: {format: csv, path: "{{landing}}/claims"}
-steps:
-  - filter: "substr(fill_date, 1, 7) = $month"
-  - derive: {column: fill_month, expr: "substr(fill_date, 1, 7)"}
-outputs:
-  - name: claims
-    path: "{{staging}}/claims"
-    partition_by: [fill_month]
-    mode: overwrite_partitions
-"#;
-
 /// Landed claim lines per month, counted from the CSV files.
 fn landed_per_month(landing: &Path) -> BTreeMap<String, usize> {
     let mut months = BTreeMap::new();
@@ -127,7 +109,7 @@ async fn a_year_backfills_month_by_month_and_resumes_after_a_restart() {
     let expected = landed_per_month(&data.join("landing"));
     assert_eq!(expected.len(), 12);
     let job = cluster.dir.path().join("claims_by_month.yaml");
-    std::fs::write(&job, MONTHLY).unwrap();
+    std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
 
     // Twelve runs, three at a time.
     let output = backfill(&cluster, &job, &data, "staging", 3, true);

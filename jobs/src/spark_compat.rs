@@ -74,42 +74,9 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
     let any = |n: usize| Signature::any(n, Volatility::Immutable);
     let mut functions = vec![
         Function::udf("date_format", any(2), DataType::Utf8, date_format),
-        Function::udf(
-            "to_date",
-            Signature::one_of(
-                vec![
-                    datafusion::logical_expr::TypeSignature::Any(1),
-                    datafusion::logical_expr::TypeSignature::Any(2),
-                ],
-                Volatility::Immutable,
-            ),
-            DataType::Date32,
-            to_date,
-        ),
-        Function::udf(
-            "substr",
-            Signature::one_of(
-                vec![
-                    datafusion::logical_expr::TypeSignature::Any(2),
-                    datafusion::logical_expr::TypeSignature::Any(3),
-                ],
-                Volatility::Immutable,
-            ),
-            DataType::Utf8,
-            substr,
-        ),
-        Function::udf(
-            "substring",
-            Signature::one_of(
-                vec![
-                    datafusion::logical_expr::TypeSignature::Any(2),
-                    datafusion::logical_expr::TypeSignature::Any(3),
-                ],
-                Volatility::Immutable,
-            ),
-            DataType::Utf8,
-            substr,
-        ),
+        Function::udf("to_date", arguments(&[1, 2]), DataType::Date32, to_date),
+        Function::udf("substr", arguments(&[2, 3]), DataType::Utf8, substr),
+        Function::udf("substring", arguments(&[2, 3]), DataType::Utf8, substr),
         Function::udf("date_add", any(2), DataType::Date32, |args, rows| {
             shift_days(args, rows, 1)
         }),
@@ -132,6 +99,17 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
     }
     functions.push(Arc::new(ScalarUDF::new_from_impl(ReplaceAll::new())));
     functions
+}
+
+/// Any arguments, in one of these counts.
+fn arguments(counts: &[usize]) -> Signature {
+    Signature::one_of(
+        counts
+            .iter()
+            .map(|&n| datafusion::logical_expr::TypeSignature::Any(n))
+            .collect(),
+        Volatility::Immutable,
+    )
 }
 
 /// Microseconds since the epoch of a date or timestamp argument.

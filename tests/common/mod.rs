@@ -306,6 +306,26 @@ pub fn status(run: &v1::Run) -> v1::RunStatus {
     v1::RunStatus::try_from(run.status).unwrap()
 }
 
+/// A job that writes one month of landed claims (`month` = `YYYY-MM`) into its month
+/// partition: the unit of the backfill and scaling tests.
+pub const CLAIMS_BY_MONTH: &str = r#"apiVersion: sluice/v1
+name: claims_by_month
+params:
+  landing: {type: string, required: true}
+  staging: {type: string, required: true}
+  month: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - filter: "substr(fill_date, 1, 7) = $month"
+  - derive: {column: fill_month, expr: "substr(fill_date, 1, 7)"}
+outputs:
+  - name: claims
+    path: "{{staging}}/claims"
+    partition_by: [fill_month]
+    mode: overwrite_partitions
+"#;
+
 /// An example job definition's text.
 pub fn example(name: &str) -> String {
     std::fs::read_to_string(

@@ -48,6 +48,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// List backfills.
     Backfills(BackfillsArgs),
+    /// Check a scheduler's or executor's grpc.health.v1 endpoint (exit 0 when serving).
+    Health(HealthArgs),
     /// Step Functions state machines.
     #[command(subcommand)]
     Sfn(SfnCommand),
@@ -357,6 +359,20 @@ pub struct ExecutorArgs {
     /// The executor's id (default: a random one).
     #[arg(long, env = "SLUICE_EXECUTOR__ID")]
     pub executor_id: Option<String>,
+    /// Serve grpc.health.v1 on this port (liveness/readiness probes, `sluice health`).
+    #[arg(long, env = "SLUICE_EXECUTOR__HEALTH_PORT")]
+    pub health_port: Option<u16>,
+}
+
+/// `sluice health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The gRPC address: the scheduler's port, or an executor's `--health-port`.
+    #[arg(long, env = "SLUICE_HEALTH_ADDRESS", default_value = "127.0.0.1:50050")]
+    pub address: String,
+    /// The service to check; empty for the whole process.
+    #[arg(long, default_value = "")]
+    pub service: String,
 }
 
 /// `sluice submit`.

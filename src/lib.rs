@@ -52,6 +52,23 @@ pub fn render_state_machine(
     Ok(rendered)
 }
 
+/// The host name others reach this machine at, when binding every interface and no
+/// external host is given (a container: its hostname resolves to its address). Without
+/// one the scheduler would have to guess the executor's address from the connection.
+fn this_host_when_unspecified(bind: &str) -> Option<String> {
+    let unspecified = bind
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if !unspecified {
+        return None;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|name| !name.is_empty())
+}
+
 /// A flag the chosen autoscale provider needs.
 fn required(value: &Option<String>, flag: &str) -> Result<String> {
     value
@@ -283,13 +300,17 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 scheduler_host: host.to_owned(),
                 scheduler_port: port,
                 bind_host: args.bind.clone(),
-                external_host: args.external_host.clone(),
+                external_host: args
+                    .external_host
+                    .clone()
+                    .or_else(|| this_host_when_unspecified(&args.bind)),
                 flight_port: args.port,
                 grpc_port: args.grpc_port,
                 vcores: args.vcores,
                 memory_bytes,
                 work_dir: args.work_dir.clone(),
                 executor_id: args.executor_id.clone(),
+                health_port: args.health_port,
                 storage: config::storage_settings()?,
             };
             sluice_executor::run_executor(settings).await?;
@@ -503,6 +524,34 @@ pub async fn execute(cli: Cli) -> Result<()> {
                     status: backfill.status.clone(),
                     error: "some partitions did not commit".into(),
                 })
+            }
+        }
+        Command::Health(args) => {
+            let url = client::normalize_url(&args.address);
+            let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|err| CliError::Usage(format!("--address {url}: {err}")))?
+                .connect()
+                .await
+                .map_err(|err| CliError::Unreachable {
+                    url: url.clone(),
+                    message: err.to_string(),
+                })?;
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: args.service.clone(),
+                })
+                .await?
+                .into_inner()
+                .status();
+            println!("{}", status.as_str_name());
+            if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+                Ok(())
+            } else {
+                Err(CliError::Usage(format!(
+                    "{url} is {}",
+                    status.as_str_name()
+                )))
             }
         }
         Command::Backfills(args) => {

@@ -36,6 +36,14 @@ pub enum ExecutorError {
         #[source]
         source: Box<ballista_core::error::BallistaError>,
     },
+    /// The health endpoint could not be served.
+    #[error("executor health endpoint {address}: {message}")]
+    Health {
+        /// Where it was to listen.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The executor crate's result type.
@@ -64,6 +72,9 @@ pub struct ExecutorSettings {
     pub work_dir: Option<PathBuf>,
     /// A fixed executor id; a fresh one when `None`.
     pub executor_id: Option<String>,
+    /// A port for grpc.health.v1 (liveness and readiness probes); none when `None`.
+    /// It reports SERVING once the executor accepts Flight connections.
+    pub health_port: Option<u16>,
     /// How storage is reached (the same as the scheduler's).
     pub storage: StorageSettings,
 }
@@ -81,6 +92,7 @@ impl Default for ExecutorSettings {
             memory_bytes: None,
             work_dir: None,
             executor_id: None,
+            health_port: None,
             storage: StorageSettings::default(),
         }
     }
@@ -143,10 +155,49 @@ pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
 /// Runs an executor until it is told to stop (SIGTERM, Ctrl-C or the scheduler).
 pub async fn run_executor(settings: ExecutorSettings) -> Result<()> {
     let scheduler = format!("{}:{}", settings.scheduler_host, settings.scheduler_port);
-    start_executor_process(Arc::new(process_config(&settings)))
-        .await
-        .map_err(|source| ExecutorError::Ballista {
+    let executor = start_executor_process(Arc::new(process_config(&settings)));
+    let Some(health_port) = settings.health_port else {
+        return executor.await.map_err(|source| ExecutorError::Ballista {
             scheduler,
             source: Box::new(source),
-        })
+        });
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let flight = format!("{}:{}", settings.bind_host, settings.flight_port);
+    let ready = async move {
+        // Ready once the Flight server (where tasks' results are fetched) answers.
+        loop {
+            if tokio::net::TcpStream::connect(&flight).await.is_ok() {
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let address = format!("{}:{health_port}", settings.bind_host);
+    let health_address: std::net::SocketAddr =
+        address.parse().map_err(|_| ExecutorError::Health {
+            address: address.clone(),
+            message: "not a socket address".into(),
+        })?;
+    let serve_health = tonic::transport::Server::builder()
+        .add_service(health)
+        .serve(health_address);
+    tokio::select! {
+        result = executor => result.map_err(|source| ExecutorError::Ballista {
+            scheduler,
+            source: Box::new(source),
+        }),
+        result = serve_health => result.map_err(|err| ExecutorError::Health {
+            address,
+            message: err.to_string(),
+        }),
+        () = ready => Ok(()),
+    }
 }

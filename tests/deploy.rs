@@ -301,3 +301,85 @@ fn the_helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         }
     }
 }
+
+/// `sluice emr submit` against moto server: the step exists on the cluster with
+/// command-runner.jar and the `sluice submit --wait` command the primary node runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(scratch.path().join("moto.log"));
+    let emr = aws_sdk_emr::Client::from_conf(
+        aws_sdk_emr::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_emr::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_emr::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .endpoint_url(moto.endpoint())
+            .build(),
+    );
+    let cluster_id = emr
+        .run_job_flow()
+        .name("sluice")
+        .release_label("emr-7.5.0")
+        .instances(
+            aws_sdk_emr::types::JobFlowInstancesConfig::builder()
+                .master_instance_type("m5.xlarge")
+                .slave_instance_type("m5.xlarge")
+                .instance_count(3)
+                .keep_job_flow_alive_when_no_steps(true)
+                .build(),
+        )
+        .job_flow_role("EMR_EC2_DefaultRole")
+        .service_role("EMR_DefaultRole")
+        .send()
+        .await
+        .unwrap()
+        .job_flow_id()
+        .unwrap()
+        .to_owned();
+    let submit = |target: &[&str]| {
+        let output = Command::new(common::sluice_bin())
+            .args(["emr", "submit", "--cluster-id", &cluster_id])
+            .args(target)
+            .args([
+                "-p",
+                "landing=s3://lake/landing",
+                "-p",
+                "run_date=2024-03-31",
+            ])
+            .env("SLUICE_EMR__ENDPOINT", moto.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let by_name = submit(&["--job", "claims_quality"]);
+    let from_s3 = submit(&["s3://jobs/claims_quality.yaml"]);
+    for (step_id, expected) in [
+        (
+            by_name,
+            "sluice submit --wait --scheduler 127.0.0.1:50050 --job claims_quality -p landing=s3://lake/landing -p run_date=2024-03-31",
+        ),
+        (
+            from_s3,
+            "aws s3 cp s3://jobs/claims_quality.yaml /tmp/sluice-",
+        ),
+    ] {
+        let step = emr
+            .describe_step()
+            .cluster_id(&cluster_id)
+            .step_id(&step_id)
+            .send()
+            .await
+            .unwrap();
+        let step = step.step().unwrap();
+        let config = step.config().unwrap();
+        assert_eq!(config.jar(), Some("command-runner.jar"));
+        let command = config.args().join(" ");
+        assert!(command.contains(expected), "{command}");
+    }
+}

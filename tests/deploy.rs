@@ -383,3 +383,154 @@ async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
         assert!(command.contains(expected), "{command}");
     }
 }
+
+/// The ECS CloudFormation template passes cfn-lint, and its task definitions register
+/// against moto server (ECS's RegisterTaskDefinition, through the AWS SDK for Rust),
+/// with the template's parameters and references filled in as CloudFormation would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ecs_template_lints_and_its_task_definitions_register() {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ecs/sluice.yaml");
+    let cfn_lint = Path::new(common::moto::VENV).join("bin/cfn-lint");
+    if !cfn_lint.exists() {
+        common::moto::moto_server();
+        let status = Command::new(Path::new(common::moto::VENV).join("bin/python"))
+            .args(["-m", "pip", "install", "-q", "cfn-lint"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing cfn-lint failed");
+    }
+    let lint = Command::new(cfn_lint).arg(&template).output().unwrap();
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+
+    let text = std::fs::read_to_string(&template).unwrap();
+    let template: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    // References as CloudFormation would resolve them in account 123456789012.
+    let resolve = |value: &serde_json::Value| -> String {
+        match value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Object(map) => match (map.get("Ref"), map.get("Fn::GetAtt")) {
+                (Some(serde_json::Value::String(name)), _) => match name.as_str() {
+                    "Image" => "sluice:test".into(),
+                    "LogGroup" => "/sluice".into(),
+                    "AWS::Region" => "us-east-1".into(),
+                    other => panic!("unresolved Ref {other}"),
+                },
+                (_, Some(serde_json::Value::Array(att))) => format!(
+                    "arn:aws:iam::123456789012:role/{}",
+                    att[0].as_str().unwrap()
+                ),
+                _ => panic!("unresolved {value}"),
+            },
+            other => panic!("unresolved {other}"),
+        }
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(scratch.path().join("moto.log"));
+    let ecs = aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .endpoint_url(moto.endpoint())
+            .build(),
+    );
+    let mut registered = Vec::new();
+    for (name, resource) in template["Resources"].as_object().unwrap() {
+        if resource["Type"] != "AWS::ECS::TaskDefinition" {
+            continue;
+        }
+        let p = &resource["Properties"];
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().unwrap().iter().map(&resolve).collect()
+        };
+        let mut request = ecs
+            .register_task_definition()
+            .family(resolve(&p["Family"]))
+            .cpu(resolve(&p["Cpu"]))
+            .memory(resolve(&p["Memory"]))
+            .network_mode(aws_sdk_ecs::types::NetworkMode::from(
+                resolve(&p["NetworkMode"]).as_str(),
+            ))
+            .execution_role_arn(resolve(&p["ExecutionRoleArn"]))
+            .task_role_arn(resolve(&p["TaskRoleArn"]));
+        for compatibility in strings(&p["RequiresCompatibilities"]) {
+            request = request.requires_compatibilities(aws_sdk_ecs::types::Compatibility::from(
+                compatibility.as_str(),
+            ));
+        }
+        for c in p["ContainerDefinitions"].as_array().unwrap() {
+            let mut container = aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name(resolve(&c["Name"]))
+                .image(resolve(&c["Image"]))
+                .set_command(Some(strings(&c["Command"])));
+            for env in c["Environment"].as_array().unwrap() {
+                container = container.environment(
+                    aws_sdk_ecs::types::KeyValuePair::builder()
+                        .name(resolve(&env["Name"]))
+                        .value(resolve(&env["Value"]))
+                        .build(),
+                );
+            }
+            for port in c["PortMappings"].as_array().unwrap() {
+                container = container.port_mappings(
+                    aws_sdk_ecs::types::PortMapping::builder()
+                        .container_port(port["ContainerPort"].as_i64().unwrap() as i32)
+                        .build(),
+                );
+            }
+            let health = &c["HealthCheck"];
+            container = container.health_check(
+                aws_sdk_ecs::types::HealthCheck::builder()
+                    .set_command(Some(strings(&health["Command"])))
+                    .interval(health["Interval"].as_i64().unwrap() as i32)
+                    .build()
+                    .unwrap(),
+            );
+            let logs = &c["LogConfiguration"];
+            let mut log = aws_sdk_ecs::types::LogConfiguration::builder().log_driver(
+                aws_sdk_ecs::types::LogDriver::from(resolve(&logs["LogDriver"]).as_str()),
+            );
+            for (key, value) in logs["Options"].as_object().unwrap() {
+                log = log.options(key, resolve(value));
+            }
+            container = container.log_configuration(log.build().unwrap());
+            request = request.container_definitions(container.build());
+        }
+        let response = request.send().await.unwrap_or_else(|err| {
+            panic!("{name}: {}", aws_sdk_ecs::error::DisplayErrorContext(err))
+        });
+        registered.push(
+            response
+                .task_definition()
+                .unwrap()
+                .family()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    registered.sort();
+    assert_eq!(registered, ["sluice-executor", "sluice-scheduler"]);
+    let scheduler = ecs
+        .describe_task_definition()
+        .task_definition("sluice-scheduler")
+        .send()
+        .await
+        .unwrap();
+    let container = &scheduler.task_definition().unwrap().container_definitions()[0];
+    assert_eq!(container.command()[0], "scheduler");
+    assert!(
+        container.command().contains(&"ecs".to_owned()),
+        "the scheduler scales the executor service"
+    );
+    assert_eq!(
+        container.log_configuration().unwrap().log_driver().as_str(),
+        "awslogs"
+    );
+}

@@ -53,6 +53,8 @@ pub enum Command {
     /// Amazon EMR.
     #[command(subcommand)]
     Emr(EmrCommand),
+    /// Print every setting the binary reads (variables, flags, defaults) as a table.
+    Settings,
     /// Step Functions state machines.
     #[command(subcommand)]
     Sfn(SfnCommand),

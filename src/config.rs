@@ -141,3 +141,106 @@ pub fn autoscale_api() -> sluice_scheduler::autoscale::AwsApi {
         region: var("SLUICE_AUTOSCALE__REGION"),
     }
 }
+
+/// Variables read here rather than through a command's flags, with what they mean.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "SLUICE_STORAGE_CONFIG",
+        "a YAML file: `s3: {region, endpoint, path_style, allow_http}`, `buckets: {NAME: {…}}`, `max_retries`",
+    ),
+    ("SLUICE_S3__REGION", "the S3 region for every bucket"),
+    (
+        "SLUICE_S3__ENDPOINT",
+        "a custom S3 endpoint (S3-compatible servers)",
+    ),
+    ("SLUICE_S3__PATH_STYLE", "`true` to address buckets by path"),
+    (
+        "SLUICE_S3__ALLOW_HTTP",
+        "`true` to allow plain-HTTP endpoints",
+    ),
+    (
+        "SLUICE_SFN__ENDPOINT",
+        "a Step Functions endpoint instead of AWS's (task-token callbacks, the activity worker)",
+    ),
+    ("SLUICE_SFN__REGION", "the Step Functions region"),
+    (
+        "SLUICE_AUTOSCALE__ENDPOINT",
+        "an ECS or EMR endpoint for `--autoscale ecs|emr` instead of AWS's",
+    ),
+    (
+        "SLUICE_AUTOSCALE__REGION",
+        "the region of that ECS or EMR API",
+    ),
+    (
+        "SLUICE_EMR__ENDPOINT",
+        "an EMR endpoint for `sluice emr submit` instead of AWS's",
+    ),
+];
+
+/// Every setting the binary reads, as one Markdown table generated from its flags and
+/// [`ENVIRONMENT`]: the reference the chart, the ECS template and the EMR bootstrap
+/// are checked against (`sluice settings`).
+pub fn settings_table() -> String {
+    use clap::CommandFactory;
+    let mut rows: std::collections::BTreeMap<String, (Vec<String>, String, String, String)> =
+        Default::default();
+    let cli = crate::cli::Cli::command();
+    for command in cli.get_subcommands() {
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else {
+                continue;
+            };
+            let name = env.to_string_lossy().to_string();
+            let flag = arg
+                .get_long()
+                .map(|long| format!("`--{long}`"))
+                .unwrap_or_default();
+            let default = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let help = arg
+                .get_help()
+                .map(|h| h.to_string().replace('\n', " "))
+                .unwrap_or_default();
+            let row = rows
+                .entry(name)
+                .or_insert_with(|| (Vec::new(), flag, default, help));
+            row.0.push(command.get_name().to_owned());
+        }
+    }
+    for (name, meaning) in ENVIRONMENT {
+        rows.entry((*name).to_owned()).or_insert_with(|| {
+            (
+                vec!["all".to_owned()],
+                String::new(),
+                String::new(),
+                (*meaning).to_owned(),
+            )
+        });
+    }
+    let mut table =
+        String::from("| variable | flag | commands | default | meaning |\n|---|---|---|---|---|\n");
+    for (name, (commands, flag, default, help)) in rows {
+        let default = if default.is_empty() {
+            String::new()
+        } else {
+            format!("`{default}`")
+        };
+        table.push_str(&format!(
+            "| `{name}` | {flag} | {} | {default} | {} |\n",
+            commands.join(", "),
+            help.replace('|', "\\|")
+        ));
+    }
+    table
+}
+
+/// `SLUICE_EMR__ENDPOINT`, for `sluice emr submit`.
+pub fn emr_endpoint() -> Option<String> {
+    std::env::var("SLUICE_EMR__ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+}

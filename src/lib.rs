@@ -20,6 +20,7 @@ use std::path::Path;
 use sluice_proto::v1;
 
 use crate::cli::{Cli, Command, OutputFormat};
+pub use crate::config::settings_table;
 pub use crate::error::{CliError, Result};
 
 /// Fills `${Name}` placeholders of a state machine template; every placeholder must get
@@ -618,7 +619,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Emr(crate::cli::EmrCommand::Submit(args)) => {
             let step_args = emr_step_args(&args)?;
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Ok(endpoint) = std::env::var("SLUICE_EMR__ENDPOINT") {
+            if let Some(endpoint) = config::emr_endpoint() {
                 loader = loader.endpoint_url(endpoint);
             }
             let emr = aws_sdk_emr::Client::new(&loader.load().await);
@@ -655,6 +656,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
             for step_id in added.step_ids() {
                 println!("{step_id}");
             }
+            Ok(())
+        }
+        Command::Settings => {
+            print!("{}", config::settings_table());
             Ok(())
         }
         Command::Backfills(args) => {

@@ -534,3 +534,57 @@ async fn the_ecs_template_lints_and_its_task_definitions_register() {
         "awslogs"
     );
 }
+
+/// The settings table in `deploy/SETTINGS.md` is what the binary reads, and the
+/// deployment artifacts name no setting it does not.
+#[test]
+fn deployment_artifacts_use_only_settings_the_binary_reads() {
+    let generated = Command::new(common::sluice_bin())
+        .arg("settings")
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let table = String::from_utf8(generated.stdout).unwrap();
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/SETTINGS.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let (head, _) = doc.split_once("| variable |").unwrap();
+    if std::env::var_os("SLUICE_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&doc_path, format!("{head}{table}")).unwrap();
+    } else {
+        assert_eq!(
+            &doc[head.len()..],
+            table,
+            "deploy/SETTINGS.md is stale: SLUICE_UPDATE_GOLDEN=1 cargo test --workspace --test deploy"
+        );
+    }
+    let known: std::collections::BTreeSet<String> = regex::Regex::new(r"`(SLUICE_[A-Z0-9_]+)`")
+        .unwrap()
+        .captures_iter(&table)
+        .map(|c| c[1].to_owned())
+        .collect();
+    let used = regex::Regex::new(r"SLUICE_[A-Z0-9_]+").unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut files = vec![
+        root.join("docker/Dockerfile"),
+        root.join("emr/bootstrap.sh"),
+        root.join("ecs/sluice.yaml"),
+    ];
+    for entry in std::fs::read_dir(root.join("helm/sluice/templates"))
+        .unwrap()
+        .flatten()
+    {
+        files.push(entry.path());
+    }
+    files.push(root.join("helm/sluice/values.yaml"));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in used.find_iter(&text) {
+            assert!(
+                known.contains(name.as_str()),
+                "{} names {}, which the binary does not read",
+                file.display(),
+                name.as_str()
+            );
+        }
+    }
+}

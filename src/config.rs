@@ -25,22 +25,25 @@
 //! `~/.aws/credentials`, profile `AWS_PROFILE` or `default` —, web identity, ECS task
 //! role, instance metadata) and are never printed.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
 use sluice_jobs::{StaticCredentials, StorageSettings};
 
 use crate::error::{CliError, Result};
 
 /// The storage settings of this process.
 pub fn storage_settings() -> Result<StorageSettings> {
-    let mut settings = match std::env::var_os("SLUICE_STORAGE_CONFIG") {
+    let mut settings = match setting("SLUICE_STORAGE_CONFIG") {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|source| CliError::Io {
-                context: format!("reading SLUICE_STORAGE_CONFIG {}", path.to_string_lossy()),
+                context: format!("reading SLUICE_STORAGE_CONFIG {path}"),
                 source,
             })?;
             serde_saphyr::from_str::<StorageSettings>(&text).map_err(|err| {
                 CliError::Usage(format!(
                     "SLUICE_STORAGE_CONFIG {}: {}",
-                    path.to_string_lossy(),
+                    path,
                     err.to_string().lines().next().unwrap_or_default()
                 ))
             })?
@@ -50,7 +53,7 @@ pub fn storage_settings() -> Result<StorageSettings> {
     if settings.max_retries == 0 {
         settings.max_retries = StorageSettings::default_max_retries();
     }
-    let text = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let text = |name: &str| setting(name);
     let flag = |name: &str| -> Result<Option<bool>> {
         match text(name) {
             None => Ok(None),
@@ -122,7 +125,7 @@ fn shared_profile_credentials() -> Result<Option<StaticCredentials>> {
 /// The Step Functions settings of this process, or `None` when nothing points at Step
 /// Functions (no endpoint, no region).
 pub fn step_functions_settings() -> Option<sluice_scheduler::sfn::StepFunctionsSettings> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let var = |name: &str| setting(name);
     let endpoint = var("SLUICE_SFN__ENDPOINT");
     let region = var("SLUICE_SFN__REGION");
     let configured = endpoint.is_some()
@@ -135,7 +138,7 @@ pub fn step_functions_settings() -> Option<sluice_scheduler::sfn::StepFunctionsS
 /// Where the autoscaler's ECS or EMR API is (`SLUICE_AUTOSCALE__ENDPOINT`,
 /// `SLUICE_AUTOSCALE__REGION`; else the AWS chain).
 pub fn autoscale_api() -> sluice_scheduler::autoscale::AwsApi {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let var = |name: &str| setting(name);
     sluice_scheduler::autoscale::AwsApi {
         endpoint: var("SLUICE_AUTOSCALE__ENDPOINT"),
         region: var("SLUICE_AUTOSCALE__REGION"),
@@ -144,6 +147,10 @@ pub fn autoscale_api() -> sluice_scheduler::autoscale::AwsApi {
 
 /// Variables read here rather than through a command's flags, with what they mean.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "SLUICE_CONFIG",
+        "a YAML file of these settings by the same names (`SLUICE_SCHEDULER__PORT: 50050`); variables and flags override it",
+    ),
     (
         "SLUICE_STORAGE_CONFIG",
         "a YAML file: `s3: {region, endpoint, path_style, allow_http}`, `buckets: {NAME: {…}}`, `max_retries`",
@@ -240,7 +247,124 @@ pub fn settings_table() -> String {
 
 /// `SLUICE_EMR__ENDPOINT`, for `sluice emr submit`.
 pub fn emr_endpoint() -> Option<String> {
-    std::env::var("SLUICE_EMR__ENDPOINT")
+    setting("SLUICE_EMR__ENDPOINT")
+}
+
+/// Settings from the file `SLUICE_CONFIG` names: a YAML map of the same `SLUICE_*`
+/// names as the variables, below them in precedence (defaults < file < variables <
+/// flags). Loaded once by [`load_config_file`].
+static CONFIG_FILE: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+
+/// Reads `SLUICE_CONFIG` (when set). Unknown names are errors: the file may only hold
+/// settings the binary reads (`sluice settings`).
+pub fn load_config_file() -> Result<()> {
+    let Some(path) = std::env::var_os("SLUICE_CONFIG") else {
+        let _ = CONFIG_FILE.set(BTreeMap::new());
+        return Ok(());
+    };
+    let shown = path.to_string_lossy().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| CliError::Io {
+        context: format!("reading SLUICE_CONFIG {shown}"),
+        source,
+    })?;
+    let raw: BTreeMap<String, serde_json::Value> =
+        serde_saphyr::from_str(&text).map_err(|err| {
+            CliError::Usage(format!(
+                "SLUICE_CONFIG {shown}: {}",
+                err.to_string().lines().next().unwrap_or_default()
+            ))
+        })?;
+    let known = known_settings();
+    let mut values = BTreeMap::new();
+    for (name, value) in raw {
+        if !known.contains(&name) {
+            return Err(CliError::Usage(format!(
+                "SLUICE_CONFIG {shown}: `{name}` is not a setting (see `sluice settings`)"
+            )));
+        }
+        let value = match value {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| item.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        values.insert(name, value);
+    }
+    let _ = CONFIG_FILE.set(values);
+    Ok(())
+}
+
+/// A setting from the environment, else from the config file.
+pub fn setting(name: &str) -> Option<String> {
+    std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
+        .or_else(|| CONFIG_FILE.get().and_then(|file| file.get(name).cloned()))
+}
+
+/// Every `SLUICE_*` name the binary reads.
+fn known_settings() -> std::collections::BTreeSet<String> {
+    use clap::CommandFactory;
+    let mut names: std::collections::BTreeSet<String> = ENVIRONMENT
+        .iter()
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    for command in crate::cli::Cli::command().get_subcommands() {
+        for arg in command.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                names.insert(env.to_string_lossy().to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The command line with the config file's values added as flags, where neither the
+/// command line nor the environment gives them.
+pub fn args_with_config_file(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(file) = CONFIG_FILE.get().filter(|file| !file.is_empty()) else {
+        return args;
+    };
+    let Some(position) = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+    else {
+        return args;
+    };
+    let position = position + 1;
+    let name = args[position].to_string_lossy().to_string();
+    let cli = crate::cli::Cli::command();
+    let Some(command) = cli.find_subcommand(&name) else {
+        return args;
+    };
+    let mut added: Vec<std::ffi::OsString> = Vec::new();
+    for arg in command.get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        let env = env.to_string_lossy().to_string();
+        let flag = format!("--{long}");
+        let given = args.iter().any(|a| {
+            a.to_string_lossy() == flag || a.to_string_lossy().starts_with(&format!("{flag}="))
+        });
+        if given || std::env::var_os(&env).is_some() {
+            continue;
+        }
+        if let Some(value) = file.get(&env) {
+            added.push(format!("{flag}={value}").into());
+        }
+    }
+    let mut result = args[..=position].to_vec();
+    result.extend(added);
+    result.extend(args[position + 1..].iter().cloned());
+    result
 }

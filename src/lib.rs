@@ -232,6 +232,15 @@ fn datagen_claims(args: &crate::cli::DatagenClaimsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Parses the command line, with the settings of the `SLUICE_CONFIG` file under the
+/// variables and flags.
+pub fn parse_cli() -> Result<Cli> {
+    use clap::Parser;
+    config::load_config_file()?;
+    let args = config::args_with_config_file(std::env::args_os().collect());
+    Ok(Cli::parse_from(args))
+}
+
 /// Carries out one command.
 pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {

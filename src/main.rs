@@ -1,12 +1,17 @@
 //! The `sluice` binary: parses arguments, installs logging, runs one command and turns
 //! its error into an exit code.
 
-use clap::Parser;
-use sluice::cli::{Cli, Command};
+use sluice::cli::Command;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = match sluice::parse_cli() {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(err.exit_code());
+        }
+    };
     // Servers log what they do; client commands only warnings, unless RUST_LOG says more.
     let default_level = match cli.command {
         Command::Scheduler(_) | Command::Executor(_) => "info",

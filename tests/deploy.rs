@@ -588,3 +588,67 @@ fn deployment_artifacts_use_only_settings_the_binary_reads() {
         }
     }
 }
+
+/// One format everywhere: a `SLUICE_CONFIG` file holds the same settings as the
+/// variables, under them in precedence; names the binary does not read are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sits_under_variables_and_refuses_unknown_names() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, from_env) = (common::free_port(), common::free_port());
+    let file = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "SLUICE_SCHEDULER__PORT: {from_file}\nSLUICE_STATE_DIR: {}\nSLUICE_HEALTH_ADDRESS: 127.0.0.1:{from_env}\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let scheduler = Command::new(common::sluice_bin())
+        .arg("scheduler")
+        .env("SLUICE_CONFIG", &file)
+        .env("SLUICE_SCHEDULER__PORT", from_env.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _killed = Killed(vec![scheduler]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The health address comes from the file; the port it checks, from the variable.
+        let health = Command::new(common::sluice_bin())
+            .arg("health")
+            .env("SLUICE_CONFIG", &file)
+            .output()
+            .unwrap();
+        if health.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler is not on the variable's port"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !healthy(&format!("127.0.0.1:{from_file}")),
+        "the file overrode the variable"
+    );
+    assert!(
+        dir.path().join("state/runs.redb").exists(),
+        "the state dir came from the file"
+    );
+
+    std::fs::write(&file, "SLUICE_SCHEDULER__PROT: 1\n").unwrap();
+    let refused = Command::new(common::sluice_bin())
+        .arg("runs")
+        .env("SLUICE_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("`SLUICE_SCHEDULER__PROT` is not a setting")
+    );
+}

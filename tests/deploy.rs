@@ -652,3 +652,136 @@ async fn a_config_file_sits_under_variables_and_refuses_unknown_names() {
             .contains("`SLUICE_SCHEDULER__PROT` is not a setting")
     );
 }
+
+/// The chart's rendered containers: (args, env), with downward-API and ConfigMap values
+/// as Kubernetes would fill them for a pod at `pod_ip`.
+fn chart_containers(pod_ip: &str) -> BTreeMap<String, (Vec<String>, Vec<(String, String)>)> {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/sluice");
+    let rendered = Command::new(helm())
+        .args(["template", "sluice"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(rendered.status.success());
+    let text = String::from_utf8(rendered.stdout).unwrap();
+    let documents: Vec<serde_json::Value> = text
+        .split("\n---")
+        .filter(|doc| doc.contains("kind:"))
+        .map(|doc| serde_saphyr::from_str(doc).unwrap())
+        .collect();
+    let config: BTreeMap<String, String> = documents
+        .iter()
+        .find(|doc| doc["kind"] == "ConfigMap")
+        .map(|doc| serde_json::from_value(doc["data"].clone()).unwrap())
+        .unwrap();
+    let mut containers = BTreeMap::new();
+    for doc in documents.iter().filter(|doc| doc["kind"] == "Deployment") {
+        let container = &doc["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+        let mut env: Vec<(String, String)> = config.clone().into_iter().collect();
+        for var in container["env"].as_array().unwrap() {
+            let name = var["name"].as_str().unwrap().to_owned();
+            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("status.podIP") => pod_ip.to_owned(),
+                Some("metadata.name") => "sluice-sluice-executor-abc12".to_owned(),
+                Some(other) => panic!("unexpected fieldRef {other}"),
+                None => var["value"].as_str().unwrap().to_owned(),
+            };
+            env.push((name, value));
+        }
+        containers.insert(container["name"].as_str().unwrap().to_owned(), (args, env));
+    }
+    containers
+}
+
+/// The scheduler and an executor started with the chart's container args and
+/// environment (the Service name resolved to loopback, ports made free) come up healthy
+/// and run a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_containers_start_and_run_a_job() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let containers = chart_containers("127.0.0.1");
+    let home = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let localize = |args: &[String]| -> Vec<String> {
+        args.iter()
+            .map(|arg| match arg.as_str() {
+                "sluice-sluice-scheduler" => "127.0.0.1".to_owned(),
+                "sluice-sluice-scheduler:50050" => format!("127.0.0.1:{port}"),
+                "50050" => port.to_string(),
+                "50051" | "50052" => common::free_port().to_string(),
+                other => other.to_owned(),
+            })
+            .collect()
+    };
+    let (image_env, _, _) = image();
+    let start =
+        |name: &str, args: Vec<String>, env: &[(String, String)], extra: &[(&str, String)]| {
+            Command::new(common::sluice_bin())
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(&image_env)
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+                .current_dir(home.path())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(home.path().join(format!("{name}.log"))).unwrap())
+                .spawn()
+                .unwrap()
+        };
+    let (scheduler_args, scheduler_env) = &containers["scheduler"];
+    let (executor_args, executor_env) = &containers["executor"];
+    let health_port = common::free_port();
+    let work = home.path().join("work");
+    let processes = Killed(vec![
+        start(
+            "scheduler",
+            localize(scheduler_args),
+            scheduler_env,
+            &[(
+                "SLUICE_STATE_DIR",
+                home.path().join("state").display().to_string(),
+            )],
+        ),
+        start(
+            "executor",
+            localize(executor_args),
+            executor_env,
+            &[
+                ("SLUICE_EXECUTOR__HEALTH_PORT", health_port.to_string()),
+                ("SLUICE_EXECUTOR__WORK_DIR", work.display().to_string()),
+            ],
+        ),
+    ]);
+    let scheduler = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(healthy(&scheduler) && healthy(&format!("127.0.0.1:{health_port}"))) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(home.path().join("executor.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let data = home.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 1_000, &[3], 8).unwrap();
+    let job = home.path().join("by_month.yaml");
+    std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
+    let submitted = Command::new(common::sluice_bin())
+        .arg("submit")
+        .arg(&job)
+        .args(["--wait", "--scheduler", &scheduler])
+        .args(["-p", &format!("landing={}", data.join("landing").display())])
+        .args(["-p", &format!("staging={}", data.join("staging").display())])
+        .args(["-p", "month=2024-03"])
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let executors = Command::new(common::sluice_bin())
+        .args(["runs", "--scheduler", &scheduler])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&executors.stdout).contains("succeeded"));
+    drop(processes);
+}

@@ -653,9 +653,12 @@ async fn a_config_file_sits_under_variables_and_refuses_unknown_names() {
     );
 }
 
-/// The chart's rendered containers: (args, env), with downward-API and ConfigMap values
-/// as Kubernetes would fill them for a pod at `pod_ip`.
-fn chart_containers(pod_ip: &str) -> BTreeMap<String, (Vec<String>, Vec<(String, String)>)> {
+/// A container's args and environment.
+type Container = (Vec<String>, Vec<(String, String)>);
+
+/// The chart's rendered containers by name, with downward-API and ConfigMap values as
+/// Kubernetes would fill them for a pod at `pod_ip`.
+fn chart_containers(pod_ip: &str) -> BTreeMap<String, Container> {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/sluice");
     let rendered = Command::new(helm())
         .args(["template", "sluice"])

@@ -291,6 +291,9 @@ pub struct SchedulerArgs {
     /// Where the run store lives.
     #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
     pub state_dir: PathBuf,
+    /// A port for HTTP `/healthz`, `/readyz` and `/metrics` (Prometheus).
+    #[arg(long, env = "SLUICE_SCHEDULER__HTTP_PORT")]
+    pub http_port: Option<u16>,
     /// Seconds without a heartbeat after which an executor is lost.
     #[arg(long, env = "SLUICE_SCHEDULER__EXECUTOR_TIMEOUT", default_value_t = 30)]
     pub executor_timeout_secs: u64,

@@ -272,6 +272,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 executor_timeout: std::time::Duration::from_secs(args.executor_timeout_secs),
                 storage: config::storage_settings()?,
                 step_functions: config::step_functions_settings(),
+                http_port: args.http_port,
             };
             let scheduler = sluice_scheduler::Scheduler::start(&settings).await?;
             eprintln!("sluice scheduler listening on {}", scheduler.address());

@@ -706,6 +706,7 @@ async fn the_charts_containers_start_and_run_a_job() {
     let containers = chart_containers("127.0.0.1");
     let home = tempfile::tempdir().unwrap();
     let port = common::free_port();
+    let http_port = common::free_port();
     let localize = |args: &[String]| -> Vec<String> {
         args.iter()
             .map(|arg| match arg.as_str() {
@@ -713,6 +714,7 @@ async fn the_charts_containers_start_and_run_a_job() {
                 "sluice-sluice-scheduler:50050" => format!("127.0.0.1:{port}"),
                 "50050" => port.to_string(),
                 "50051" | "50052" => common::free_port().to_string(),
+                "8080" => http_port.to_string(),
                 other => other.to_owned(),
             })
             .collect()
@@ -786,5 +788,26 @@ async fn the_charts_containers_start_and_run_a_job() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&executors.stdout).contains("succeeded"));
+    // The scheduler's HTTP port, as the chart's Service exposes it.
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: sluice\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("sluice_runs{status=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE sluice_executors gauge"),
+        "{metrics}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
     drop(processes);
 }

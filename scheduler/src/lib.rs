@@ -26,6 +26,7 @@ pub mod autoscale;
 pub mod backfill;
 mod commit;
 mod error;
+mod http;
 mod run;
 mod runner;
 mod server;

@@ -39,6 +39,8 @@ pub struct SchedulerSettings {
     pub storage: StorageSettings,
     /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
     pub step_functions: Option<crate::sfn::StepFunctionsSettings>,
+    /// A port for `/healthz`, `/readyz` and `/metrics`; none when `None`.
+    pub http_port: Option<u16>,
 }
 
 impl Default for SchedulerSettings {
@@ -51,6 +53,7 @@ impl Default for SchedulerSettings {
             executor_timeout: Duration::from_secs(30),
             storage: StorageSettings::default(),
             step_functions: None,
+            http_port: None,
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct Scheduler {
     backfills: Arc<crate::backfill::BackfillManager>,
     autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
     listener: TcpListener,
+    http_listener: Option<TcpListener>,
     ballista: BallistaScheduler,
 }
 
@@ -169,12 +173,26 @@ impl Scheduler {
         // Results of runs that ended (or were interrupted) while no one could report them.
         manager.report_pending_tasks().await;
         let backfills = Arc::new(crate::backfill::BackfillManager::new(Arc::clone(&manager))?);
+        let http_listener =
+            match settings.http_port {
+                None => None,
+                Some(port) => {
+                    let address = format!("{}:{port}", settings.bind_host);
+                    Some(TcpListener::bind(&address).await.map_err(|err| {
+                        SchedulerError::Server {
+                            address,
+                            message: err.to_string(),
+                        }
+                    })?)
+                }
+            };
         Ok(Self {
             address: bound,
             manager,
             backfills,
             autoscaler: Arc::new(std::sync::OnceLock::new()),
             listener,
+            http_listener,
             ballista,
         })
     }
@@ -230,16 +248,30 @@ impl Scheduler {
         reporter
             .set_service_status("sluice.v1.JobService", tonic_health::ServingStatus::Serving)
             .await;
-        tonic::transport::Server::builder()
+        let http = self.http_listener.map(|listener| {
+            crate::http::serve(
+                listener,
+                Arc::clone(&self.manager),
+                Arc::clone(&self.autoscaler),
+            )
+        });
+        let grpc = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(ballista)
             .add_service(jobs)
             .add_service(keda)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await
-            .map_err(|err| SchedulerError::Server {
-                address,
-                message: err.to_string(),
-            })
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+        let served = match http {
+            None => grpc.await,
+            // The HTTP port lives as long as the gRPC server.
+            Some(http) => tokio::select! {
+                served = grpc => served,
+                () = http => Ok(()),
+            },
+        };
+        served.map_err(|err| SchedulerError::Server {
+            address,
+            message: err.to_string(),
+        })
     }
 }

@@ -1,0 +1,130 @@
+//! The scheduler's HTTP port: `/healthz` (liveness), `/readyz` (readiness: the run
+//! store answers) and `/metrics` (Prometheus text: runs by status, executors, autoscaler
+//! demand and decisions), for load balancers, probes and scrapers that do not speak gRPC.
+//!
+//! Three fixed GET routes over HTTP/1.1, written against tokio directly: the HTTP crates
+//! in the dependency tree (hyper, axum) come through tonic with its feature set, and
+//! widening it rebuilds tonic, Ballista and arrow-flight.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::autoscale::Autoscaler;
+use crate::run::RunStatus;
+use crate::runner::RunManager;
+
+/// Serves the HTTP port until the future is dropped (with the gRPC server).
+pub async fn serve(
+    listener: TcpListener,
+    manager: Arc<RunManager>,
+    autoscaler: Arc<OnceLock<Autoscaler>>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let manager = Arc::clone(&manager);
+        let autoscaler = Arc::clone(&autoscaler);
+        connections.spawn(async move {
+            let mut request = [0u8; 2048];
+            let Ok(read) = stream.read(&mut request).await else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&request[..read]);
+            let path = head
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("GET "))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("");
+            let (status, content_type, body) = match path {
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" => match manager.runs().list(1) {
+                    Ok(_) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    Err(err) => ("503 Service Unavailable", "text/plain", format!("{err}\n")),
+                },
+                "/metrics" => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    metrics(&manager, autoscaler.get()).await,
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+async fn metrics(manager: &RunManager, autoscaler: Option<&Autoscaler>) -> String {
+    let mut text = String::new();
+    let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for status in [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Interrupted,
+    ] {
+        by_status.insert(status.as_str(), 0);
+    }
+    if let Ok(runs) = manager.runs().list(0) {
+        for run in runs {
+            *by_status.entry(run.status.as_str()).or_default() += 1;
+        }
+    }
+    let _ = writeln!(text, "# HELP sluice_runs Runs in the run store, by status.");
+    let _ = writeln!(text, "# TYPE sluice_runs gauge");
+    for (status, count) in by_status {
+        let _ = writeln!(text, "sluice_runs{{status=\"{status}\"}} {count}");
+    }
+    let executors = manager.executors().await.len();
+    let _ = writeln!(
+        text,
+        "# HELP sluice_executors Executors with a live heartbeat."
+    );
+    let _ = writeln!(text, "# TYPE sluice_executors gauge");
+    let _ = writeln!(text, "sluice_executors {executors}");
+    if let Some(autoscaler) = autoscaler {
+        let status = autoscaler.status();
+        let _ = writeln!(
+            text,
+            "# HELP sluice_autoscaler_executors Executors the autoscaler runs or wants."
+        );
+        let _ = writeln!(text, "# TYPE sluice_autoscaler_executors gauge");
+        let _ = writeln!(text, "sluice_autoscaler_executors {}", status.executors);
+        let _ = writeln!(
+            text,
+            "# HELP sluice_pending_tasks Tasks ready or running, plus runs not yet planned."
+        );
+        let _ = writeln!(text, "# TYPE sluice_pending_tasks gauge");
+        let _ = writeln!(text, "sluice_pending_tasks {}", status.demand.tasks());
+        let _ = writeln!(
+            text,
+            "# HELP sluice_autoscaler_decisions_total Scaling decisions, by direction."
+        );
+        let _ = writeln!(text, "# TYPE sluice_autoscaler_decisions_total counter");
+        let _ = writeln!(
+            text,
+            "sluice_autoscaler_decisions_total{{direction=\"out\"}} {}",
+            status.scale_out_total
+        );
+        let _ = writeln!(
+            text,
+            "sluice_autoscaler_decisions_total{{direction=\"in\"}} {}",
+            status.scale_in_total
+        );
+    }
+    text
+}

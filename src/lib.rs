@@ -628,11 +628,11 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Emr(crate::cli::EmrCommand::Submit(args)) => {
             let step_args = emr_step_args(&args)?;
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(endpoint) = config::emr_endpoint() {
-                loader = loader.endpoint_url(endpoint);
-            }
-            let emr = aws_sdk_emr::Client::new(&loader.load().await);
+            let api = sluice_scheduler::autoscale::AwsApi {
+                endpoint: config::emr_endpoint(),
+                region: None,
+            };
+            let emr = aws_sdk_emr::Client::new(&api.config().await);
             let target = args.job.clone().or(args.file.clone()).unwrap_or_default();
             let step = aws_sdk_emr::types::StepConfig::builder()
                 .name(

@@ -306,6 +306,8 @@ fn the_helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
 /// command-runner.jar and the `sluice submit --wait` command the primary node runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
+    // Its server takes loopback ports too: not beside another test's processes.
+    let _serial = common::one_cluster_at_a_time().await;
     let scratch = tempfile::tempdir().unwrap();
     let moto = common::moto::Moto::start(scratch.path().join("moto.log"));
     let emr = aws_sdk_emr::Client::from_conf(
@@ -389,6 +391,8 @@ async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
 /// with the template's parameters and references filled in as CloudFormation would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ecs_template_lints_and_its_task_definitions_register() {
+    // Its server takes loopback ports too: not beside another test's processes.
+    let _serial = common::one_cluster_at_a_time().await;
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ecs/sluice.yaml");
     let cfn_lint = Path::new(common::moto::VENV).join("bin/cfn-lint");
     if !cfn_lint.exists() {
@@ -719,21 +723,18 @@ async fn the_charts_containers_start_and_run_a_job() {
             })
             .collect()
     };
-    let (image_env, _, _) = image();
+    // The image's entrypoint with the chart's env (ConfigMap, env) and the test's on top.
     let start =
         |name: &str, args: Vec<String>, env: &[(String, String)], extra: &[(&str, String)]| {
-            Command::new(common::sluice_bin())
-                .args(args)
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .envs(&image_env)
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-                .current_dir(home.path())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(home.path().join(format!("{name}.log"))).unwrap())
-                .spawn()
-                .unwrap()
+            let mut all: Vec<(&str, String)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            all.extend(extra.iter().cloned());
+            container(
+                &args,
+                &all,
+                home.path(),
+                &home.path().join(format!("{name}.log")),
+            )
         };
     let (scheduler_args, scheduler_env) = &containers["scheduler"];
     let (executor_args, executor_env) = &containers["executor"];

@@ -20,9 +20,7 @@ use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{
-    check_expr, column, is_hidden, parse_ordering, require_columns, strip_context,
-};
+use crate::compile::{check_expr, column, parse_ordering, require_columns, strip_context};
 use crate::definition::{Literal, QualitySpec, RuleAction, RuleSpec, Thresholds};
 
 /// Prefix of the flag column of the row rule at an index.
@@ -561,6 +559,8 @@ impl<'a> QualityBuilder<'a> {
                 .map_err(|e| strip_context(&e))?;
             Ok(cast(lit(literal_scalar(value)), field.data_type().clone()))
         };
+        // Window and join rules add a helper column the flag reads; it is dropped after.
+        let mut helper: Option<String> = None;
         let (kind, broken, sample_columns, frame) = if let Some(columns) = &rule.not_null {
             require_columns(&frame, columns)?;
             let broken = columns
@@ -650,11 +650,7 @@ impl<'a> QualityBuilder<'a> {
                 .unwrap_or(lit(true));
             let frame = frame.window(vec![window]).map_err(fail)?;
             let broken = keys_present.and(col(window_column.as_str()).gt(lit(1i64)));
-            let frame = frame
-                .with_column(&format!("{RULE_FLAG_PREFIX}pending"), broken)
-                .and_then(|f| f.drop_columns(&[window_column.as_str()]))
-                .map_err(fail)?;
-            let broken = col(format!("{RULE_FLAG_PREFIX}pending").as_str());
+            helper = Some(window_column);
             ("unique", broken, check.columns.clone(), frame)
         } else if let Some(check) = &rule.referential {
             require_columns(&frame, std::slice::from_ref(&check.column))?;
@@ -690,24 +686,18 @@ impl<'a> QualityBuilder<'a> {
             let broken = column(&check.column)
                 .is_not_null()
                 .and(col(key_column.as_str()).is_null());
-            let frame = joined
-                .with_column(&format!("{RULE_FLAG_PREFIX}pending"), broken)
-                .and_then(|f| f.drop_columns(&[key_column.as_str()]))
-                .map_err(fail)?;
-            let broken = col(format!("{RULE_FLAG_PREFIX}pending").as_str());
-            ("referential", broken, vec![check.column.clone()], frame)
+            helper = Some(key_column);
+            ("referential", broken, vec![check.column.clone()], joined)
         } else {
             return Err(format!("rule `{}` names no check", rule.name));
         };
         let samples = self.sample_columns(&sample_columns);
         let flag = self.push_row_rule(name, kind, action, samples);
         let broken = datafusion::functions::core::expr_fn::coalesce(vec![broken, lit(false)]);
-        let pending = format!("{RULE_FLAG_PREFIX}pending");
         let mut frame = frame.with_column(&flag, broken).map_err(fail)?;
-        if frame.schema().field_with_unqualified_name(&pending).is_ok() {
-            frame = frame.drop_columns(&[pending.as_str()]).map_err(fail)?;
+        if let Some(helper) = helper {
+            frame = frame.drop_columns(&[helper.as_str()]).map_err(fail)?;
         }
-        debug_assert!(is_hidden(&flag));
         Ok(frame)
     }
 }

@@ -346,7 +346,6 @@ impl ExecutionPlan for ParquetWriteExec {
         let task = TaskWriter {
             task: self.task.clone(),
             sinks,
-            schema,
         };
         let manifest = futures::stream::once(task.run(input));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -360,7 +359,6 @@ impl ExecutionPlan for ParquetWriteExec {
 struct TaskWriter {
     task: WriteTask,
     sinks: Vec<SinkWriter>,
-    schema: SchemaRef,
 }
 
 impl TaskWriter {
@@ -400,7 +398,6 @@ impl TaskWriter {
         files.sort_by(|a, b| {
             (&a.output, &a.partition, &a.file).cmp(&(&b.output, &b.partition, &b.file))
         });
-        let _ = &self.schema;
         let report = TaskReport {
             files,
             quality: stats,
@@ -705,7 +702,6 @@ impl SinkWriter {
             let written = close(&self.spec.output, folder, file).await?;
             self.written.push(written);
         }
-        let _ = self.quarantine;
         Ok(self.written)
     }
 

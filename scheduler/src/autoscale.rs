@@ -26,6 +26,7 @@ use sluice_proto::externalscaler::{
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+pub use crate::aws::AwsApi;
 use crate::runner::{BallistaScheduler, RunManager};
 
 /// The metric KEDA scales the executors on: tasks ready or running.
@@ -109,28 +110,6 @@ pub enum ProviderSettings {
     },
     /// Decisions only (KEDA or a person acts on them through the metric).
     External,
-}
-
-/// Where an AWS API is: the SDK's chain, or an endpoint and region given.
-#[derive(Debug, Clone, Default)]
-pub struct AwsApi {
-    /// An endpoint instead of AWS's (an emulator).
-    pub endpoint: Option<String>,
-    /// The region, when the environment does not give one.
-    pub region: Option<String>,
-}
-
-impl AwsApi {
-    async fn config(&self) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &self.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            loader = loader.endpoint_url(endpoint.clone());
-        }
-        loader.load().await
-    }
 }
 
 /// A cloud provider: the executor count is a number it holds.

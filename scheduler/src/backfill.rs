@@ -28,7 +28,7 @@ use crate::run::{RunId, RunStatus};
 use crate::runner::{RunManager, Submission};
 
 /// How far apart a backfill's partition values are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Every {
     /// One run per day.
@@ -62,7 +62,7 @@ impl BackfillStatus {
 }
 
 /// Where one partition value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PartitionStatus {
     /// Not started yet.
@@ -133,18 +133,6 @@ impl BackfillRecord {
             *counts.entry(partition.status).or_default() += 1;
         }
         counts
-    }
-}
-
-impl PartialOrd for PartitionStatus {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PartitionStatus {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
     }
 }
 
@@ -442,12 +430,6 @@ fn backfill_key(job: &str, yaml: &str, request: &BackfillRequest, date_param: &s
     request.submission.params.hash(&mut hasher);
     (request.from, request.to, request.every, date_param).hash(&mut hasher);
     format!("{job}:{:016x}", hasher.finish())
-}
-
-impl Hash for Every {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (*self as u8).hash(state);
-    }
 }
 
 /// Drives one backfill's child runs.

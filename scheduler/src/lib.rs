@@ -23,6 +23,7 @@
 
 pub mod activity;
 pub mod autoscale;
+mod aws;
 pub mod backfill;
 mod commit;
 mod error;

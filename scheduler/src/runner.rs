@@ -602,7 +602,7 @@ impl Execution {
     async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
         let mut produced = Vec::new();
         let mut stages_before = 0u32;
-        for (index, (output, spec)) in self.compiled.outputs.clone().iter().zip(specs).enumerate() {
+        for (index, output) in self.compiled.outputs.clone().iter().enumerate() {
             let mut attempt = 0;
             let sinks = self.sinks(index, specs);
             let (reports, statistics) = loop {
@@ -734,7 +734,6 @@ impl Execution {
                         .collect(),
                 });
             }
-            let _ = spec;
         }
         Ok(produced)
     }

@@ -22,29 +22,15 @@ use aws_sdk_sfn::Client;
 use serde_json::json;
 use sluice_proto::v1;
 
-/// Where the Step Functions API is. Defaults come from the AWS SDK's chain (region,
-/// credentials); `endpoint` points it at an emulator.
-#[derive(Debug, Clone, Default)]
-pub struct StepFunctionsSettings {
-    /// An endpoint URL instead of AWS's.
-    pub endpoint: Option<String>,
-    /// The region, when the environment does not give one.
-    pub region: Option<String>,
-}
+/// Where the Step Functions API is (the SDK's chain; `endpoint` for an emulator).
+pub type StepFunctionsSettings = crate::aws::AwsApi;
 
 /// GetActivityTask holds a poll for up to 60 seconds; the client waits longer.
 const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(70);
 
 /// A Step Functions client for these settings.
 pub async fn client(settings: &StepFunctionsSettings) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &settings.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &settings.endpoint {
-        loader = loader.endpoint_url(endpoint.clone());
-    }
-    let shared = loader.load().await;
+    let shared = settings.config().await;
     let config = aws_sdk_sfn::config::Builder::from(&shared)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()

@@ -215,9 +215,24 @@ pub struct RunArgs {
     /// Executors to start.
     #[arg(long, default_value_t = 2)]
     pub executors: usize,
+    /// What executes the plans: Ballista stages on the embedded executors, or the same
+    /// plan by DataFusion in this process with no executors (the single-process limit
+    /// the benchmark compares against).
+    #[arg(long, value_enum, default_value_t)]
+    pub engine: RunEngine,
     /// Where the embedded run store lives.
     #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
     pub state_dir: PathBuf,
+}
+
+/// What executes an embedded run's plans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunEngine {
+    /// Ballista: a scheduler and executors, stages and shuffles, as in production.
+    #[default]
+    Ballista,
+    /// DataFusion alone, in this process.
+    Datafusion,
 }
 
 /// `sluice demo`.
@@ -274,6 +289,10 @@ pub struct ValidateArgs {
     /// are checked against their columns.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Also print each output's physical plan, as the scheduler plans it (with every
+    /// param given).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// `sluice scheduler`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_executor::ExecutorSettings;
-use sluice_scheduler::{RunManager, Scheduler, SchedulerSettings};
+use sluice_scheduler::{Engine, RunManager, Scheduler, SchedulerSettings};
 use tokio::task::JoinSet;
 
 use crate::client::{self, Client};
@@ -26,7 +26,18 @@ pub struct EmbeddedCluster {
 impl EmbeddedCluster {
     /// Starts the scheduler and `executors` executors, and waits until they registered.
     pub async fn start(state_dir: &Path, executors: usize) -> Result<Self> {
+        Self::start_with_engine(state_dir, executors, Engine::Ballista).await
+    }
+
+    /// As [`Self::start`], with runs' plans executed by `engine` (with
+    /// [`Engine::InProcess`], no executors are needed).
+    pub async fn start_with_engine(
+        state_dir: &Path,
+        executors: usize,
+        engine: Engine,
+    ) -> Result<Self> {
         let settings = SchedulerSettings {
+            engine,
             bind_host: "127.0.0.1".into(),
             port: 0,
             external_host: "127.0.0.1".into(),

@@ -245,7 +245,13 @@ pub fn parse_cli() -> Result<Cli> {
 pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
-            let cluster = embedded::EmbeddedCluster::start(&args.state_dir, args.executors).await?;
+            let (engine, executors) = match args.engine {
+                cli::RunEngine::Ballista => (sluice_scheduler::Engine::Ballista, args.executors),
+                cli::RunEngine::Datafusion => (sluice_scheduler::Engine::InProcess, 0),
+            };
+            let cluster =
+                embedded::EmbeddedCluster::start_with_engine(&args.state_dir, executors, engine)
+                    .await?;
             let mut client = cluster.client().await?;
             let run_id = client::submit_file(&mut client, &args.file, &args.params).await?;
             let run = client::wait(&mut client, &run_id, args.output == OutputFormat::Text).await?;
@@ -253,7 +259,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             client::require_success(&run)
         }
         Command::Demo(args) => demo::run(&args).await,
-        Command::Validate(args) => validate(&args.file, &args.params).await,
+        Command::Validate(args) => validate(&args.file, &args.params, args.explain).await,
         Command::Datagen(crate::cli::DatagenCommand::Claims(args)) => datagen_claims(&args),
         Command::Schema => {
             let schema = sluice_jobs::json_schema();
@@ -273,6 +279,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 storage: config::storage_settings()?,
                 step_functions: config::step_functions_settings(),
                 http_port: args.http_port,
+                engine: sluice_scheduler::Engine::Ballista,
             };
             let scheduler = sluice_scheduler::Scheduler::start(&settings).await?;
             eprintln!("sluice scheduler listening on {}", scheduler.address());
@@ -721,7 +728,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
 
 /// `sluice validate`: the definition always; with its params, its sources and
 /// expressions too.
-async fn validate(file: &Path, raw_params: &[String]) -> Result<()> {
+async fn validate(file: &Path, raw_params: &[String], explain: bool) -> Result<()> {
     let definition = sluice_jobs::JobDefinition::from_file(file)?;
     let params = client::parse_params(raw_params)?;
     let origin = file.display().to_string();
@@ -780,6 +787,25 @@ async fn validate(file: &Path, raw_params: &[String]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if explain {
+        for output in &compiled.outputs {
+            let plan = ctx
+                .state()
+                .create_physical_plan(&output.plan)
+                .await
+                .map_err(|err| {
+                    sluice_jobs::JobError::datafusion(
+                        format!("planning output `{}`", output.name),
+                        err,
+                    )
+                })?;
+            println!(
+                "\noutput `{}`:\n{}",
+                output.name,
+                datafusion::physical_plan::displayable(plan.as_ref()).indent(true)
+            );
+        }
+    }
     Ok(())
 }
 

@@ -42,6 +42,7 @@ mod definition;
 mod error;
 pub mod functions;
 pub mod masking;
+pub mod optimizer;
 mod params;
 pub mod parsing;
 pub mod quality;
@@ -59,8 +60,8 @@ pub use compile::{
 pub use conf::{Compression, JobSettings};
 pub use definition::{
     API_VERSION, ApiVersion, ColumnType, CsvOptions, DedupeStep, DeriveStep, JobDefinition,
-    Literal, OutputFormat, OutputSpec, ParamSpec, ParamType, SourceFormat, SourceSpec, Step,
-    WriteMode, json_schema,
+    Literal, OutputFormat, OutputSpec, ParamSpec, ParamType, RuleAction, SourceFormat, SourceSpec,
+    Step, WriteMode, json_schema,
 };
 pub use error::{JobError, Position, Result};
 pub use params::{BoundParams, ParamValue};
@@ -71,5 +72,5 @@ pub use storage::{
 pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
     HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, SinkSpec, TaskReport, WriteSpec,
-    WriteTask, WrittenFile, manifest_schema, write_plan,
+    WriteTask, WrittenFile, evaluate_quality, manifest_schema, write_plan,
 };

@@ -17,6 +17,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::optimizer::OptimizerRule;
 use datafusion::prelude::SessionConfig;
 
 use crate::codec::SluicePhysicalCodec;
@@ -72,7 +73,7 @@ pub fn session_state(
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime_env(stores)?)
-        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_optimizer_rules(optimizer_rules())
         .with_scalar_functions(scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
@@ -80,6 +81,14 @@ pub fn session_state(
     // Spark's `/`; a logical rewrite, so plans reach executors already rewritten.
     state.register_function_rewrite(Arc::new(crate::spark_compat::SparkDivision))?;
     Ok(state)
+}
+
+/// Sluice's logical rules, then Ballista's (DataFusion's with Ballista's own).
+fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
+        vec![Arc::new(crate::optimizer::MixedDistinctToGroupBy)];
+    rules.extend(ballista_core::optimizer::ballista_default_optimizer_rules());
+    rules
 }
 
 /// DataFusion's, Spark's and Sluice's scalar functions.
@@ -97,6 +106,13 @@ fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
     functions
 }
 
+/// Spark functions that only exist until planning: their `simplify` rewrites them into
+/// DataFusion's, and they fail if ever executed. DataFusion's SQL planner also builds
+/// DataFusion's functions of these names directly (`EXTRACT` is `date_part`), and plans
+/// reach executors by function name, so executors must resolve these names to
+/// DataFusion's.
+const SIMPLIFIED_WHEN_PLANNED: [&str; 3] = ["date_part", "date_trunc", "trunc"];
+
 /// The functions executors resolve plans against: DataFusion's, Spark's and Sluice's.
 pub fn function_registry() -> BallistaFunctionRegistry {
     let mut registry = BallistaFunctionRegistry::default();
@@ -104,6 +120,13 @@ pub fn function_registry() -> BallistaFunctionRegistry {
         registry
             .scalar_functions
             .insert(function.name().to_owned(), function);
+    }
+    for function in datafusion::functions::all_default_functions() {
+        if SIMPLIFIED_WHEN_PLANNED.contains(&function.name()) {
+            registry
+                .scalar_functions
+                .insert(function.name().to_owned(), function);
+        }
     }
     registry
 }

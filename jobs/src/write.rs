@@ -26,6 +26,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -210,6 +213,8 @@ pub struct ParquetWriteExec {
     input: Arc<dyn ExecutionPlan>,
     task: WriteTask,
     properties: Arc<PlanProperties>,
+    /// `write_time` (routing, quality counting, encoding and uploading) and rows.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ParquetWriteExec {
@@ -253,6 +258,7 @@ impl ParquetWriteExec {
             input,
             task,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -322,6 +328,10 @@ impl ExecutionPlan for ParquetWriteExec {
         vec![false]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
@@ -346,6 +356,8 @@ impl ExecutionPlan for ParquetWriteExec {
         let task = TaskWriter {
             task: self.task.clone(),
             sinks,
+            write_time: MetricBuilder::new(&self.metrics).subset_time("write_time", partition),
+            rows: MetricBuilder::new(&self.metrics).counter("rows_written", partition),
         };
         let manifest = futures::stream::once(task.run(input));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -359,6 +371,8 @@ impl ExecutionPlan for ParquetWriteExec {
 struct TaskWriter {
     task: WriteTask,
     sinks: Vec<SinkWriter>,
+    write_time: Time,
+    rows: Count,
 }
 
 impl TaskWriter {
@@ -369,8 +383,11 @@ impl TaskWriter {
             if batch.num_rows() == 0 {
                 continue;
             }
+            self.rows.add(batch.num_rows());
+            // Dropped at the end of the iteration, after the sinks' awaits.
+            let _timer = self.write_time.timer();
             let quarantined = match (&self.task.quality, stats.as_mut()) {
-                (Some(plan), Some(stats)) => Some(count_rules(plan, stats, &batch)?),
+                (Some(plan), Some(stats)) => Some(evaluate_quality(plan, stats, &batch)?),
                 _ => None,
             };
             for sink in &mut self.sinks {
@@ -392,9 +409,11 @@ impl TaskWriter {
             }
         }
         let mut files = Vec::new();
+        let timer = self.write_time.timer();
         for sink in self.sinks {
             files.extend(sink.finish().await?);
         }
+        timer.done();
         files.sort_by(|a, b| {
             (&a.output, &a.partition, &a.file).cmp(&(&b.output, &b.partition, &b.file))
         });
@@ -412,8 +431,9 @@ impl TaskWriter {
 }
 
 /// Counts each rule's failures and samples in a batch, collects maxima, and returns
-/// which rows are quarantined.
-fn count_rules(
+/// which rows are quarantined: the write tasks' data-quality evaluation (public for the
+/// micro-benchmark).
+pub fn evaluate_quality(
     plan: &QualityPlan,
     stats: &mut QualityStats,
     batch: &RecordBatch,

@@ -36,8 +36,8 @@ pub mod sfn;
 mod store;
 
 pub use error::{Result, SchedulerError};
-pub use run::{OutputRecord, Progress, RunId, RunRecord, RunStatus};
-pub use runner::{ExecutorInfo, RunManager, Runs, Submission};
+pub use run::{OutputRecord, Progress, RunId, RunProfile, RunRecord, RunStatus};
+pub use runner::{Engine, ExecutorInfo, RunManager, Runs, Submission};
 pub use server::{Scheduler, SchedulerSettings};
 pub use service::to_proto;
 pub use store::{JobVersion, RunStore};

@@ -94,6 +94,26 @@ pub struct OutputRecord {
     pub partitions: Vec<String>,
 }
 
+/// Where a run's time went. Task times are summed over tasks (several run at once), so
+/// together they can exceed the run's wall time; they say which part dominates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProfile {
+    /// Compiling the definition and planning each output's job.
+    pub planning_ms: u64,
+    /// From submission to the first task executing.
+    pub first_task_ms: Option<u64>,
+    /// Tasks opening and decoding sources.
+    pub read_ms: u64,
+    /// Tasks computing (every other operator's `elapsed_compute`).
+    pub compute_ms: u64,
+    /// Tasks writing and fetching shuffle data.
+    pub shuffle_ms: u64,
+    /// Tasks routing rows (valid or quarantined), counting rules and writing Parquet.
+    pub write_ms: u64,
+    /// Making the outputs visible.
+    pub commit_ms: u64,
+}
+
 /// How far a run has come.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
@@ -156,6 +176,9 @@ pub struct RunRecord {
     /// The run's result reached Step Functions.
     #[serde(default)]
     pub task_reported: bool,
+    /// Where the run's time went.
+    #[serde(default)]
+    pub profile: RunProfile,
 }
 
 impl RunRecord {
@@ -188,6 +211,7 @@ impl RunRecord {
             dq: None,
             task_token: None,
             task_reported: false,
+            profile: RunProfile::default(),
         }
     }
 

@@ -25,6 +25,7 @@ use ballista_scheduler::scheduler_server::SchedulerServer;
 use ballista_scheduler::state::execution_stage::ExecutionStage;
 use chrono::Utc;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
@@ -38,7 +39,7 @@ use tokio::task::JoinSet;
 
 use crate::commit;
 use crate::error::{Result, SchedulerError};
-use crate::run::{RunId, RunRecord, RunStatus};
+use crate::run::{RunId, RunProfile, RunRecord, RunStatus};
 use crate::store::RunStore;
 
 /// How many times an output is computed again after a job that lost an executor.
@@ -178,6 +179,7 @@ pub struct RunManager {
     stores: Arc<ObjectStores>,
     executor_timeout: Duration,
     step_functions: Option<aws_sdk_sfn::Client>,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -205,7 +207,14 @@ impl RunManager {
             cancels: Arc::new(Mutex::new(HashMap::new())),
             writers: Arc::new(Mutex::new(HashMap::new())),
             step_functions: None,
+            engine: Engine::Ballista,
         }
+    }
+
+    /// Executes runs' plans with `engine`.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// Reports runs submitted with a task token to Step Functions when they end.
@@ -292,7 +301,9 @@ impl RunManager {
             .working_dir
             .clone()
             .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+        let compiling = std::time::Instant::now();
         let compiled = prepared.compile(&ctx, &base_dir).await?;
+        let compile_ms = elapsed_ms(compiling);
 
         // One run at a time per output location: claim them all, or none.
         let run_id = RunId::generate();
@@ -323,6 +334,7 @@ impl RunManager {
         );
         let mut run = run;
         run.task_token = submission.task_token.clone();
+        run.profile.planning_ms = compile_ms;
         run.output_locations = compiled
             .outputs
             .iter()
@@ -352,6 +364,7 @@ impl RunManager {
             writers: Arc::clone(&self.writers),
             executor_timeout: self.executor_timeout,
             step_functions: self.step_functions.clone(),
+            engine: self.engine,
         };
         tracing::info!(run_id = %run.run_id, job = %run.job, "run accepted");
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -415,6 +428,7 @@ struct Execution {
     writers: Arc<Mutex<HashMap<String, RunId>>>,
     executor_timeout: Duration,
     step_functions: Option<aws_sdk_sfn::Client>,
+    engine: Engine,
 }
 
 /// Sends a run's result to its task token and records that it was sent. A failure is
@@ -438,6 +452,18 @@ async fn report_task(runs: &Runs, client: &aws_sdk_sfn::Client, run_id: &RunId) 
             tracing::warn!(%run_id, "run result not sent to Step Functions: {err}");
         }
     }
+}
+
+/// Where a run's plans execute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// As Ballista stages on the registered executors.
+    #[default]
+    Ballista,
+    /// The same physical plan executed by DataFusion inside the scheduler's process,
+    /// with no stages, shuffle files or executors: the single-process limit that the
+    /// benchmark measures distribution against (`sluice run --engine datafusion`).
+    InProcess,
 }
 
 /// What one output's job produced, waiting for commit.
@@ -607,6 +633,7 @@ impl Execution {
             let sinks = self.sinks(index, specs);
             let (reports, statistics) = loop {
                 let executors_before = self.alive_executor_ids().await;
+                let planning = std::time::Instant::now();
                 let state = self.ctx.state();
                 let physical = state
                     .create_physical_plan(&output.plan)
@@ -629,6 +656,12 @@ impl Execution {
                         err,
                     )
                 })?;
+                let planning_ms = elapsed_ms(planning);
+                self.runs
+                    .update(&self.run_id, |run| run.profile.planning_ms += planning_ms)?;
+                if self.engine == Engine::InProcess {
+                    break self.execute_in_process(write, &output.name).await?;
+                }
                 let job_name = format!(
                     "{}/{}/{}",
                     self.job.definition.name, self.run_id, output.name
@@ -690,7 +723,14 @@ impl Execution {
             };
             stages_before += statistics.stages;
             self.runs.update(&self.run_id, |run| {
-                run.rows_read += statistics.rows_read;
+                run.rows_read += statistics.metrics.rows_read;
+                statistics.metrics.add_to(&mut run.profile);
+                if run.profile.first_task_ms.is_none()
+                    && let Some(start) = statistics.first_task_start
+                {
+                    let waited = start - run.submitted_at.timestamp_millis();
+                    run.profile.first_task_ms = Some(u64::try_from(waited).unwrap_or(0));
+                }
                 run.progress.stages_done = stages_before;
                 run.progress.stages_total = stages_before;
                 run.progress.rows_so_far = run.rows_read;
@@ -736,6 +776,40 @@ impl Execution {
             }
         }
         Ok(produced)
+    }
+
+    /// Executes one output's write plan with DataFusion in this process.
+    async fn execute_in_process(
+        &self,
+        write: Arc<dyn ExecutionPlan>,
+        output: &str,
+    ) -> Result<(Vec<TaskReport>, JobStatistics)> {
+        self.runs.update(&self.run_id, |run| {
+            run.progress.current_output = output.to_owned();
+        })?;
+        let fail = |message: String| SchedulerError::JobFailed {
+            output: output.to_owned(),
+            message,
+        };
+        let mut cancel = self.cancel.clone();
+        let started = Utc::now().timestamp_millis();
+        let batches = tokio::select! {
+            result = datafusion::physical_plan::collect(Arc::clone(&write), self.ctx.task_ctx()) => {
+                result.map_err(|err| fail(sluice_jobs::strip_context(&err)))?
+            }
+            _ = cancel.wait_for(|cancelled| *cancelled) => return Err(SchedulerError::Cancelled),
+        };
+        let mut reports = Vec::new();
+        for batch in &batches {
+            reports.extend(TaskReport::from_manifest(batch).map_err(|err| fail(err.to_string()))?);
+        }
+        let statistics = JobStatistics {
+            stages: 1,
+            metrics: PlanMetrics::of_plan(&write),
+            first_task_start: Some(started),
+            ..JobStatistics::default()
+        };
+        Ok((reports, statistics))
     }
 
     /// Waits for a Ballista job to end, reporting progress; cancels it on request.
@@ -808,7 +882,7 @@ impl Execution {
         Some((
             graph.completed_stages() as u32,
             graph.stage_count() as u32,
-            scanned_rows(graph.stages().values()),
+            PlanMetrics::of_stages(graph.stages().values()).rows_read,
         ))
     }
 
@@ -822,7 +896,8 @@ impl Execution {
                         matches!(stage, ExecutionStage::Successful(s) if s.stage_attempt_num > 0)
                     }),
                     stages: graph.stage_count() as u32,
-                    rows_read: scanned_rows(graph.stages().values()),
+                    metrics: PlanMetrics::of_stages(graph.stages().values()),
+                    first_task_start: first_task_start(graph.stages().values()),
                     tasks_by_executor: tasks_by_executor(graph.stages().values()),
                 };
             }
@@ -837,6 +912,7 @@ impl Execution {
             return Err(SchedulerError::Cancelled);
         }
         let specs: Vec<WriteSpec> = produced.iter().map(|p| p.spec.clone()).collect();
+        let committing = std::time::Instant::now();
         for output in produced {
             let store = self.store_for(&output.spec)?;
             let record =
@@ -844,6 +920,9 @@ impl Execution {
             self.runs
                 .update(&self.run_id, |run| run.outputs.push(record))?;
         }
+        let commit_ms = elapsed_ms(committing);
+        self.runs
+            .update(&self.run_id, |run| run.profile.commit_ms = commit_ms)?;
         if let Some(report) = self.runs.get(&self.run_id)?.dq {
             self.write_reports(&report, &specs).await;
         }
@@ -952,7 +1031,9 @@ struct JobStatistics {
     /// A stage ran more than once (a lost executor's work was redone).
     recovered: bool,
     stages: u32,
-    rows_read: u64,
+    metrics: PlanMetrics,
+    /// When its first task started, in ms since the epoch.
+    first_task_start: Option<i64>,
     tasks_by_executor: BTreeMap<String, u64>,
 }
 
@@ -974,30 +1055,103 @@ fn tasks_by_executor<'a>(
     tasks
 }
 
-/// Sums `output_rows` of the source scans in a job's successful stages. Ballista keeps
-/// stage metrics in the pre-order of the operators that have metrics.
-fn scanned_rows<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> u64 {
-    let mut rows = 0;
-    for stage in stages {
-        let ExecutionStage::Successful(stage) = stage else {
-            continue;
-        };
-        let mut index = 0usize;
-        let mut pending: Vec<Arc<dyn ExecutionPlan>> = vec![Arc::clone(&stage.plan)];
-        while let Some(plan) = pending.pop() {
-            if plan.metrics().is_some() {
-                if plan.children().is_empty()
-                    && plan.name() == "DataSourceExec"
-                    && let Some(metrics) = stage.stage_metrics.get(index)
-                {
-                    rows += metrics.output_rows().unwrap_or(0) as u64;
+/// What operators' metrics say: rows the source scans produced, and where task time
+/// went (summed over tasks, in nanoseconds).
+#[derive(Debug, Default, Clone, Copy)]
+struct PlanMetrics {
+    rows_read: u64,
+    read_ns: u64,
+    compute_ns: u64,
+    shuffle_ns: u64,
+    write_ns: u64,
+}
+
+impl PlanMetrics {
+    /// Of a job's successful stages. Ballista keeps stage metrics in the pre-order of
+    /// the operators that have metrics.
+    fn of_stages<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> Self {
+        let mut totals = Self::default();
+        for stage in stages {
+            let ExecutionStage::Successful(stage) = stage else {
+                continue;
+            };
+            let mut index = 0usize;
+            let mut pending: Vec<Arc<dyn ExecutionPlan>> = vec![Arc::clone(&stage.plan)];
+            while let Some(plan) = pending.pop() {
+                if plan.metrics().is_some() {
+                    if let Some(metrics) = stage.stage_metrics.get(index) {
+                        totals.add(plan.as_ref(), metrics);
+                    }
+                    index += 1;
                 }
-                index += 1;
-            }
-            for child in plan.children().into_iter().rev() {
-                pending.push(Arc::clone(child));
+                for child in plan.children().into_iter().rev() {
+                    pending.push(Arc::clone(child));
+                }
             }
         }
+        totals
     }
-    rows
+
+    /// Of a plan executed in this process.
+    fn of_plan(plan: &Arc<dyn ExecutionPlan>) -> Self {
+        let mut totals = Self::default();
+        let mut pending = vec![Arc::clone(plan)];
+        while let Some(plan) = pending.pop() {
+            if let Some(metrics) = plan.metrics() {
+                totals.add(plan.as_ref(), &metrics);
+            }
+            pending.extend(plan.children().into_iter().cloned());
+        }
+        totals
+    }
+
+    fn add(&mut self, operator: &dyn ExecutionPlan, metrics: &MetricsSet) {
+        let nanos = |name: &str| {
+            metrics
+                .sum_by_name(name)
+                .map_or(0, |value| value.as_usize() as u64)
+        };
+        match operator.name() {
+            "DataSourceExec" => {
+                self.rows_read += metrics.output_rows().unwrap_or(0) as u64;
+                self.read_ns += nanos("time_elapsed_opening") + nanos("time_elapsed_processing");
+            }
+            "ShuffleWriterExec" => self.shuffle_ns += nanos("write_time"),
+            "ShuffleReaderExec" => {
+                self.shuffle_ns += nanos("fetch_time") + nanos("local_read_time");
+            }
+            "ParquetWriteExec" => self.write_ns += nanos("write_time"),
+            _ => self.compute_ns += metrics.elapsed_compute().unwrap_or(0) as u64,
+        }
+    }
+
+    /// Adds these task times to a run's profile.
+    fn add_to(&self, profile: &mut RunProfile) {
+        const NANOS_PER_MS: u64 = 1_000_000;
+        profile.read_ms += self.read_ns / NANOS_PER_MS;
+        profile.compute_ms += self.compute_ns / NANOS_PER_MS;
+        profile.shuffle_ms += self.shuffle_ns / NANOS_PER_MS;
+        profile.write_ms += self.write_ns / NANOS_PER_MS;
+    }
+}
+
+/// Milliseconds since `start`.
+fn elapsed_ms(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When the first task of a job's stages started executing, in ms since the epoch.
+fn first_task_start<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> Option<i64> {
+    stages
+        .filter_map(|stage| match stage {
+            ExecutionStage::Successful(stage) => stage
+                .task_infos
+                .iter()
+                .map(|info| info.start_exec_time)
+                .filter(|start| *start > 0)
+                .min(),
+            _ => None,
+        })
+        .min()
+        .and_then(|start| i64::try_from(start).ok())
 }

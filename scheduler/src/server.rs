@@ -41,6 +41,8 @@ pub struct SchedulerSettings {
     pub step_functions: Option<crate::sfn::StepFunctionsSettings>,
     /// A port for `/healthz`, `/readyz` and `/metrics`; none when `None`.
     pub http_port: Option<u16>,
+    /// Where runs' plans execute.
+    pub engine: crate::runner::Engine,
 }
 
 impl Default for SchedulerSettings {
@@ -54,6 +56,7 @@ impl Default for SchedulerSettings {
             storage: StorageSettings::default(),
             step_functions: None,
             http_port: None,
+            engine: crate::runner::Engine::Ballista,
         }
     }
 }
@@ -165,7 +168,8 @@ impl Scheduler {
             job_state,
             stores,
             settings.executor_timeout,
-        );
+        )
+        .with_engine(settings.engine);
         if let Some(sfn) = &settings.step_functions {
             manager = manager.with_step_functions(crate::sfn::client(sfn).await);
         }

@@ -35,6 +35,33 @@ fn fail(err: datafusion::error::DataFusionError) -> String {
     strip_context(&err)
 }
 
+/// References with at most this many rows (keys of a referential check, entries of a
+/// mapping) are read once at planning and joined from memory.
+pub(crate) const BROADCAST_MAX_ROWS: usize = 50_000;
+
+/// A small reference as an in-memory table, read once when the job is planned: with its
+/// exact size known, the planner joins it as a broadcast hash join in every task (as
+/// Spark broadcasts tables under `autoBroadcastJoinThreshold`), instead of shuffling
+/// and sorting the job's rows to meet it. A larger reference is left as it is.
+pub(crate) async fn broadcast_if_small(
+    ctx: &SessionContext,
+    reference: DataFrame,
+) -> Result<DataFrame, String> {
+    let batches = reference
+        .clone()
+        .limit(0, Some(BROADCAST_MAX_ROWS + 1))
+        .map_err(fail)?
+        .collect()
+        .await
+        .map_err(fail)?;
+    if batches.iter().map(|b| b.num_rows()).sum::<usize>() > BROADCAST_MAX_ROWS {
+        return Ok(reference);
+    }
+    let schema = std::sync::Arc::new(reference.schema().as_arrow().clone());
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(fail)?;
+    ctx.read_table(std::sync::Arc::new(table)).map_err(fail)
+}
+
 fn udf(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> Result<Expr, String> {
     let function = ctx
         .udf(name)
@@ -258,6 +285,7 @@ pub(crate) async fn standardize(
             )
         })
         .map_err(fail)?;
+    let mapping = broadcast_if_small(ctx, mapping).await?;
     let lookup = format!("__sluice_std_lookup_{index}");
     let joined = frame
         .with_column(&lookup, match_key(column(&step.column))?)

@@ -76,6 +76,15 @@ impl JobSettings {
                         partitions.to_string(),
                     );
                 }
+                "spark.sql.join.preferSortMergeJoin" => {
+                    let sort_merge: bool = text
+                        .parse()
+                        .map_err(|_| invalid(format!("`{text}` is not true or false")))?;
+                    settings.session.insert(
+                        "datafusion.optimizer.prefer_hash_join".into(),
+                        (!sort_merge).to_string(),
+                    );
+                }
                 "spark.sql.autoBroadcastJoinThreshold" => {
                     let bytes = if text.trim() == "-1" {
                         0

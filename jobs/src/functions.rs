@@ -17,11 +17,14 @@
 //! | `redact(value)` | `REDACTED`, or NULL for NULL |
 //! | `generalize_date(date, 'month' \| 'year')` | the first day of the date's month or year |
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Date32Array, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -38,22 +41,28 @@ use crate::parsing::{clean_number, parse_date, parse_timestamp, spark_pattern_to
 pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
     vec![
         text_function("normalize_ndc", DataType::Utf8, |v| {
-            Value::Text(normalize_ndc(v))
+            Value::Text(normalize_ndc(v).map(Cow::Owned))
         }),
         text_function("npi_valid", DataType::Boolean, |v| {
             Value::Flag(Some(npi_valid(v)))
         }),
-        text_function("zip5", DataType::Utf8, |v| Value::Text(zip5(v))),
-        text_function("zip3", DataType::Utf8, |v| Value::Text(zip3(v))),
-        text_function("us_state", DataType::Utf8, |v| Value::Text(us_state(v))),
+        text_function("zip5", DataType::Utf8, |v| {
+            Value::Text(zip5(v).map(Cow::Owned))
+        }),
+        text_function("zip3", DataType::Utf8, |v| {
+            Value::Text(zip3(v).map(Cow::Owned))
+        }),
+        text_function("us_state", DataType::Utf8, |v| {
+            Value::Text(us_state(v).map(Cow::Borrowed))
+        }),
         text_function("collapse_whitespace", DataType::Utf8, |v| {
             Value::Text(Some(collapse_whitespace(v)))
         }),
         text_function("parse_number", DataType::Utf8, |v| {
-            Value::Text(clean_number(v))
+            Value::Text(clean_number(v).map(Cow::Owned))
         }),
         text_function("redact", DataType::Utf8, |_| {
-            Value::Text(Some(REDACTED.to_owned()))
+            Value::Text(Some(Cow::Borrowed(REDACTED)))
         }),
         Function::udf(
             "parse_date",
@@ -93,8 +102,19 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
 }
 
 /// Trimmed, with inner whitespace runs made one space.
-pub fn collapse_whitespace(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+pub fn collapse_whitespace(value: &str) -> Cow<'_, str> {
+    // Most values are already clean: check in one pass before allocating.
+    let mut after_space = true;
+    let clean = value.chars().all(|c| {
+        let ok = !c.is_whitespace() || (c == ' ' && !after_space);
+        after_space = c.is_whitespace();
+        ok
+    }) && !after_space;
+    if clean || value.is_empty() {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(value.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// A function body: the arguments and the number of rows, to one array of results.
@@ -307,8 +327,8 @@ pub(crate) fn date_from_days(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
 }
 
-enum Value {
-    Text(Option<String>),
+enum Value<'a> {
+    Text(Option<Cow<'a, str>>),
     Flag(Option<bool>),
 }
 
@@ -316,7 +336,7 @@ enum Value {
 fn text_function(
     name: &'static str,
     returns: DataType,
-    apply: fn(&str) -> Value,
+    apply: for<'a> fn(&'a str) -> Value<'a>,
 ) -> Arc<ScalarUDF> {
     let output = returns.clone();
     let implementation = Arc::new(move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
@@ -344,15 +364,17 @@ fn text_function(
                     })
                     .collect::<BooleanArray>(),
             ),
-            _ => Arc::new(
-                input
-                    .iter()
-                    .map(|value| match value.map(apply) {
-                        Some(Value::Text(text)) => text,
-                        _ => None,
-                    })
-                    .collect::<StringArray>(),
-            ),
+            _ => {
+                // One builder for the batch: a clean value is copied, never allocated.
+                let mut out = StringBuilder::with_capacity(input.len(), input.value_data().len());
+                for value in input.iter() {
+                    match value.map(apply) {
+                        Some(Value::Text(Some(text))) => out.append_value(text),
+                        _ => out.append_null(),
+                    }
+                }
+                Arc::new(out.finish())
+            }
         };
         Ok(match arg {
             ColumnarValue::Scalar(_) => {
@@ -500,17 +522,25 @@ const STATES: &[(&str, &str)] = &[
 ];
 
 /// The 2-letter code of a state, DC or territory, or `None`.
-pub fn us_state(value: &str) -> Option<String> {
-    let wanted = value
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+pub fn us_state(value: &str) -> Option<&'static str> {
+    // Most values are a code already: no allocation for those.
+    let trimmed = value.trim().as_bytes();
+    if let [a, b] = trimmed {
+        let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+        if let Some((known, _)) = STATES.iter().find(|(c, _)| c.as_bytes() == code) {
+            return Some(known);
+        }
+    }
+    static BY_NAME: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+        STATES
+            .iter()
+            .flat_map(|(code, name)| [(*code, *code), (*name, *code)])
+            .collect()
+    });
+    let wanted = collapse_whitespace(value)
         .to_ascii_uppercase()
         .replace('.', "");
-    STATES
-        .iter()
-        .find(|(code, name)| *code == wanted || *name == wanted)
-        .map(|(code, _)| (*code).to_owned())
+    BY_NAME.get(wanted.as_str()).copied()
 }
 
 #[cfg(test)]

@@ -668,7 +668,7 @@ async fn apply_step(
             }
             replace_columns(frame, replacements)
         }
-        Step::Dedupe(dedupe) => apply_dedupe(frame, dedupe),
+        Step::Dedupe(dedupe) => apply_dedupe(ctx, frame, dedupe),
         Step::Nulls(nulls) => cleanse::nulls(frame, nulls),
         Step::Case(styles) => cleanse::case(frame, styles),
         Step::CollapseWhitespace(columns) => cleanse::collapse_whitespace(ctx, frame, columns),
@@ -711,24 +711,109 @@ pub(crate) fn replace_columns(
     frame.select(exprs).map_err(|err| strip_context(&err))
 }
 
-fn apply_dedupe(frame: DataFrame, dedupe: &DedupeStep) -> std::result::Result<DataFrame, String> {
-    const ROW: &str = "__sluice_dedupe_row";
+fn apply_dedupe(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    dedupe: &DedupeStep,
+) -> std::result::Result<DataFrame, String> {
+    const REPEAT: &str = "__sluice_dedupe";
     require_columns(&frame, &dedupe.keys)?;
     let mut ordering: Vec<SortExpr> = Vec::new();
     for entry in &dedupe.order_by {
         ordering.push(parse_ordering(&frame, entry)?);
     }
-    let window = datafusion::functions_window::expr_fn::row_number()
-        .partition_by(dedupe.keys.iter().map(|k| column(k)).collect())
-        .order_by(ordering)
-        .build()
-        .map_err(|err| strip_context(&err))?
-        .alias(ROW);
+    let (frame, marks) = mark_repeated_keys(ctx, frame, &dedupe.keys, ordering, REPEAT, false)?;
     frame
-        .window(vec![window])
-        .and_then(|f| f.filter(col(ROW).eq(lit(1u64))))
-        .and_then(|f| f.drop_columns(&[ROW]))
+        .filter(datafusion::logical_expr::not(col(marks.after.as_str())))
+        .and_then(|f| f.drop_columns(&[marks.after.as_str()]))
         .map_err(|err| strip_context(&err))
+}
+
+/// The columns [`mark_repeated_keys`] adds.
+pub(crate) struct RepeatMarks {
+    /// True where an earlier row (by the keys, then the ordering) has the same keys: the
+    /// rows `row_number() OVER (PARTITION BY keys ORDER BY ordering) > 1` picks.
+    pub after: String,
+    /// True where a later row has the same keys (asked for with `with_next`).
+    pub before: Option<String>,
+}
+
+/// Marks the rows whose keys repeat, as `row_number()` or `count(*)` over
+/// `PARTITION BY keys` would, without their cost. DataFusion's window operators work one
+/// partition at a time, slicing every column of the batch for each; with a partition
+/// per key (most keys a row or two) that cost more than the rest of a cleansing job
+/// together. Here the window's partitions are hash buckets of the keys, sorted by the
+/// keys and then `ordering` inside, so the rows of one key are adjacent and each is
+/// compared with its neighbours. The keys compare with `IS NOT DISTINCT FROM` (NULL keys
+/// are one key, as `PARTITION BY` has them).
+pub(crate) fn mark_repeated_keys(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    keys: &[String],
+    ordering: Vec<SortExpr>,
+    prefix: &str,
+    with_next: bool,
+) -> std::result::Result<(DataFrame, RepeatMarks), String> {
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::functions_window::expr_fn::{lag, lead};
+    use datafusion::scalar::ScalarValue;
+    let fail = |err: datafusion::error::DataFusionError| strip_context(&err);
+    let bucket_udf = ctx.udf(crate::functions::KEY_BUCKET).map_err(fail)?;
+    let key_exprs: Vec<Expr> = keys.iter().map(|k| column(k)).collect();
+    let bucket = bucket_udf.call(key_exprs.clone());
+    let mut order: Vec<SortExpr> = key_exprs
+        .iter()
+        .map(|k| k.clone().sort(true, true))
+        .collect();
+    order.extend(ordering);
+    let neighbour = |shifted: Expr, name: String| -> std::result::Result<Expr, String> {
+        Ok(shifted
+            .partition_by(vec![bucket.clone()])
+            .order_by(order.clone())
+            .build()
+            .map_err(fail)?
+            .alias(name))
+    };
+    let no_row = Some(ScalarValue::Boolean(Some(false)));
+    let mut windows = Vec::new();
+    let mut helpers = Vec::new();
+    // (direction, shift function) for the previous row, and the next one when asked.
+    let mut sides: Vec<(&str, fn(Expr, Option<i64>, Option<ScalarValue>) -> Expr)> =
+        vec![("prev", lag)];
+    if with_next {
+        sides.push(("next", lead));
+    }
+    let mut marks = Vec::new();
+    for (side, shift) in sides {
+        let exists = format!("{prefix}_{side}_exists");
+        windows.push(neighbour(shift(lit(true), Some(1), no_row.clone()), exists.clone())?);
+        let mut same = col(exists.as_str());
+        helpers.push(exists);
+        for (index, key) in key_exprs.iter().enumerate() {
+            let name = format!("{prefix}_{side}_{index}");
+            windows.push(neighbour(shift(key.clone(), Some(1), None), name.clone())?);
+            same = same.and(datafusion::logical_expr::binary_expr(
+                key.clone(),
+                datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                col(name.as_str()),
+            ));
+            helpers.push(name);
+        }
+        marks.push(same);
+    }
+    let after = format!("{prefix}_after");
+    let before = with_next.then(|| format!("{prefix}_before"));
+    let mut frame = frame.window(windows).map_err(fail)?;
+    let mut marks = marks.into_iter();
+    if let Some(same) = marks.next() {
+        frame = frame.with_column(&after, same).map_err(fail)?;
+    }
+    if let (Some(name), Some(same)) = (&before, marks.next()) {
+        frame = frame.with_column(name, same).map_err(fail)?;
+    }
+    let helpers: Vec<&str> = helpers.iter().map(String::as_str).collect();
+    let frame = frame.drop_columns(&helpers).map_err(fail)?;
+    Ok((frame, RepeatMarks { after, before }))
 }
 
 /// `expr [asc|desc] [nulls first|nulls last]`, with Spark's null order by default.

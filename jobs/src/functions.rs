@@ -23,7 +23,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, StringArray, StringBuilder,
+    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
@@ -64,6 +64,12 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
         text_function("redact", DataType::Utf8, |_| {
             Value::Text(Some(Cow::Borrowed(REDACTED)))
         }),
+        Function::udf(
+            KEY_BUCKET,
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Int64,
+            key_bucket_batch,
+        ),
         Function::udf(
             "parse_date",
             Signature::variadic_any(Volatility::Immutable),
@@ -115,6 +121,42 @@ pub fn collapse_whitespace(value: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(value.split_whitespace().collect::<Vec<_>>().join(" "))
     }
+}
+
+/// The internal function that hashes key columns into [`KEY_BUCKETS`] buckets (see
+/// `compile::mark_repeated_keys`).
+pub const KEY_BUCKET: &str = "__sluice_key_bucket";
+
+/// Buckets of [`KEY_BUCKET`]: enough to spread over any number of tasks.
+pub const KEY_BUCKETS: u64 = 4096;
+
+/// FNV-1a over each row's values as text, each value closed by a separator (NULL has its
+/// own marker), modulo [`KEY_BUCKETS`]: the same keys give the same bucket in every
+/// process.
+fn key_bucket_batch(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut hashes = vec![OFFSET; rows];
+    for arg in args {
+        let text = cast(&arg.to_array(rows)?, &DataType::Utf8)?;
+        let text = text
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| DataFusionError::Internal(format!("{KEY_BUCKET}: key is not text")))?;
+        for (row, hash) in hashes.iter_mut().enumerate() {
+            let (value, end): (&[u8], u8) = if text.is_null(row) {
+                (&[], 0xfe)
+            } else {
+                (text.value(row).as_bytes(), 0xff)
+            };
+            for byte in value.iter().chain(std::iter::once(&end)) {
+                *hash = (*hash ^ u64::from(*byte)).wrapping_mul(PRIME);
+            }
+        }
+    }
+    Ok(Arc::new(Int64Array::from_iter_values(
+        hashes.into_iter().map(|hash| (hash % KEY_BUCKETS) as i64),
+    )))
 }
 
 /// A function body: the arguments and the number of rows, to one array of results.

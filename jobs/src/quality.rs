@@ -16,7 +16,7 @@ use std::ops::Not;
 
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType, cast, col, lit};
+use datafusion::logical_expr::{Expr, JoinType, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde::{Deserialize, Serialize};
 
@@ -559,8 +559,8 @@ impl<'a> QualityBuilder<'a> {
                 .map_err(|e| strip_context(&e))?;
             Ok(cast(lit(literal_scalar(value)), field.data_type().clone()))
         };
-        // Window and join rules add a helper column the flag reads; it is dropped after.
-        let mut helper: Option<String> = None;
+        // Window and join rules add helper columns the flag reads; they are dropped after.
+        let mut helpers: Vec<String> = Vec::new();
         let (kind, broken, sample_columns, frame) = if let Some(columns) = &rule.not_null {
             require_columns(&frame, columns)?;
             let broken = columns
@@ -620,38 +620,35 @@ impl<'a> QualityBuilder<'a> {
             ("expr", broken, referenced, frame)
         } else if let Some(check) = &rule.unique {
             require_columns(&frame, &check.columns)?;
-            let window_column = format!("__sluice_window_{index}");
-            let partition: Vec<Expr> = check.columns.iter().map(|c| column(c)).collect();
-            let window = if check.keep.is_empty() {
-                Expr::from(datafusion::logical_expr::expr::WindowFunction::new(
-                    datafusion::functions_aggregate::count::count_udaf(),
-                    vec![lit(1)],
-                ))
-                .partition_by(partition)
-                .build()
-            } else {
-                let ordering = check
-                    .keep
-                    .iter()
-                    .map(|entry| parse_ordering(&frame, entry))
-                    .collect::<Result<Vec<_>, _>>()?;
-                datafusion::functions_window::expr_fn::row_number()
-                    .partition_by(partition)
-                    .order_by(ordering)
-                    .build()
-            }
-            .map_err(fail)?
-            .alias(&window_column);
+            let ordering = check
+                .keep
+                .iter()
+                .map(|entry| parse_ordering(&frame, entry))
+                .collect::<Result<Vec<_>, _>>()?;
+            // With `keep`, the first row of a key holds the rule and the rest break it;
+            // without, every row of a repeated key breaks it.
+            let every_row = check.keep.is_empty();
+            let (frame, marks) = crate::compile::mark_repeated_keys(
+                self.ctx,
+                frame,
+                &check.columns,
+                ordering,
+                &format!("__sluice_unique_{index}"),
+                every_row,
+            )?;
             let keys_present = check
                 .columns
                 .iter()
                 .map(|c| column(c).is_not_null())
                 .reduce(Expr::and)
                 .unwrap_or(lit(true));
-            let frame = frame.window(vec![window]).map_err(fail)?;
-            let broken = keys_present.and(col(window_column.as_str()).gt(lit(1i64)));
-            helper = Some(window_column);
-            ("unique", broken, check.columns.clone(), frame)
+            let mut repeated = col(marks.after.as_str());
+            helpers.push(marks.after);
+            if let Some(before) = marks.before {
+                repeated = repeated.or(col(before.as_str()));
+                helpers.push(before);
+            }
+            ("unique", keys_present.and(repeated), check.columns.clone(), frame)
         } else if let Some(check) = &rule.referential {
             require_columns(&frame, std::slice::from_ref(&check.column))?;
             let key_column = format!("__sluice_ref_{index}");
@@ -687,7 +684,7 @@ impl<'a> QualityBuilder<'a> {
             let broken = column(&check.column)
                 .is_not_null()
                 .and(col(key_column.as_str()).is_null());
-            helper = Some(key_column);
+            helpers.push(key_column);
             ("referential", broken, vec![check.column.clone()], joined)
         } else {
             return Err(format!("rule `{}` names no check", rule.name));
@@ -696,8 +693,9 @@ impl<'a> QualityBuilder<'a> {
         let flag = self.push_row_rule(name, kind, action, samples);
         let broken = datafusion::functions::core::expr_fn::coalesce(vec![broken, lit(false)]);
         let mut frame = frame.with_column(&flag, broken).map_err(fail)?;
-        if let Some(helper) = helper {
-            frame = frame.drop_columns(&[helper.as_str()]).map_err(fail)?;
+        if !helpers.is_empty() {
+            let helpers: Vec<&str> = helpers.iter().map(String::as_str).collect();
+            frame = frame.drop_columns(&helpers).map_err(fail)?;
         }
         Ok(frame)
     }

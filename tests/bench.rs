@@ -45,7 +45,10 @@ fn benchmark_harness_runs_every_engine_with_equal_outputs() {
                 .find(|row| row["job"] == job && row["engine"] == engine)
                 .unwrap_or_else(|| panic!("no result for {job} on {engine}"));
             assert!(row["wall_s"].as_f64().is_some_and(|s| s > 0.0), "{row}");
-            assert!(row["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0), "{row}");
+            assert!(
+                row["peak_rss_mb"].as_f64().is_some_and(|m| m > 0.0),
+                "{row}"
+            );
         }
     }
     // Sluice distributed reports where its time went.

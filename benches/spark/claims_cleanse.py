@@ -18,6 +18,7 @@ derive ndc11, derive ndc, standardize payer, derive fill_month, mask; then the q
 rules. Only built-in Spark SQL functions; the reference tables are broadcast.
 
 Where matching Sluice needs something unusual:
+- Sluice's `overwrite_partitions` mode is Spark's dynamic partition overwrite.
 - Timestamps: `adjudicated_at` text is read as UTC (Sluice parses naive text as UTC), so
   the session time zone is UTC; Parquet timestamps are written as INT64 microseconds
   (spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS) as Sluice writes them, not
@@ -31,8 +32,10 @@ Where matching Sluice needs something unusual:
   collapse_whitespace step has done it to every column, so that is not repeated.
 - tokenize is HMAC-SHA256(key, b"sluice-token\\0" + value), first 12 bytes as hex after
   `tok_`: HMAC is spelled out with sha2(), the padded key blocks computed on the driver.
-- Dates use try_to_date per pattern. Spark's `MM`/`dd` want two digits, while Sluice
-  (chrono) also reads `3/7/2024`; the generated data always pads, so outputs agree.
+- Dates and timestamps use try_to_date / try_to_timestamp per pattern. Spark's `MM`,
+  `dd` and `HH` want two digits, while Sluice (chrono) also reads `3/7/2024`,
+  `1950-5-6` and `2024-01-05 7:00:00`; the generated data always pads, so the outputs
+  agree on it (a landed `1950-5-6` would be valid in Sluice, quarantined here).
 - `_dq_rules` lists the broken rules in Sluice's order: the parse rules (one per parsed
   column, alphabetical), then the declared rules in definition order.
 - `_dq_source_file` is Spark's `file:///...` path; Sluice writes the path without the
@@ -132,21 +135,23 @@ def collapse_whitespace(df: DataFrame) -> DataFrame:
                       for c in df.columns])
 
 
-NUMBER = (r"^([-+]?)\s*[$€£]*\s*"                     # sign, currency sign
-          r"([0-9]+|[0-9]{1,3}(?:[, ][0-9]{3})+)"      # digits, grouped by three
-          r"(\.[0-9]+)?\s*[$€£]*$")                     # fraction, currency sign
+# What is left of a number once parentheses are gone: sign, currency sign, digits
+# (thousands grouped by three with `,` or ` `), fraction, currency sign.
+NUMBER = (r"^[-+]?\s*[$€£]*\s*"
+          r"(?:[0-9]+|[0-9]{1,3}(?:[, ][0-9]{3})+)"
+          r"(?:\.[0-9]+)?\s*[$€£]*$")
 
 
 def parse_number(c: Column) -> Column:
     """parsing.rs clean_number: `$1,234.50` → `1234.50`, `(12.00)` → `-12.00`; NULL
     when the text is not a number."""
-    parenthesized = c.rlike(r"^\(.*\)$")
-    inner = F.when(parenthesized, F.regexp_replace(c, r"^\(\s*|\s*\)$", "")).otherwise(c)
-    negative = parenthesized != (F.regexp_extract(inner, NUMBER, 1) == "-")
-    digits = F.regexp_replace(F.regexp_extract(inner, NUMBER, 2), "[, ]", "")
-    fraction = F.regexp_extract(inner, NUMBER, 3)
+    parenthesized = c.startswith("(") & c.endswith(")")
+    inner = F.when(parenthesized, F.trim(c.substr(F.lit(2), F.length(c) - 2))).otherwise(c)
+    negative = parenthesized != inner.startswith("-")
+    # Once the text is known to be a number, its digits and point are the number.
     return F.when(inner.rlike(NUMBER),
-                  F.concat(F.when(negative, "-").otherwise(""), digits, fraction))
+                  F.concat(F.when(negative, "-").otherwise(""),
+                           F.regexp_replace(inner, "[^0-9.]", "")))
 
 
 def parsed(name: str, target: str) -> Column:
@@ -177,10 +182,9 @@ def us_state(c: Column) -> Column:
     return lookup[F.regexp_replace(F.upper(c), r"\.", "")]
 
 
-def normalize_ndc(c: Column) -> Column:
+def normalize_ndc(ndc: Column) -> Column:
     """functions.rs normalize_ndc: 11 digits from the 5-4-2, 4-4-2, 5-3-2, 5-4-1 or
     11-digit forms; NULL otherwise."""
-    ndc = c
     part = lambda i: F.split_part(ndc, F.lit("-"), F.lit(i))
     return (F.when(ndc.rlike(r"^[0-9]{11}$"), ndc)
             .when(ndc.rlike(r"^[0-9]{5}-[0-9]{4}-[0-9]{2}$"), F.concat(part(1), part(2), part(3)))
@@ -238,10 +242,9 @@ def tokenize(c: Column, key: bytes) -> Column:
     return F.concat(F.lit("tok_"), F.substring(hmac_sha256_hex(key, message), 1, 24))
 
 
-def zip3(c: Column) -> Column:
+def zip3(z: Column) -> Column:
     """masking.rs zip3: the first 3 digits of the ZIP of `12345`, `12345-6789`,
     `123456789` or a ZIP that lost its leading zeros (`2134`); NULL otherwise."""
-    z = c
     zip5 = (F.when(z.rlike(r"^[0-9]{5}(-[0-9]{4})?$|^[0-9]{9}$"), F.substring(z, 1, 5))
             .when(z.rlike(r"^[0-9]{3,4}$"), F.lpad(z, 5, "0")))
     return F.substring(zip5, 1, 3)
@@ -256,10 +259,9 @@ def mask(df: DataFrame, key: bytes) -> DataFrame:
 # --- quality -------------------------------------------------------------------------
 
 
-def npi_valid(c: Column) -> Column:
+def npi_valid(npi: Column) -> Column:
     """functions.rs npi_valid: 10 digits whose last is the Luhn check digit over
     `80840` + the first nine (the prefix contributes 24)."""
-    npi = c
     digit = lambda i: F.ascii(F.substring(npi, i, 1)) - 48
     doubled = lambda d: F.when(d * 2 > 9, d * 2 - 9).otherwise(d * 2)
     total = F.lit(24)
@@ -333,7 +335,7 @@ def judge(checked: DataFrame, rule_names: list, run_date: date) -> list:
         percent = quarantined * 100.0 / rows
         if percent > MAX_QUARANTINED_PERCENT:
             failures.append(f"{percent:.2f}% of rows quarantined ({quarantined} of {rows}), "
-                            f"more than max_quarantined_percent {MAX_QUARANTINED_PERCENT}%")
+                            f"more than max_quarantined_percent {MAX_QUARANTINED_PERCENT:g}%")
     return failures
 
 

@@ -14,7 +14,8 @@ month (class_share, rounded to 6 places).
 
 The job is one SQL step, run as the definition has it (`input` is the claims).
 
-Where matching Sluice needs something unusual: nothing in the query. Like Sluice, the
+Where matching Sluice needs something unusual: nothing in the query. Sluice's
+`overwrite_partitions` mode is Spark's dynamic partition overwrite. Like Sluice, the
 products CSV is read as text (no schema inference), and fill_month stays the string
 partition value (Spark's partition inference only makes `yyyy-MM-dd` values dates).
 Types agree with Sluice's: trx/nrx/patients/units bigint, paid_amount decimal(22,2),
@@ -79,7 +80,6 @@ def main() -> int:
     spark = (SparkSession.builder.appName("rx_monthly")
              .config("spark.sql.shuffle.partitions", 4)
              .config("spark.sql.ansi.enabled", True)
-             .config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")

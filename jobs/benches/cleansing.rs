@@ -14,8 +14,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF};
 use datafusion::scalar::ScalarValue;
-use sluice_jobs::datagen::{ClaimsOptions, LANDED_CLAIMS_HEADER, generate_claims};
 use sluice_jobs::RuleAction;
+use sluice_jobs::datagen::{ClaimsOptions, LANDED_CLAIMS_HEADER, generate_claims};
 use sluice_jobs::quality::{QualityPlan, QualityStats, RowRule, SampleColumn};
 
 const ROWS: usize = 65_536;

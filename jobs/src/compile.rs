@@ -786,7 +786,10 @@ pub(crate) fn mark_repeated_keys(
     let mut marks = Vec::new();
     for (side, shift) in sides {
         let exists = format!("{prefix}_{side}_exists");
-        windows.push(neighbour(shift(lit(true), Some(1), no_row.clone()), exists.clone())?);
+        windows.push(neighbour(
+            shift(lit(true), Some(1), no_row.clone()),
+            exists.clone(),
+        )?);
         let mut same = col(exists.as_str());
         helpers.push(exists);
         for (index, key) in key_exprs.iter().enumerate() {

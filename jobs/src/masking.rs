@@ -67,7 +67,7 @@ impl SecretRef {
                 "masking key {self} is shorter than {MIN_KEY_BYTES} bytes"
             ));
         }
-        let key = Arc::new(SecretKey(bytes));
+        let key = Arc::new(SecretKey::new(&bytes)?);
         if let Ok(mut cache) = cache.lock() {
             cache.insert(self.clone(), Arc::clone(&key));
         }
@@ -90,8 +90,9 @@ impl fmt::Debug for SecretRef {
     }
 }
 
-/// A resolved key; its `Debug` never shows it.
-pub struct SecretKey(Vec<u8>);
+/// A resolved key, kept as HMAC's keyed state (the key's inner and outer blocks already
+/// hashed, so each value costs two SHA-256 blocks fewer); its `Debug` never shows it.
+pub struct SecretKey(hmac::Hmac<Sha256>);
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,11 +101,15 @@ impl fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
+    /// A key from its bytes.
+    pub fn new(bytes: &[u8]) -> Result<Self, String> {
+        <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(bytes)
+            .map(Self)
+            .map_err(|err| format!("masking key: {err}"))
+    }
+
     fn mac(&self, domain: &[u8], value: &str) -> [u8; 32] {
-        // HMAC takes keys of any length; the error case cannot happen for SHA-256.
-        let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) else {
-            return [0; 32];
-        };
+        let mut mac = self.0.clone();
         mac.update(domain);
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().into()
@@ -173,7 +178,7 @@ mod tests {
     #[test]
     fn hmac_matches_the_rfc_4231_test_vector() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let key = SecretKey(b"Jefe".to_vec());
+        let key = SecretKey::new(b"Jefe").unwrap();
         assert_eq!(
             key.hmac_sha256("what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"

@@ -50,7 +50,9 @@ enum Split {
     /// `f(DISTINCT d)` becomes `f(d)` over the inner groups.
     Distinct,
     /// `f(args)` becomes `f(args)` inside and `combine(partial)` outside.
-    Partial { combine: Arc<datafusion::logical_expr::AggregateUDF> },
+    Partial {
+        combine: Arc<datafusion::logical_expr::AggregateUDF>,
+    },
 }
 
 fn split(expr: &Expr, distinct_arg: &mut Option<Expr>) -> Option<Split> {
@@ -205,11 +207,8 @@ impl OptimizerRule for MixedDistinctToGroupBy {
             }
         }
         let no_groups = outer_groups.is_empty();
-        let inner = LogicalPlan::Aggregate(Aggregate::try_new(
-            input,
-            inner_groups,
-            inner_aggregates,
-        )?);
+        let inner =
+            LogicalPlan::Aggregate(Aggregate::try_new(input, inner_groups, inner_aggregates)?);
         let outer = LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(inner),
             outer_groups,

@@ -648,7 +648,12 @@ impl<'a> QualityBuilder<'a> {
                 repeated = repeated.or(col(before.as_str()));
                 helpers.push(before);
             }
-            ("unique", keys_present.and(repeated), check.columns.clone(), frame)
+            (
+                "unique",
+                keys_present.and(repeated),
+                check.columns.clone(),
+                frame,
+            )
         } else if let Some(check) = &rule.referential {
             require_columns(&frame, std::slice::from_ref(&check.column))?;
             let key_column = format!("__sluice_ref_{index}");

@@ -53,12 +53,17 @@ fn register(ctx: &SessionContext) {
         .expect("registered");
 }
 
-async fn answer(ctx: &SessionContext, sql: &str) -> (String, Arc<datafusion::arrow::datatypes::Schema>) {
+async fn answer(
+    ctx: &SessionContext,
+    sql: &str,
+) -> (String, Arc<datafusion::arrow::datatypes::Schema>) {
     let frame = ctx.sql(sql).await.expect("planned");
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await.expect("executed");
     (
-        pretty_format_batches(&batches).expect("printed").to_string(),
+        pretty_format_batches(&batches)
+            .expect("printed")
+            .to_string(),
         schema,
     )
 }
@@ -90,8 +95,16 @@ async fn mixed_distinct_aggregates_answer_as_datafusion_does() {
         let (theirs, their_schema) = answer(&plain, sql).await;
         assert_eq!(ours, theirs, "answers differ for\n{sql}");
         assert_eq!(
-            our_schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>(),
-            their_schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>(),
+            our_schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>(),
+            their_schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>(),
             "result types differ for\n{sql}"
         );
     }

@@ -64,12 +64,7 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
         text_function("redact", DataType::Utf8, |_| {
             Value::Text(Some(Cow::Borrowed(REDACTED)))
         }),
-        Function::udf(
-            KEY_BUCKET,
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Int64,
-            key_bucket_batch,
-        ),
+        key_bucket_udf(),
         Function::udf(
             "parse_date",
             Signature::variadic_any(Volatility::Immutable),
@@ -129,6 +124,16 @@ pub const KEY_BUCKET: &str = "__sluice_key_bucket";
 
 /// Buckets of [`KEY_BUCKET`]: enough to spread over any number of tasks.
 pub const KEY_BUCKETS: u64 = 4096;
+
+/// The [`KEY_BUCKET`] function.
+pub fn key_bucket_udf() -> Arc<ScalarUDF> {
+    Function::udf(
+        KEY_BUCKET,
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::Int64,
+        key_bucket_batch,
+    )
+}
 
 /// FNV-1a over each row's values as text, each value closed by a separator (NULL has its
 /// own marker), modulo [`KEY_BUCKETS`]: the same keys give the same bucket in every

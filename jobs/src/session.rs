@@ -91,8 +91,10 @@ pub fn session_state(
 
 /// Sluice's logical rules, then Ballista's (DataFusion's with Ballista's own).
 fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
-        vec![Arc::new(crate::optimizer::MixedDistinctToGroupBy)];
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+        Arc::new(crate::optimizer::MixedDistinctToGroupBy),
+        Arc::new(crate::optimizer::KeyedRowNumber),
+    ];
     rules.extend(ballista_core::optimizer::ballista_default_optimizer_rules());
     rules
 }

@@ -1,4 +1,5 @@
-//! Sluice's optimizer rules give the answers DataFusion gives without them.
+//! Sluice's optimizer rules give the answers (names and types too) DataFusion gives
+//! without them.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use sluice_jobs::session::{default_session_config, session_state};
 /// NULLs, and amounts as decimals.
 fn claims() -> RecordBatch {
     let rows = 500;
+    let id: Int64Array = (0..rows).map(|i| Some(i as i64)).collect();
     let group: StringArray = (0..rows).map(|i| Some(["CA", "TX", "NY"][i % 3])).collect();
     let patient: StringArray = (0..rows)
         .map(|i| (i % 11 != 0).then(|| format!("p{}", i % 37)))
@@ -33,6 +35,7 @@ fn claims() -> RecordBatch {
         Field::new("patient", DataType::Utf8, true),
         Field::new("quantity", DataType::Int64, true),
         Field::new("paid", DataType::Decimal128(12, 2), true),
+        Field::new("id", DataType::Int64, false),
     ]);
     RecordBatch::try_new(
         Arc::new(schema),
@@ -41,6 +44,7 @@ fn claims() -> RecordBatch {
             Arc::new(patient),
             Arc::new(quantity),
             Arc::new(paid),
+            Arc::new(id),
         ],
     )
     .expect("batch")
@@ -68,7 +72,16 @@ async fn answer(
     )
 }
 
-const QUERIES: [&str; 5] = [
+const QUERIES: [&str; 9] = [
+    "SELECT id, row_number() OVER (PARTITION BY patient ORDER BY quantity DESC, id) AS rn \
+     FROM claims ORDER BY id",
+    "SELECT id, row_number() OVER (PARTITION BY state, patient ORDER BY id) AS rn, \
+     sum(quantity) OVER (PARTITION BY state) AS state_units FROM claims ORDER BY id",
+    "SELECT state, sum(CASE WHEN n = 1 THEN 1 ELSE 0 END) AS firsts, max(n) AS most FROM \
+     (SELECT state, row_number() OVER (PARTITION BY patient, state ORDER BY paid, id) AS n \
+      FROM claims) t GROUP BY state ORDER BY state",
+    "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY upper(patient) ORDER BY id DESC) AS n \
+     FROM claims) t WHERE n = 1 ORDER BY id",
     "SELECT state, count(DISTINCT patient) AS patients, count(*) AS claims, count(quantity) AS with_quantity, \
      sum(quantity) AS units, sum(paid) AS paid, min(paid) AS least, max(quantity) AS most \
      FROM claims GROUP BY state ORDER BY state",
@@ -82,12 +95,13 @@ const QUERIES: [&str; 5] = [
 ];
 
 #[tokio::test]
-async fn mixed_distinct_aggregates_answer_as_datafusion_does() {
+async fn rewritten_aggregates_and_row_numbers_answer_as_datafusion_does() {
     let stores = ObjectStores::new(Default::default());
     let sluice = SessionContext::new_with_state(
         session_state(default_session_config(), &stores).expect("session"),
     );
-    let plain = SessionContext::new();
+    // The same settings (Spark's NULL ordering among them), DataFusion's rules alone.
+    let plain = SessionContext::new_with_config(default_session_config());
     register(&sluice);
     register(&plain);
     for sql in QUERIES {
@@ -110,7 +124,7 @@ async fn mixed_distinct_aggregates_answer_as_datafusion_does() {
     }
     // The rule did fire: two group-bys, the inner one over the distinct value.
     let plan = sluice
-        .sql(&format!("EXPLAIN {}", QUERIES[0]))
+        .sql(&format!("EXPLAIN {}", QUERIES[4]))
         .await
         .expect("explained")
         .collect()
@@ -120,5 +134,17 @@ async fn mixed_distinct_aggregates_answer_as_datafusion_does() {
     assert!(
         text.contains("__sluice_distinct_value"),
         "the rewrite did not apply:\n{text}"
+    );
+    let plan = sluice
+        .sql(&format!("EXPLAIN {}", QUERIES[0]))
+        .await
+        .expect("explained")
+        .collect()
+        .await
+        .expect("explained");
+    let text = pretty_format_batches(&plan).expect("printed").to_string();
+    assert!(
+        text.contains("__sluice_key_bucket") && text.contains("rank()"),
+        "the row_number rewrite did not apply:\n{text}"
     );
 }

@@ -6,6 +6,9 @@
 //! `cargo bench -p sluice-jobs --bench cleansing` (Criterion; reports in
 //! `$CARGO_TARGET_DIR/criterion`).
 
+// A benchmark's setup fails loudly rather than measuring the wrong thing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -778,8 +778,8 @@ pub(crate) fn mark_repeated_keys(
     let mut windows = Vec::new();
     let mut helpers = Vec::new();
     // (direction, shift function) for the previous row, and the next one when asked.
-    let mut sides: Vec<(&str, fn(Expr, Option<i64>, Option<ScalarValue>) -> Expr)> =
-        vec![("prev", lag)];
+    type Shift = fn(Expr, Option<i64>, Option<ScalarValue>) -> Expr;
+    let mut sides: Vec<(&str, Shift)> = vec![("prev", lag)];
     if with_next {
         sides.push(("next", lead));
     }

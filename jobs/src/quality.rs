@@ -676,7 +676,7 @@ impl<'a> QualityBuilder<'a> {
                 .and_then(|r| r.filter(col(key_column.as_str()).is_not_null()))
                 .and_then(|r| r.distinct())
                 .map_err(fail)?;
-            let keys = crate::cleanse::broadcast_if_small(&self.ctx, keys).await?;
+            let keys = crate::cleanse::broadcast_if_small(self.ctx, keys).await?;
             let joined = frame
                 .join(
                     keys,

@@ -74,6 +74,18 @@ async fn answer(
     )
 }
 
+/// The plans of a query, as text.
+async fn explain(ctx: &SessionContext, sql: &str) -> String {
+    let plan = ctx
+        .sql(&format!("EXPLAIN {sql}"))
+        .await
+        .expect("explained")
+        .collect()
+        .await
+        .expect("explained");
+    pretty_format_batches(&plan).expect("printed").to_string()
+}
+
 const QUERIES: [&str; 9] = [
     "SELECT id, row_number() OVER (PARTITION BY patient ORDER BY quantity DESC, id) AS rn \
      FROM claims ORDER BY id",
@@ -125,26 +137,12 @@ async fn rewritten_aggregates_and_row_numbers_answer_as_datafusion_does() {
         );
     }
     // The rule did fire: two group-bys, the inner one over the distinct value.
-    let plan = sluice
-        .sql(&format!("EXPLAIN {}", QUERIES[4]))
-        .await
-        .expect("explained")
-        .collect()
-        .await
-        .expect("explained");
-    let text = pretty_format_batches(&plan).expect("printed").to_string();
+    let text = explain(&sluice, QUERIES[4]).await;
     assert!(
         text.contains("__sluice_distinct_value"),
         "the rewrite did not apply:\n{text}"
     );
-    let plan = sluice
-        .sql(&format!("EXPLAIN {}", QUERIES[0]))
-        .await
-        .expect("explained")
-        .collect()
-        .await
-        .expect("explained");
-    let text = pretty_format_batches(&plan).expect("printed").to_string();
+    let text = explain(&sluice, QUERIES[0]).await;
     assert!(
         text.contains("__sluice_key_bucket") && text.contains("rank()"),
         "the row_number rewrite did not apply:\n{text}"

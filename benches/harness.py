@@ -264,11 +264,11 @@ def run_distributed(ctx: Context, job: Job, log: Path, what: str):
         cluster_start = time.monotonic() - started
         submit_log = log.with_suffix(".submit.json")
         start = time.monotonic()
-        with open(submit_log, "wb") as out:
+        with open(submit_log, "wb") as out, open(log, "ab") as err:
             proc = subprocess.Popen(
                 [str(ctx.sluice), "submit", str(job.definition), *sluice_params(job.params),
                  "--wait", "--output", "json", "--scheduler", f"http://127.0.0.1:{port}"],
-                stdout=out, stderr=open(log, "ab"), env=ctx.env, cwd=ROOT)
+                stdout=out, stderr=err, env=ctx.env, cwd=ROOT)
             meter.roots.append(proc)
             code = meter.wait(proc)
         wall = time.monotonic() - start

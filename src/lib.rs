@@ -789,16 +789,7 @@ async fn validate(file: &Path, raw_params: &[String], explain: bool) -> Result<(
     );
     if explain {
         for output in &compiled.outputs {
-            let plan = ctx
-                .state()
-                .create_physical_plan(&output.plan)
-                .await
-                .map_err(|err| {
-                    sluice_jobs::JobError::datafusion(
-                        format!("planning output `{}`", output.name),
-                        err,
-                    )
-                })?;
+            let plan = output.physical_plan(&ctx.state()).await?;
             println!(
                 "\noutput `{}`:\n{}",
                 output.name,

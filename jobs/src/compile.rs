@@ -89,6 +89,19 @@ pub struct CompiledOutput {
     pub plan: LogicalPlan,
 }
 
+impl CompiledOutput {
+    /// The physical plan of the output's rows, as `state` plans it.
+    pub async fn physical_plan(
+        &self,
+        state: &datafusion::execution::SessionState,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        state
+            .create_physical_plan(&self.plan)
+            .await
+            .map_err(|err| JobError::datafusion(format!("planning output `{}`", self.name), err))
+    }
+}
+
 /// A run's compiled plans.
 #[derive(Debug, Clone)]
 pub struct CompiledJob {

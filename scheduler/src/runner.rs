@@ -635,15 +635,7 @@ impl Execution {
                 let executors_before = self.alive_executor_ids().await;
                 let planning = std::time::Instant::now();
                 let state = self.ctx.state();
-                let physical = state
-                    .create_physical_plan(&output.plan)
-                    .await
-                    .map_err(|err| {
-                        sluice_jobs::JobError::datafusion(
-                            format!("planning output `{}`", output.name),
-                            err,
-                        )
-                    })?;
+                let physical = output.physical_plan(&state).await?;
                 let tasks = state.config().target_partitions();
                 let task = WriteTask {
                     run_id: self.run_id.to_string(),

@@ -3,9 +3,7 @@
 //! commits, and the executors go back to zero when the work is done. KEDA's external
 //! scaler API on the scheduler says inactive when idle and follows the queue.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,9 +2,7 @@
 //! partition committed once; submitting again skips what committed; a scheduler killed
 //! mid-backfill is resumed by submitting the backfill again, with no duplicate rows.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,9 +1,7 @@
 //! The CLI as users meet it: bad input gets a clear error naming what is wrong, a
 //! non-zero exit code, and nothing written.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

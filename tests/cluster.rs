@@ -2,9 +2,7 @@
 //! loopback, the example jobs submitted over gRPC, outputs checked against values the
 //! test computes from the landing files itself; cancellation; a scheduler restart.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,9 +2,7 @@
 //! started exactly as the image starts it — its ENTRYPOINT and CMD, its ENV, plus what
 //! a deployment sets per role — serves health, registers executors and runs a job.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -558,7 +556,7 @@ fn deployment_artifacts_use_only_settings_the_binary_reads() {
         assert_eq!(
             &doc[head.len()..],
             table,
-            "deploy/SETTINGS.md is stale: SLUICE_UPDATE_GOLDEN=1 cargo test --workspace --test deploy"
+            "deploy/SETTINGS.md is stale: SLUICE_UPDATE_GOLDEN=1 cargo test --workspace --test e2e deploy::"
         );
     }
     let known: std::collections::BTreeSet<String> = regex::Regex::new(r"`(SLUICE_[A-Z0-9_]+)`")

@@ -3,9 +3,7 @@
 //! (scheduler + two executor processes), and every count checked against the
 //! generator's ground truth — not against numbers Sluice computed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -2,9 +2,7 @@
 //! executor processes reaching it with SigV4, the example jobs reading landing CSV from
 //! a bucket and writing partitioned Parquet back to it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

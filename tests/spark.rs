@@ -2,9 +2,7 @@
 //! the same rows and types, and Sluice reads what Spark wrote (its `_SUCCESS`, `.crc`
 //! files and partition folders) with the same answers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

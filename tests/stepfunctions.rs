@@ -4,9 +4,7 @@
 //! failures carry the documented error names into Catch; a killed worker is noticed by
 //! the heartbeat timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

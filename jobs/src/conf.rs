@@ -8,8 +8,8 @@ use ballista_core::extension::SessionConfigExt;
 use datafusion::prelude::SessionConfig;
 
 use crate::definition::Literal;
+use crate::definition::parse_byte_size;
 use crate::error::{JobError, Position, Result};
-use crate::types::parse_byte_size;
 
 /// Parquet compression of outputs (`spark.sql.parquet.compression.codec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

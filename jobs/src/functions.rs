@@ -17,25 +17,34 @@
 //! | `redact(value)` | `REDACTED`, or NULL for NULL |
 //! | `generalize_date(date, 'month' \| 'year')` | the first day of the date's month or year |
 
+mod claims;
+mod masking;
+mod spark_compat;
+mod text;
+mod udf;
+
+pub use claims::{normalize_ndc, npi_valid, us_state, zip3, zip5};
+pub use masking::{MIN_KEY_BYTES, REDACTED, SecretKey, SecretRef};
+pub use spark_compat::{SparkDivision, spark_compat_functions};
+pub use text::{
+    clean_number, collapse_whitespace, parse_date, parse_timestamp, spark_pattern_to_chrono,
+    spark_pattern_to_chrono_format,
+};
+pub(crate) use udf::{
+    Body, Function, Value, invoke, literal_argument, text_argument, text_function,
+};
+
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
-};
-
-use crate::masking::{REDACTED, SecretRef, zip3};
-use crate::parsing::{clean_number, parse_date, parse_timestamp, spark_pattern_to_chrono};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
 
 /// Every function Sluice adds.
 pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
@@ -102,22 +111,6 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
     ]
 }
 
-/// Trimmed, with inner whitespace runs made one space.
-pub fn collapse_whitespace(value: &str) -> Cow<'_, str> {
-    // Most values are already clean: check in one pass before allocating.
-    let mut after_space = true;
-    let clean = value.chars().all(|c| {
-        let ok = !c.is_whitespace() || (c == ' ' && !after_space);
-        after_space = c.is_whitespace();
-        ok
-    }) && !after_space;
-    if clean || value.is_empty() {
-        Cow::Borrowed(value)
-    } else {
-        Cow::Owned(value.split_whitespace().collect::<Vec<_>>().join(" "))
-    }
-}
-
 /// The internal function that hashes key columns into [`KEY_BUCKETS`] buckets (see
 /// `compile::mark_repeated_keys`).
 pub const KEY_BUCKET: &str = "__sluice_key_bucket";
@@ -162,116 +155,6 @@ fn key_bucket_batch(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
     Ok(Arc::new(Int64Array::from_iter_values(
         hashes.into_iter().map(|hash| (hash % KEY_BUCKETS) as i64),
     )))
-}
-
-/// A function body: the arguments and the number of rows, to one array of results.
-pub(crate) type Body = fn(&[ColumnarValue], usize) -> Result<ArrayRef>;
-
-/// A Sluice function with its own signature (several arguments, literal options).
-#[derive(Debug)]
-pub(crate) struct Function {
-    name: &'static str,
-    signature: Signature,
-    returns: DataType,
-    body: Body,
-}
-
-impl PartialEq for Function {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-
-impl Eq for Function {}
-
-impl std::hash::Hash for Function {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
-
-impl Function {
-    pub(crate) fn udf(
-        name: &'static str,
-        signature: Signature,
-        returns: DataType,
-        body: Body,
-    ) -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::new_from_impl(Self {
-            name,
-            signature,
-            returns,
-            body,
-        }))
-    }
-}
-
-impl ScalarUDFImpl for Function {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(self.returns.clone())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        invoke(&args, self.body)
-    }
-}
-
-/// Runs a body over the arguments; all-literal arguments give a literal.
-pub(crate) fn invoke(args: &ScalarFunctionArgs, body: Body) -> Result<ColumnarValue> {
-    let all_scalar = args
-        .args
-        .iter()
-        .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
-    let rows = if all_scalar { 1 } else { args.number_rows };
-    let result = body(&args.args, rows)?;
-    if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &result, 0,
-        )?))
-    } else {
-        Ok(ColumnarValue::Array(result))
-    }
-}
-
-/// The first argument as text, one value per row.
-fn text_argument(name: &str, args: &[ColumnarValue], rows: usize) -> Result<StringArray> {
-    let Some(first) = args.first() else {
-        return Err(DataFusionError::Plan(format!("{name} needs a value")));
-    };
-    let text = cast(&first.to_array(rows)?, &DataType::Utf8)?;
-    text.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal(format!("{name}: value is not text")))
-}
-
-/// A literal text argument (a pattern, a key reference, a unit).
-pub(crate) fn literal_argument(name: &str, args: &[ColumnarValue], index: usize) -> Result<String> {
-    match args.get(index) {
-        Some(ColumnarValue::Scalar(scalar)) => match scalar.cast_to(&DataType::Utf8)? {
-            ScalarValue::Utf8(Some(text)) => Ok(text),
-            _ => Err(DataFusionError::Plan(format!(
-                "{name}: argument {} must not be NULL",
-                index + 1
-            ))),
-        },
-        Some(ColumnarValue::Array(_)) => Err(DataFusionError::Plan(format!(
-            "{name}: argument {} must be a literal",
-            index + 1
-        ))),
-        None => Err(DataFusionError::Plan(format!(
-            "{name}: argument {} is missing",
-            index + 1
-        ))),
-    }
 }
 
 fn chrono_formats(name: &str, args: &[ColumnarValue]) -> Result<Vec<String>> {
@@ -321,7 +204,7 @@ fn keyed_batch(
     name: &str,
     args: &[ColumnarValue],
     rows: usize,
-    apply: fn(&crate::masking::SecretKey, &str) -> String,
+    apply: fn(&crate::functions::SecretKey, &str) -> String,
 ) -> Result<ArrayRef> {
     let reference = literal_argument(name, args, 1)?;
     let key = SecretRef::parse(&reference)
@@ -374,222 +257,6 @@ pub(crate) fn date_from_days(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
 }
 
-enum Value<'a> {
-    Text(Option<Cow<'a, str>>),
-    Flag(Option<bool>),
-}
-
-/// A one-argument function over text; NULL in, NULL out.
-fn text_function(
-    name: &'static str,
-    returns: DataType,
-    apply: for<'a> fn(&'a str) -> Value<'a>,
-) -> Arc<ScalarUDF> {
-    let output = returns.clone();
-    let implementation = Arc::new(move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
-        let [arg] = args else {
-            return Err(DataFusionError::Execution(format!(
-                "{name} takes one argument"
-            )));
-        };
-        let rows = match arg {
-            ColumnarValue::Array(array) => array.len(),
-            ColumnarValue::Scalar(_) => 1,
-        };
-        let input = cast(&arg.to_array(rows)?, &DataType::Utf8)?;
-        let input = input
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| DataFusionError::Internal(format!("{name}: input is not text")))?;
-        let result: ArrayRef = match output {
-            DataType::Boolean => Arc::new(
-                input
-                    .iter()
-                    .map(|value| match value.map(apply) {
-                        Some(Value::Flag(flag)) => flag,
-                        _ => None,
-                    })
-                    .collect::<BooleanArray>(),
-            ),
-            _ => {
-                // One builder for the batch: a clean value is copied, never allocated.
-                let mut out = StringBuilder::with_capacity(input.len(), input.value_data().len());
-                for value in input.iter() {
-                    match value.map(apply) {
-                        Some(Value::Text(Some(text))) => out.append_value(text),
-                        _ => out.append_null(),
-                    }
-                }
-                Arc::new(out.finish())
-            }
-        };
-        Ok(match arg {
-            ColumnarValue::Scalar(_) => {
-                ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&result, 0)?)
-            }
-            ColumnarValue::Array(_) => ColumnarValue::Array(result),
-        })
-    });
-    Arc::new(create_udf(
-        name,
-        vec![DataType::Utf8],
-        returns,
-        Volatility::Immutable,
-        implementation,
-    ))
-}
-
-/// The NDC as 11 digits, or `None` when it is not an NDC.
-pub fn normalize_ndc(value: &str) -> Option<String> {
-    let value = value.trim();
-    let parts: Vec<&str> = value.split('-').collect();
-    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-    if !parts.iter().all(|p| digits(p)) {
-        return None;
-    }
-    let (labeler, product, package) = match parts.as_slice() {
-        [whole] if whole.len() == 11 => return Some((*whole).to_owned()),
-        [l, p, k] => (*l, *p, *k),
-        _ => return None,
-    };
-    match (labeler.len(), product.len(), package.len()) {
-        (5, 4, 2) => Some(format!("{labeler}{product}{package}")),
-        (4, 4, 2) => Some(format!("0{labeler}{product}{package}")),
-        (5, 3, 2) => Some(format!("{labeler}0{product}{package}")),
-        (5, 4, 1) => Some(format!("{labeler}{product}0{package}")),
-        _ => None,
-    }
-}
-
-/// Whether a 10-digit NPI passes its check digit.
-pub fn npi_valid(value: &str) -> bool {
-    let value = value.trim();
-    if value.len() != 10 || !value.chars().all(|c| c.is_ascii_digit()) {
-        return false;
-    }
-    // Luhn over the card-issuer prefix 80840 and the first nine digits.
-    let payload: Vec<u32> = "80840"
-        .chars()
-        .chain(value[..9].chars())
-        .filter_map(|c| c.to_digit(10))
-        .collect();
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(index, &digit)| {
-            if index % 2 == 0 {
-                let doubled = digit * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                digit
-            }
-        })
-        .sum();
-    let check = (10 - sum % 10) % 10;
-    value[9..].chars().next().and_then(|c| c.to_digit(10)) == Some(check)
-}
-
-/// The 5-digit ZIP, or `None`.
-pub fn zip5(value: &str) -> Option<String> {
-    let value = value.trim();
-    let (head, tail) = value.split_once('-').unwrap_or((value, ""));
-    if value.contains('-') && tail.is_empty() {
-        return None;
-    }
-    if !head.chars().all(|c| c.is_ascii_digit()) || !tail.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    match (head.len(), tail.len()) {
-        (5, 0) | (5, 4) => Some(head.to_owned()),
-        (9, 0) => Some(head[..5].to_owned()),
-        // A ZIP stored as a number loses its leading zeros (02134 → 2134).
-        (3 | 4, 0) => Some(format!("{head:0>5}")),
-        _ => None,
-    }
-}
-
-const STATES: &[(&str, &str)] = &[
-    ("AL", "ALABAMA"),
-    ("AK", "ALASKA"),
-    ("AZ", "ARIZONA"),
-    ("AR", "ARKANSAS"),
-    ("CA", "CALIFORNIA"),
-    ("CO", "COLORADO"),
-    ("CT", "CONNECTICUT"),
-    ("DE", "DELAWARE"),
-    ("DC", "DISTRICT OF COLUMBIA"),
-    ("FL", "FLORIDA"),
-    ("GA", "GEORGIA"),
-    ("HI", "HAWAII"),
-    ("ID", "IDAHO"),
-    ("IL", "ILLINOIS"),
-    ("IN", "INDIANA"),
-    ("IA", "IOWA"),
-    ("KS", "KANSAS"),
-    ("KY", "KENTUCKY"),
-    ("LA", "LOUISIANA"),
-    ("ME", "MAINE"),
-    ("MD", "MARYLAND"),
-    ("MA", "MASSACHUSETTS"),
-    ("MI", "MICHIGAN"),
-    ("MN", "MINNESOTA"),
-    ("MS", "MISSISSIPPI"),
-    ("MO", "MISSOURI"),
-    ("MT", "MONTANA"),
-    ("NE", "NEBRASKA"),
-    ("NV", "NEVADA"),
-    ("NH", "NEW HAMPSHIRE"),
-    ("NJ", "NEW JERSEY"),
-    ("NM", "NEW MEXICO"),
-    ("NY", "NEW YORK"),
-    ("NC", "NORTH CAROLINA"),
-    ("ND", "NORTH DAKOTA"),
-    ("OH", "OHIO"),
-    ("OK", "OKLAHOMA"),
-    ("OR", "OREGON"),
-    ("PA", "PENNSYLVANIA"),
-    ("RI", "RHODE ISLAND"),
-    ("SC", "SOUTH CAROLINA"),
-    ("SD", "SOUTH DAKOTA"),
-    ("TN", "TENNESSEE"),
-    ("TX", "TEXAS"),
-    ("UT", "UTAH"),
-    ("VT", "VERMONT"),
-    ("VA", "VIRGINIA"),
-    ("WA", "WASHINGTON"),
-    ("WV", "WEST VIRGINIA"),
-    ("WI", "WISCONSIN"),
-    ("WY", "WYOMING"),
-    ("PR", "PUERTO RICO"),
-    ("GU", "GUAM"),
-    ("VI", "VIRGIN ISLANDS"),
-    ("AS", "AMERICAN SAMOA"),
-    ("MP", "NORTHERN MARIANA ISLANDS"),
-];
-
-/// The 2-letter code of a state, DC or territory, or `None`.
-pub fn us_state(value: &str) -> Option<&'static str> {
-    // Most values are a code already: no allocation for those.
-    let trimmed = value.trim().as_bytes();
-    if let [a, b] = trimmed {
-        let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
-        if let Some((known, _)) = STATES.iter().find(|(c, _)| c.as_bytes() == code) {
-            return Some(known);
-        }
-    }
-    static BY_NAME: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
-        STATES
-            .iter()
-            .flat_map(|(code, name)| [(*code, *code), (*name, *code)])
-            .collect()
-    });
-    let wanted = collapse_whitespace(value)
-        .to_ascii_uppercase()
-        .replace('.', "");
-    BY_NAME.get(wanted.as_str()).copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,5 +304,11 @@ mod tests {
         assert_eq!(us_state("new  york"), Some("NY"));
         assert_eq!(us_state("D.C."), Some("DC"));
         assert_eq!(us_state("Narnia"), None);
+    }
+
+    #[test]
+    fn zips_generalize_to_three_digits() {
+        assert_eq!(zip3("02134-1234").as_deref(), Some("021"));
+        assert_eq!(zip3("bad"), None);
     }
 }

@@ -33,44 +33,42 @@
 //! assert!(err.to_string().starts_with("bad.yaml:2:1"));
 //! ```
 
-mod cleanse;
 mod codec;
 mod compile;
 mod conf;
 pub mod datagen;
 mod definition;
 mod error;
+mod frame;
 pub mod functions;
-pub mod masking;
-pub mod optimizer;
+mod layers;
+mod layout;
+mod optimizer;
 mod params;
-pub mod parsing;
 pub mod quality;
 pub mod session;
-pub mod spark_compat;
 mod storage;
-mod types;
 mod write;
 
 pub use codec::SluicePhysicalCodec;
 pub use compile::{
-    CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, QUARANTINE_COLUMNS,
-    QUARANTINE_OUTPUT, ResolvedSource, strip_context,
+    CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, ResolvedSource,
 };
 pub use conf::{Compression, JobSettings};
 pub use definition::{
     API_VERSION, ApiVersion, ColumnType, CsvOptions, DedupeStep, DeriveStep, JobDefinition,
-    Literal, OutputFormat, OutputSpec, ParamSpec, ParamType, RuleAction, SourceFormat, SourceSpec,
-    Step, WriteMode, json_schema,
+    Literal, OutputFormat, OutputSpec, ParamSpec, ParamType, ParamValue, RuleAction, SourceFormat,
+    SourceSpec, Step, WriteMode, json_schema, parse_byte_size, parse_column_type,
 };
 pub use error::{JobError, Position, Result};
-pub use params::{BoundParams, ParamValue};
+pub use frame::strip_context;
+pub use layout::{HIVE_DEFAULT_PARTITION, QUARANTINE_COLUMNS, QUARANTINE_OUTPUT, STAGING_DIR};
+pub use params::BoundParams;
 pub use storage::{
     ObjectStores, S3Settings, SparkLayoutStore, StaticCredentials, StorageSettings,
     is_hidden_segment,
 };
-pub use types::{parse_byte_size, parse_column_type};
 pub use write::{
-    HIVE_DEFAULT_PARTITION, ParquetWriteExec, STAGING_DIR, SinkSpec, TaskReport, WriteSpec,
-    WriteTask, WrittenFile, evaluate_quality, manifest_schema, write_plan,
+    ParquetWriteExec, SinkSpec, TaskReport, WriteSpec, WriteTask, WrittenFile, manifest_schema,
+    write_plan,
 };

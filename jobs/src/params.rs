@@ -5,61 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use datafusion::common::ParamValues;
-use datafusion::scalar::ScalarValue;
 
-use crate::definition::{JobDefinition, ParamType};
+use crate::definition::{JobDefinition, ParamValue};
 use crate::error::{JobError, Result};
-
-/// One bound parameter value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamValue {
-    /// Text.
-    String(String),
-    /// A 64-bit integer.
-    Int(i64),
-    /// A calendar date.
-    Date(NaiveDate),
-}
-
-impl ParamValue {
-    /// Parses `text` as a value of `param_type`, naming the param when it does not fit.
-    pub fn parse(name: &str, param_type: ParamType, text: &str) -> Result<Self> {
-        let fail = |expected: &str| JobError::Param {
-            name: name.to_owned(),
-            message: format!("`{text}` is not {expected}"),
-        };
-        Ok(match param_type {
-            ParamType::String => ParamValue::String(text.to_owned()),
-            ParamType::Int => ParamValue::Int(text.trim().parse().map_err(|_| fail("an int"))?),
-            ParamType::Date => ParamValue::Date(
-                NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-                    .map_err(|_| fail("a date (YYYY-MM-DD)"))?,
-            ),
-        })
-    }
-
-    /// The value as a DataFusion scalar, for placeholders.
-    pub fn to_scalar(&self) -> ScalarValue {
-        match self {
-            ParamValue::String(value) => ScalarValue::Utf8(Some(value.clone())),
-            ParamValue::Int(value) => ScalarValue::Int64(Some(*value)),
-            ParamValue::Date(value) => {
-                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-                ScalarValue::Date32(Some((*value - epoch).num_days() as i32))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ParamValue::String(value) => f.write_str(value),
-            ParamValue::Int(value) => write!(f, "{value}"),
-            ParamValue::Date(value) => write!(f, "{}", value.format("%Y-%m-%d")),
-        }
-    }
-}
 
 /// All parameters of a run, typed and complete (defaults applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -170,21 +118,4 @@ impl BoundParams {
         rendered.push_str(rest);
         Ok(rendered)
     }
-}
-
-/// The param names a `{{name}}` template uses.
-pub fn template_names(template: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                names.push(after[..end].trim().to_owned());
-                rest = &after[end + 2..];
-            }
-            None => break,
-        }
-    }
-    names
 }

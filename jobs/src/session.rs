@@ -18,9 +18,11 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::OptimizerRule;
-use datafusion::prelude::SessionConfig;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::codec::SluicePhysicalCodec;
+use crate::compile::PreparedJob;
+use crate::error::{JobError, Result};
 use crate::storage::ObjectStores;
 
 /// Settings Sluice changes from DataFusion's and Ballista's defaults: Spark's behaviour where
@@ -75,17 +77,13 @@ pub fn session_state(
     config: SessionConfig,
     stores: &Arc<ObjectStores>,
 ) -> DataFusionResult<SessionState> {
-    let mut state = SessionStateBuilder::new()
-        .with_default_features()
+    let mut state = with_functions(SessionStateBuilder::new().with_default_features())
         .with_config(config)
         .with_runtime_env(runtime_env(stores)?)
         .with_optimizer_rules(optimizer_rules())
-        .with_scalar_functions(scalar_functions())
-        .with_aggregate_functions(ballista_aggregate_functions())
-        .with_window_functions(ballista_window_functions())
         .build();
     // Spark's `/`; a logical rewrite, so plans reach executors already rewritten.
-    state.register_function_rewrite(Arc::new(crate::spark_compat::SparkDivision))?;
+    state.register_function_rewrite(Arc::new(crate::functions::SparkDivision))?;
     Ok(state)
 }
 
@@ -99,6 +97,15 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     rules
 }
 
+/// Every function a plan may call: DataFusion's (nested ones included), Spark's and
+/// Sluice's. The planning session and the executors' registry both come from here.
+fn with_functions(builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder
+        .with_scalar_functions(scalar_functions())
+        .with_aggregate_functions(ballista_aggregate_functions())
+        .with_window_functions(ballista_window_functions())
+}
+
 /// DataFusion's, Spark's and Sluice's scalar functions.
 fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = ballista_scalar_functions();
@@ -110,7 +117,7 @@ fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// win over DataFusion's functions of the same name).
 fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
     let mut functions = crate::functions::sluice_scalar_functions();
-    functions.extend(crate::spark_compat::spark_compat_functions());
+    functions.extend(crate::functions::spark_compat_functions());
     functions
 }
 
@@ -121,14 +128,17 @@ fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
 /// DataFusion's.
 const SIMPLIFIED_WHEN_PLANNED: [&str; 3] = ["date_part", "date_trunc", "trunc"];
 
-/// The functions executors resolve plans against: DataFusion's, Spark's and Sluice's.
+/// The functions executors resolve plans against: exactly the planning session's
+/// (plans reach executors by function name, so a function the scheduler can plan with
+/// must decode on every executor). Ballista's own default registry leaves out
+/// DataFusion's nested functions (`array_sort`, `array_distinct`, …), which made such
+/// plans fail only when distributed.
 pub fn function_registry() -> BallistaFunctionRegistry {
+    let planning = with_functions(SessionStateBuilder::new().with_default_features()).build();
     let mut registry = BallistaFunctionRegistry::default();
-    for function in sluice_functions() {
-        registry
-            .scalar_functions
-            .insert(function.name().to_owned(), function);
-    }
+    registry.scalar_functions = planning.scalar_functions().clone();
+    registry.aggregate_functions = planning.aggregate_functions().clone();
+    registry.window_functions = planning.window_functions().clone();
     for function in datafusion::functions::all_default_functions() {
         if SIMPLIFIED_WHEN_PLANNED.contains(&function.name()) {
             registry
@@ -137,4 +147,84 @@ pub fn function_registry() -> BallistaFunctionRegistry {
         }
     }
     registry
+}
+
+impl PreparedJob {
+    /// A session context configured for this job (Spark functions and defaults, the
+    /// job's `conf`) over the process's object stores.
+    pub fn session_context(&self, stores: &Arc<ObjectStores>) -> Result<SessionContext> {
+        let config = session_config(&self.settings.session)
+            .map_err(|err| JobError::datafusion("configuring the session", err))?;
+        let state = session_state(config, stores)
+            .map_err(|err| JobError::datafusion("configuring the session", err))?;
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::TaskContext;
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    use datafusion::physical_expr::expressions::lit;
+    use datafusion::physical_plan::PhysicalExpr;
+    use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+    use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+
+    use super::*;
+
+    /// Every scalar function of the scheduler's planning session, encoded as the
+    /// scheduler encodes a task and decoded as an executor decodes it; aggregate and
+    /// window functions resolved by the name a plan carries. A function added on one
+    /// side only fails here, not on a cluster.
+    #[test]
+    fn every_function_the_scheduler_plans_with_decodes_on_an_executor() {
+        let planning = session_state(
+            default_session_config(),
+            &ObjectStores::new(Default::default()),
+        )
+        .unwrap();
+        let registry = function_registry();
+        let executor = TaskContext::new(
+            None,
+            "decode".into(),
+            default_session_config(),
+            registry.scalar_functions.clone(),
+            registry.higher_order_functions.clone(),
+            registry.aggregate_functions.clone(),
+            registry.window_functions.clone(),
+            Arc::new(RuntimeEnv::default()),
+        );
+        let codec = SluicePhysicalCodec::default();
+        let schema = Schema::new(vec![Field::new("x", DataType::Utf8, true)]);
+        let mut missing = Vec::new();
+        for (name, function) in planning.scalar_functions() {
+            let expr: Arc<dyn PhysicalExpr> = Arc::new(ScalarFunctionExpr::new(
+                name,
+                Arc::clone(function),
+                vec![lit("a")],
+                Arc::new(Field::new(name, DataType::Utf8, true)),
+                Arc::new(Default::default()),
+            ));
+            let proto = serialize_physical_expr(&expr, &codec).unwrap();
+            if let Err(err) = parse_physical_expr(&proto, &executor, &schema, &codec) {
+                missing.push(format!("scalar {name}: {err}"));
+            }
+        }
+        for name in planning.aggregate_functions().keys() {
+            if executor.udaf(name).is_err() {
+                missing.push(format!("aggregate {name}"));
+            }
+        }
+        for name in planning.window_functions().keys() {
+            if executor.udwf(name).is_err() {
+                missing.push(format!("window {name}"));
+            }
+        }
+        assert!(
+            planning.scalar_functions().contains_key("array_sort"),
+            "the planning session has DataFusion's nested functions"
+        );
+        assert!(missing.is_empty(), "executors cannot decode: {missing:#?}");
+    }
 }

@@ -2,8 +2,6 @@
 //! right answers are written out by hand, run in one process through the same write
 //! operator the executors run: valid rows, quarantined rows with their rules, counts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,8 +2,6 @@
 //! plans of the example jobs (refresh with `SLUICE_UPDATE_GOLDEN=1`), typed params that
 //! cannot inject SQL, and errors found from the sources' schemas.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

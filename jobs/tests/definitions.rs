@@ -1,8 +1,6 @@
 //! Reading and checking job definitions: the good examples, and every kind of bad
 //! input naming the file, line and column (or field) that is wrong.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 
 use sluice_jobs::{BoundParams, JobDefinition, JobError, ParamValue, Step};

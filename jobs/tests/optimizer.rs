@@ -1,8 +1,6 @@
 //! Sluice's optimizer rules give the answers (names and types too) DataFusion gives
 //! without them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Decimal128Array, Int64Array, RecordBatch, StringArray};

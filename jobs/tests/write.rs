@@ -1,8 +1,6 @@
 //! The distributed Parquet write in one process: rolling files at the target size,
 //! Hive folders, every row written once, Spark-readable types.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use datafusion::physical_plan::collect;

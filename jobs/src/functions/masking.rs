@@ -132,12 +132,6 @@ impl SecretKey {
 /// What `redact` leaves of a string.
 pub const REDACTED: &str = "REDACTED";
 
-/// The first three digits of a US ZIP (HIPAA's safe-harbor generalization), or `None`
-/// when the value is not a ZIP.
-pub fn zip3(value: &str) -> Option<String> {
-    crate::functions::zip5(value).map(|zip| zip[..3].to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,11 +177,5 @@ mod tests {
             key.hmac_sha256("what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn zips_generalize_to_three_digits() {
-        assert_eq!(zip3("02134-1234").as_deref(), Some("021"));
-        assert_eq!(zip3("bad"), None);
     }
 }

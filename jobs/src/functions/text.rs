@@ -3,6 +3,7 @@
 //! does not parse gives `None`, which the `parse` step turns into a data-quality
 //! violation of its row (never a crash, never a silent null).
 
+use crate::functions::Cow;
 use chrono::{NaiveDate, NaiveDateTime};
 
 /// A Spark datetime pattern (`yyyy-MM-dd`, `MM/dd/yyyy`, `dd-MMM-yyyy`, `yyyyMMdd`,
@@ -173,6 +174,22 @@ pub fn clean_number(text: &str) -> Option<String> {
         number.push_str(fraction);
     }
     Some(number)
+}
+
+/// Trimmed, with inner whitespace runs made one space.
+pub fn collapse_whitespace(value: &str) -> Cow<'_, str> {
+    // Most values are already clean: check in one pass before allocating.
+    let mut after_space = true;
+    let clean = value.chars().all(|c| {
+        let ok = !c.is_whitespace() || (c == ' ' && !after_space);
+        after_space = c.is_whitespace();
+        ok
+    }) && !after_space;
+    if clean || value.is_empty() {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(value.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 #[cfg(test)]

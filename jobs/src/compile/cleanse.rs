@@ -10,15 +10,15 @@ use datafusion::logical_expr::{Expr, JoinType, cast, col, lit, try_cast, when};
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
 
-use crate::compile::{
-    column, is_hidden, is_string, replace_columns, require_columns, strip_context,
-};
+use crate::definition::parse_column_type;
 use crate::definition::{
     CaseStyle, MaskMethod, MaskStep, NullsStep, ParseColumn, RegexReplaceStep, RuleAction,
     StandardizeStep,
 };
-use crate::quality::{MASKED_SAMPLE, PARSE_FAILURE_PREFIX};
-use crate::types::parse_column_type;
+use crate::frame::broadcast_if_small;
+use crate::frame::{column, is_string, replace_columns, require_columns, strip_context};
+use crate::layout::is_hidden;
+use crate::layout::{MASKED_SAMPLE, PARSE_FAILURE_PREFIX};
 
 type StepResult = std::result::Result<DataFrame, String>;
 
@@ -33,33 +33,6 @@ pub(crate) struct StepEffects {
 
 fn fail(err: datafusion::error::DataFusionError) -> String {
     strip_context(&err)
-}
-
-/// References with at most this many rows (keys of a referential check, entries of a
-/// mapping) are read once at planning and joined from memory.
-pub(crate) const BROADCAST_MAX_ROWS: usize = 50_000;
-
-/// A small reference as an in-memory table, read once when the job is planned: with its
-/// exact size known, the planner joins it as a broadcast hash join in every task (as
-/// Spark broadcasts tables under `autoBroadcastJoinThreshold`), instead of shuffling
-/// and sorting the job's rows to meet it. A larger reference is left as it is.
-pub(crate) async fn broadcast_if_small(
-    ctx: &SessionContext,
-    reference: DataFrame,
-) -> Result<DataFrame, String> {
-    let batches = reference
-        .clone()
-        .limit(0, Some(BROADCAST_MAX_ROWS + 1))
-        .map_err(fail)?
-        .collect()
-        .await
-        .map_err(fail)?;
-    if batches.iter().map(|b| b.num_rows()).sum::<usize>() > BROADCAST_MAX_ROWS {
-        return Ok(reference);
-    }
-    let schema = std::sync::Arc::new(reference.schema().as_arrow().clone());
-    let table = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(fail)?;
-    ctx.read_table(std::sync::Arc::new(table)).map_err(fail)
 }
 
 fn udf(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> Result<Expr, String> {

@@ -2,7 +2,19 @@
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::definition::Literal;
+
+/// Column types, by their Spark SQL names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ColumnType(
+    /// `string`, `int`, `bigint`, `smallint`, `tinyint`, `double`, `float`, `boolean`,
+    /// `date`, `timestamp`, or `decimal(p,s)`.
+    pub String,
+);
 
 /// The Arrow type of a Spark SQL type name (`int`, `decimal(12,2)`, …).
 pub fn parse_column_type(name: &str) -> Result<DataType, String> {

@@ -1,0 +1,370 @@
+//! Sources resolved for a run: located, listed (Hive partitions found and typed), their
+//! schemas read or declared, and registered as tables of the run's session.
+
+use std::collections::BTreeMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{Expr, cast, lit, when};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::compile::PreparedJob;
+use crate::compile::ResolvedSource;
+use crate::compile::to_location;
+use crate::definition::parse_column_type;
+use crate::definition::{SourceFormat, SourceSpec};
+use crate::error::{JobError, Position, Result};
+use crate::frame::column;
+use crate::frame::replace_columns;
+use crate::frame::strip_context;
+use crate::layout::HIVE_DEFAULT_PARTITION;
+
+impl PreparedJob {
+    pub(super) async fn register_source(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        spec: &SourceSpec,
+        at: &Position,
+        base_dir: &FsPath,
+    ) -> Result<ResolvedSource> {
+        let rendered = self
+            .params
+            .render(&spec.path, &format!("sources.{name}.path"))?;
+        let location = to_location(&rendered, base_dir, true);
+        let source_error = |message: String| JobError::Source {
+            source_name: name.to_owned(),
+            path: location.clone(),
+            message,
+        };
+        // Partition values fixed by pointing `path` inside a `base_path`.
+        let fixed_partitions: Vec<(String, String)> = match &spec.base_path {
+            None => Vec::new(),
+            Some(base) => {
+                let base = self
+                    .params
+                    .render(base, &format!("sources.{name}.base_path"))?;
+                let base = to_location(&base, base_dir, false);
+                let base = base.trim_end_matches('/');
+                let inside = location
+                    .strip_prefix(base)
+                    .filter(|rest| rest.starts_with('/'))
+                    .ok_or_else(|| source_error(format!("path is not inside base_path {base}")))?;
+                let mut fixed = Vec::new();
+                for segment in inside.split('/').filter(|s| !s.is_empty()) {
+                    let (key, value) = segment.split_once('=').ok_or_else(|| {
+                        source_error(format!(
+                            "`{segment}` between base_path and path is not a key=value folder"
+                        ))
+                    })?;
+                    fixed.push((key.to_owned(), value.to_owned()));
+                }
+                fixed
+            }
+        };
+        let url =
+            ListingTableUrl::parse(&location).map_err(|err| source_error(strip_context(&err)))?;
+        let state = ctx.state();
+        let store = state
+            .runtime_env()
+            .object_store(&url)
+            .map_err(|err| source_error(strip_context(&err)))?;
+        let discovered = discover(&state, store.as_ref(), &url)
+            .await
+            .map_err(source_error)?;
+        if discovered.files.is_empty() {
+            return Err(JobError::SourceEmpty {
+                source_name: name.to_owned(),
+                path: location,
+            });
+        }
+        let mut partition_columns = Vec::new();
+        for (key, values) in discovered.partitions {
+            let data_type = partition_type(spec, name, &key, &values, at)?;
+            partition_columns.push((key, data_type));
+        }
+
+        let format: Arc<dyn FileFormat> = match spec.format {
+            SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+            SourceFormat::Json => Arc::new(JsonFormat::default()),
+            SourceFormat::Csv => {
+                let csv = spec.csv.clone().unwrap_or_default();
+                let mut nulls: Vec<String> = vec![String::new()];
+                nulls.extend(csv.null_values.iter().map(|value| regex::escape(value)));
+                let mut format = CsvFormat::default()
+                    .with_has_header(csv.header)
+                    .with_delimiter(csv.delimiter.as_bytes().first().copied().unwrap_or(b','))
+                    .with_quote(csv.quote.as_bytes().first().copied().unwrap_or(b'"'))
+                    .with_null_regex(Some(format!("^({})$", nulls.join("|"))));
+                if !csv.infer_schema {
+                    format = format.with_schema_infer_max_rec(1);
+                }
+                Arc::new(format)
+            }
+        };
+        let options = ListingOptions::new(format)
+            .with_file_extension("")
+            // Partition values are read as text and typed in the view below, where
+            // Spark's null folder (`__HIVE_DEFAULT_PARTITION__`) becomes NULL.
+            .with_table_partition_cols(
+                partition_columns
+                    .iter()
+                    .map(|(key, _)| (key.clone(), DataType::Utf8))
+                    .collect(),
+            );
+        // The schema from the files the walk found, not from a listing of every file.
+        let sample: Vec<_> = discovered
+            .files
+            .iter()
+            .filter(|meta| meta.size > 0)
+            .take(SCHEMA_SAMPLE_FILES)
+            .cloned()
+            .collect();
+        let mut schema = options
+            .format
+            .infer_schema(&state, &store, &sample)
+            .await
+            .map_err(|err| source_error(format!("reading its schema: {}", strip_context(&err))))?;
+        let reads_strings = spec.format == SourceFormat::Csv
+            && !spec.csv.as_ref().is_some_and(|csv| csv.infer_schema);
+        if reads_strings {
+            schema = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|field| Field::new(field.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table =
+            ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
+        if fixed_partitions.is_empty() && partition_columns.is_empty() {
+            ctx.register_table(name, Arc::new(table))
+                .map_err(|err| source_error(strip_context(&err)))?;
+        } else {
+            // The files' table under a hidden name, and the source as a view that types
+            // the partition columns and adds those fixed by `base_path`.
+            let files = format!("__sluice_files_{name}");
+            ctx.register_table(files.as_str(), Arc::new(table))
+                .map_err(|err| source_error(strip_context(&err)))?;
+            let mut frame = ctx
+                .table(files.as_str())
+                .await
+                .map_err(|err| source_error(strip_context(&err)))?;
+            let typed: BTreeMap<String, Expr> = partition_columns
+                .iter()
+                .map(|(key, data_type)| {
+                    let typed = when(
+                        column(key).eq(lit(HIVE_DEFAULT_PARTITION)),
+                        cast(
+                            lit(datafusion::scalar::ScalarValue::Null),
+                            data_type.clone(),
+                        ),
+                    )
+                    .otherwise(cast(column(key), data_type.clone()));
+                    typed.map(|expr| (key.clone(), expr))
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|err| source_error(strip_context(&err)))?;
+            frame = replace_columns(frame, typed).map_err(source_error)?;
+            for (index, (key, value)) in fixed_partitions.iter().enumerate() {
+                let data_type = partition_type(spec, name, key, std::slice::from_ref(value), at)?;
+                let literal = if value == HIVE_DEFAULT_PARTITION {
+                    cast(
+                        lit(datafusion::scalar::ScalarValue::Null),
+                        data_type.clone(),
+                    )
+                } else {
+                    cast(lit(value.clone()), data_type.clone())
+                };
+                frame = frame
+                    .with_column(key, literal)
+                    .map_err(|err| source_error(strip_context(&err)))?;
+                partition_columns.insert(index, (key.clone(), data_type));
+            }
+            ctx.register_table(name, frame.into_view())
+                .map_err(|err| source_error(strip_context(&err)))?;
+        }
+        Ok(ResolvedSource {
+            name: name.to_owned(),
+            location,
+            partition_columns,
+        })
+    }
+}
+
+/// Files whose schemas are read to type a source.
+const SCHEMA_SAMPLE_FILES: usize = 8;
+
+/// What resolving a source found without reading every listing.
+struct Discovered {
+    /// Hive partition keys by depth, with the values seen at that depth.
+    partitions: Vec<(String, Vec<String>)>,
+    /// Data files of one partition (or of the whole source when unpartitioned).
+    files: Vec<object_store::ObjectMeta>,
+}
+
+/// Finds a source's partition columns and some of its files. A folder is walked with
+/// delimiter listings — the partition folders of each level, then into one of them —
+/// so that resolving a source does not list every partition: the run itself lists only
+/// the partitions its filters keep. Globs are listed in full.
+async fn discover(
+    state: &dyn datafusion::catalog::Session,
+    store: &dyn object_store::ObjectStore,
+    url: &ListingTableUrl,
+) -> std::result::Result<Discovered, String> {
+    if url.get_glob().is_some() {
+        let files: Vec<object_store::ObjectMeta> = url
+            .list_all_files(state, store, "")
+            .await
+            .map_err(|e| strip_context(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| strip_context(&e))?;
+        let mut partitions: Vec<(String, Vec<String>)> = Vec::new();
+        for (index, file) in files.iter().enumerate() {
+            let Some(segments) = url.strip_prefix(&file.location) else {
+                continue;
+            };
+            let segments: Vec<&str> = segments.collect();
+            let pairs: Vec<(&str, &str)> = segments[..segments.len().saturating_sub(1)]
+                .iter()
+                .filter_map(|segment| segment.split_once('='))
+                .collect();
+            if index == 0 {
+                partitions = pairs
+                    .iter()
+                    .map(|(k, _)| ((*k).to_owned(), Vec::new()))
+                    .collect();
+            }
+            let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+            let expected: Vec<&str> = partitions.iter().map(|(k, _)| k.as_str()).collect();
+            if keys != expected {
+                return Err(format!(
+                    "files are partitioned inconsistently: [{}] and [{}] at {}",
+                    expected.join(", "),
+                    keys.join(", "),
+                    file.location
+                ));
+            }
+            for ((_, values), (_, value)) in partitions.iter_mut().zip(pairs) {
+                values.push(value.to_owned());
+            }
+        }
+        return Ok(Discovered { partitions, files });
+    }
+
+    let root = url.prefix().clone();
+    let mut partitions: Vec<(String, Vec<String>)> = Vec::new();
+    // Depth-first over folders, first folder first, until a level holds files.
+    let mut pending: Vec<(object_store::path::Path, usize)> = vec![(root.clone(), 0)];
+    while let Some((prefix, depth)) = pending.pop() {
+        let listing = match store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(err) => return Err(format!("listing {prefix}: {err}")),
+        };
+        if !listing.objects.is_empty() {
+            return Ok(Discovered {
+                partitions,
+                files: listing.objects,
+            });
+        }
+        let mut folders = listing.common_prefixes;
+        folders.sort();
+        let names: Vec<String> = folders
+            .iter()
+            .filter_map(|folder| folder.filename().map(str::to_owned))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().filter_map(|n| n.split_once('=')).collect();
+        if !pairs.is_empty() {
+            let key = pairs[0].0;
+            if pairs.len() != names.len() || pairs.iter().any(|(k, _)| *k != key) {
+                return Err(format!(
+                    "folders below {prefix} mix partition keys or plain folders: {}",
+                    names.join(", ")
+                ));
+            }
+            if partitions.len() == depth {
+                partitions.push((
+                    key.to_owned(),
+                    pairs.iter().map(|(_, v)| (*v).to_owned()).collect(),
+                ));
+            }
+        }
+        for folder in folders.into_iter().rev() {
+            pending.push((folder, depth + 1));
+        }
+    }
+    // Not a folder: the location may name one file.
+    if partitions.is_empty() {
+        match store.head(&root).await {
+            Ok(meta) => {
+                return Ok(Discovered {
+                    partitions,
+                    files: vec![meta],
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => return Err(format!("reading {root}: {err}")),
+        }
+    }
+    Ok(Discovered {
+        partitions,
+        files: Vec::new(),
+    })
+}
+
+/// A partition column's type: as the source declares it, else inferred from its values.
+fn partition_type(
+    spec: &SourceSpec,
+    source: &str,
+    key: &str,
+    values: &[String],
+    at: &Position,
+) -> Result<DataType> {
+    match spec.partitions.get(key) {
+        Some(declared) => parse_column_type(&declared.0).map_err(|message| JobError::Invalid {
+            at: at.clone(),
+            field: format!("sources.{source}.partitions.{key}"),
+            message,
+        }),
+        None => Ok(infer_partition_type(values)),
+    }
+}
+
+/// Partition values typed as Spark infers them: int, bigint, date, else string.
+fn infer_partition_type(values: &[String]) -> DataType {
+    let present: Vec<&String> = values
+        .iter()
+        .filter(|v| v.as_str() != HIVE_DEFAULT_PARTITION)
+        .collect();
+    if present.is_empty() {
+        return DataType::Utf8;
+    }
+    if present.iter().all(|v| v.parse::<i32>().is_ok()) {
+        DataType::Int32
+    } else if present.iter().all(|v| v.parse::<i64>().is_ok()) {
+        DataType::Int64
+    } else if present
+        .iter()
+        .all(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok() && v.len() == 10)
+    {
+        DataType::Date32
+    } else {
+        DataType::Utf8
+    }
+}

@@ -1,0 +1,148 @@
+//! The steps applied to a frame, one by one: relational steps here, cleansing steps in
+//! `cleanse`, dedupe by key.
+
+use std::collections::BTreeMap;
+
+use datafusion::logical_expr::{Expr, SortExpr, cast, col};
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use super::cleanse::{self, StepEffects};
+use crate::definition::parse_column_type;
+use crate::definition::{DedupeStep, Step};
+use crate::frame::check_expr;
+use crate::frame::column;
+use crate::frame::is_string;
+use crate::frame::mark_repeated_keys;
+use crate::frame::parse_ordering;
+use crate::frame::replace_columns;
+use crate::frame::require_columns;
+use crate::frame::strip_context;
+use crate::layout::is_hidden;
+
+/// Applies one step; errors are the message to show beside the step's position.
+pub(super) async fn apply_step(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    step: &Step,
+    index: usize,
+    mask_key: Option<&str>,
+    effects: &mut StepEffects,
+) -> std::result::Result<DataFrame, String> {
+    let fail = |err: datafusion::error::DataFusionError| strip_context(&err);
+    match step {
+        Step::Select(columns) => {
+            require_columns(&frame, columns)?;
+            let hidden = frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|name| is_hidden(name))
+                .collect::<Vec<_>>();
+            let exprs: Vec<Expr> = columns.iter().chain(&hidden).map(|c| column(c)).collect();
+            frame.select(exprs).map_err(fail)
+        }
+        Step::Rename(renames) => {
+            require_columns(&frame, renames.keys())?;
+            let mut frame = frame;
+            for (old, new) in renames {
+                frame = frame.with_column_renamed(old, new).map_err(fail)?;
+            }
+            Ok(frame)
+        }
+        Step::Drop(columns) => {
+            require_columns(&frame, columns)?;
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            frame.drop_columns(&names).map_err(fail)
+        }
+        Step::Derive(derive) => {
+            let expr = frame
+                .parse_sql_expr(&derive.expr)
+                .map_err(|err| format!("`{}`: {}", derive.expr, strip_context(&err)))?;
+            check_expr(&frame, &expr, &derive.expr)?;
+            frame.with_column(&derive.column, expr).map_err(fail)
+        }
+        Step::Filter(predicate) => {
+            let expr = frame
+                .parse_sql_expr(predicate)
+                .map_err(|err| format!("`{predicate}`: {}", strip_context(&err)))?;
+            check_expr(&frame, &expr, predicate)?;
+            frame.filter(expr).map_err(fail)
+        }
+        Step::Cast(columns) => {
+            require_columns(&frame, columns.keys())?;
+            let mut replacements = BTreeMap::new();
+            for (name, ty) in columns {
+                let data_type = parse_column_type(&ty.0).map_err(|m| format!("`{name}`: {m}"))?;
+                replacements.insert(name.clone(), cast(column(name), data_type));
+            }
+            replace_columns(frame, replacements)
+        }
+        Step::Trim(columns) => {
+            let schema = frame.schema().clone();
+            let targets: Vec<String> = if columns.is_empty() {
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| is_string(f.data_type()) && !is_hidden(f.name()))
+                    .map(|f| f.name().clone())
+                    .collect()
+            } else {
+                require_columns(&frame, columns)?;
+                columns.clone()
+            };
+            let mut replacements = BTreeMap::new();
+            for name in targets {
+                let field = schema
+                    .field_with_unqualified_name(&name)
+                    .map_err(|err| strip_context(&err))?;
+                if !is_string(field.data_type()) {
+                    return Err(format!(
+                        "`{name}` is {}, not a string; trim applies to strings",
+                        field.data_type()
+                    ));
+                }
+                let trimmed = datafusion::functions::string::expr_fn::btrim(vec![column(&name)]);
+                replacements.insert(name, trimmed);
+            }
+            replace_columns(frame, replacements)
+        }
+        Step::Dedupe(dedupe) => apply_dedupe(ctx, frame, dedupe),
+        Step::Nulls(nulls) => cleanse::nulls(frame, nulls),
+        Step::Case(styles) => cleanse::case(frame, styles),
+        Step::CollapseWhitespace(columns) => cleanse::collapse_whitespace(ctx, frame, columns),
+        Step::RegexReplace(replace) => cleanse::regex_replace(frame, replace),
+        Step::Parse(columns) => cleanse::parse(ctx, frame, columns, effects),
+        Step::Standardize(standardize) => {
+            cleanse::standardize(ctx, frame, standardize, index).await
+        }
+        Step::Mask(mask) => cleanse::mask(ctx, frame, mask, mask_key, effects),
+        Step::Sql(query) => {
+            ctx.register_table("input", frame.into_view())
+                .map_err(fail)?;
+            let result = ctx.sql(query).await;
+            // `input` is the previous result only for this step.
+            let _ = ctx.deregister_table("input");
+            let result = result.map_err(|err| strip_context(&err))?;
+            Ok(result)
+        }
+    }
+}
+
+fn apply_dedupe(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    dedupe: &DedupeStep,
+) -> std::result::Result<DataFrame, String> {
+    const REPEAT: &str = "__sluice_dedupe";
+    require_columns(&frame, &dedupe.keys)?;
+    let mut ordering: Vec<SortExpr> = Vec::new();
+    for entry in &dedupe.order_by {
+        ordering.push(parse_ordering(&frame, entry)?);
+    }
+    let (frame, marks) = mark_repeated_keys(ctx, frame, &dedupe.keys, ordering, REPEAT, false)?;
+    frame
+        .filter(datafusion::logical_expr::not(col(marks.after.as_str())))
+        .and_then(|f| f.drop_columns(&[marks.after.as_str()]))
+        .map_err(|err| strip_context(&err))
+}

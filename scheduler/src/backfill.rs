@@ -68,7 +68,7 @@ pub enum RangeError {
     /// The range runs past the last date chrono knows.
     #[error("the range runs past the calendar")]
     PastCalendar,
-    /// More than [`MAX_PARTITIONS`] values.
+    /// More than 10,000 values.
     #[error("a backfill has at most 10,000 partitions")]
     TooManyPartitions,
 }

@@ -9,71 +9,27 @@
 //!   ─► provider: local processes | (KEDA: IsActive false when idle, metric = tasks)
 //! ```
 //!
-//! Every decision is logged with its reason and kept in [`Autoscaler::status`].
+//! Every decision is logged with its reason and kept in [`Autoscaler::status`]. The
+//! loop and the limits are here; `autoscale/demand.rs` reads the demand,
+//! `autoscale/local.rs` and `autoscale/cloud.rs` are the providers. KEDA's endpoint is
+//! the API's (`api/keda.rs`).
 
-use std::collections::BTreeSet;
+mod cloud;
+mod demand;
+mod local;
+
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
-use sluice_proto::externalscaler::{
-    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
-    MetricValue, ScaledObjectRef, external_scaler_server::ExternalScaler,
-};
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tokio::task::JoinSet;
 
+use self::cloud::Cloud;
+pub use self::demand::{Demand, DemandReading, TASKS_METRIC, demand};
+use self::local::LocalExecutors;
 pub use crate::aws::AwsApi;
 use crate::runner::{BallistaScheduler, RunManager};
-
-/// The metric KEDA scales the executors on: tasks ready or running.
-pub const TASKS_METRIC: &str = "sluice_pending_tasks";
-
-/// The work there is now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Demand {
-    /// Tasks ready to run.
-    pub ready_tasks: usize,
-    /// Tasks running.
-    pub running_tasks: usize,
-    /// Runs accepted whose jobs have not reached Ballista yet.
-    pub queued_runs: usize,
-}
-
-impl Demand {
-    /// True when anything waits or runs.
-    pub fn is_active(&self) -> bool {
-        self.ready_tasks + self.running_tasks + self.queued_runs > 0
-    }
-
-    /// Task slots the work could use now (a queued run needs at least one).
-    pub fn tasks(&self) -> usize {
-        self.ready_tasks + self.running_tasks + self.queued_runs
-    }
-}
-
-/// Reads the demand from Ballista's running jobs and the run records.
-pub async fn demand(
-    ballista: &BallistaScheduler,
-    manager: &RunManager,
-) -> (Demand, BTreeSet<String>) {
-    let mut demand = Demand::default();
-    let mut busy_executors = BTreeSet::new();
-    let cache = ballista.state.task_manager.get_running_job_cache();
-    for (_, job) in cache.iter() {
-        let graph = job.execution_graph.read().await;
-        demand.ready_tasks += graph.available_tasks();
-        for task in graph.running_tasks() {
-            demand.running_tasks += 1;
-            busy_executors.insert(task.executor_id.clone());
-        }
-    }
-    demand.queued_runs = manager.runs_waiting_for_ballista();
-    (demand, busy_executors)
-}
 
 /// Where executors come from.
 #[derive(Debug, Clone)]
@@ -110,147 +66,6 @@ pub enum ProviderSettings {
     },
     /// Decisions only (KEDA or a person acts on them through the metric).
     External,
-}
-
-/// A cloud provider: the executor count is a number it holds.
-enum Cloud {
-    Ecs {
-        client: aws_sdk_ecs::Client,
-        cluster: String,
-        service: String,
-    },
-    Emr {
-        client: aws_sdk_emr::Client,
-        cluster_id: String,
-        instance_group_id: String,
-    },
-}
-
-impl Cloud {
-    async fn connect(provider: &ProviderSettings) -> Option<Self> {
-        match provider {
-            ProviderSettings::Ecs {
-                cluster,
-                service,
-                api,
-            } => Some(Cloud::Ecs {
-                client: aws_sdk_ecs::Client::new(&api.config().await),
-                cluster: cluster.clone(),
-                service: service.clone(),
-            }),
-            ProviderSettings::Emr {
-                cluster_id,
-                instance_group_id,
-                api,
-            } => Some(Cloud::Emr {
-                client: aws_sdk_emr::Client::new(&api.config().await),
-                cluster_id: cluster_id.clone(),
-                instance_group_id: instance_group_id.clone(),
-            }),
-            ProviderSettings::Local { .. } | ProviderSettings::External => None,
-        }
-    }
-
-    /// The count the provider holds now.
-    async fn current(&self) -> Result<usize, String> {
-        match self {
-            Cloud::Ecs {
-                client,
-                cluster,
-                service,
-            } => {
-                let described = client
-                    .describe_services()
-                    .cluster(cluster)
-                    .services(service)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "DescribeServices: {}",
-                            aws_sdk_ecs::error::DisplayErrorContext(e)
-                        )
-                    })?;
-                let desired = described
-                    .services()
-                    .first()
-                    .map(|s| s.desired_count())
-                    .ok_or_else(|| format!("ECS service {service} not found in {cluster}"))?;
-                Ok(desired.max(0) as usize)
-            }
-            Cloud::Emr {
-                client,
-                cluster_id,
-                instance_group_id,
-            } => {
-                let groups = client
-                    .list_instance_groups()
-                    .cluster_id(cluster_id)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "ListInstanceGroups: {}",
-                            aws_sdk_emr::error::DisplayErrorContext(e)
-                        )
-                    })?;
-                let group = groups
-                    .instance_groups()
-                    .iter()
-                    .find(|g| g.id() == Some(instance_group_id.as_str()))
-                    .ok_or_else(|| {
-                        format!("instance group {instance_group_id} not in {cluster_id}")
-                    })?;
-                Ok(group.requested_instance_count().unwrap_or(0).max(0) as usize)
-            }
-        }
-    }
-
-    /// Sets the count.
-    async fn set(&self, count: usize) -> Result<(), String> {
-        match self {
-            Cloud::Ecs {
-                client,
-                cluster,
-                service,
-            } => client
-                .update_service()
-                .cluster(cluster)
-                .service(service)
-                .desired_count(count as i32)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    format!(
-                        "UpdateService: {}",
-                        aws_sdk_ecs::error::DisplayErrorContext(e)
-                    )
-                }),
-            Cloud::Emr {
-                client,
-                cluster_id,
-                instance_group_id,
-            } => client
-                .modify_instance_groups()
-                .cluster_id(cluster_id)
-                .instance_groups(
-                    aws_sdk_emr::types::InstanceGroupModifyConfig::builder()
-                        .instance_group_id(instance_group_id)
-                        .instance_count(count as i32)
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    format!(
-                        "ModifyInstanceGroups: {}",
-                        aws_sdk_emr::error::DisplayErrorContext(e)
-                    )
-                }),
-        }
-    }
 }
 
 /// Scaling limits.
@@ -312,19 +127,22 @@ impl Autoscaler {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Starts the loop; it runs until `stop` turns true, then stops its executors.
+    /// Starts the loop as a task of `tasks`, whose owner aborts or awaits it; it runs
+    /// until `stop` turns true, then stops its executors. Aborted, it stops them too:
+    /// the executor processes are killed when their handles drop.
     pub fn start(
         settings: AutoscalerSettings,
         ballista: BallistaScheduler,
         manager: Arc<RunManager>,
         stop: watch::Receiver<bool>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+        tasks: &mut JoinSet<()>,
+    ) -> Self {
         let status = Arc::new(Mutex::new(AutoscalerStatus::default()));
         let scaler = Self {
             status: Arc::clone(&status),
         };
-        let task = tokio::spawn(run(settings, ballista, manager, status, stop));
-        (scaler, task)
+        tasks.spawn(run(settings, ballista, manager, status, stop));
+        scaler
     }
 }
 
@@ -369,7 +187,10 @@ async fn run(
         current = local.count();
     }
     loop {
-        let (demand, busy) = demand(&ballista, &manager).await;
+        let DemandReading {
+            demand,
+            busy_executors: busy,
+        } = demand(&ballista, &manager).await;
         let wanted = wanted(&demand, &settings);
         let mut decision = None;
         if wanted > current {
@@ -468,205 +289,6 @@ async fn run(
     }
     local.stop_all();
 }
-
-/// Executor processes the local provider started.
-#[derive(Default)]
-struct LocalExecutors {
-    children: Vec<(String, tokio::process::Child)>,
-    started: usize,
-}
-
-impl LocalExecutors {
-    fn count(&self) -> usize {
-        self.children.len()
-    }
-
-    fn reap(&mut self) {
-        self.children
-            .retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
-    }
-
-    fn start(&mut self, settings: &AutoscalerSettings) {
-        let ProviderSettings::Local {
-            binary,
-            scheduler,
-            vcores,
-            log_dir,
-        } = &settings.provider
-        else {
-            return;
-        };
-        self.started += 1;
-        let id = format!("local-{}-{}", std::process::id(), self.started);
-        let port = |_: ()| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap_or(0)
-        };
-        let log = std::fs::create_dir_all(log_dir)
-            .and_then(|()| std::fs::File::create(log_dir.join(format!("{id}.log"))));
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .args(["executor", "--scheduler", scheduler])
-            .args(["--port", &port(()).to_string()])
-            .args(["--grpc-port", &port(()).to_string()])
-            .args(["--vcores", &vcores.to_string()])
-            .args(["--executor-id", &id])
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        match log {
-            Ok(file) => {
-                command.stderr(file);
-            }
-            Err(_) => {
-                command.stderr(Stdio::null());
-            }
-        }
-        match command.spawn() {
-            Ok(child) => {
-                tracing::info!(executor = %id, "local executor started");
-                self.children.push((id, child));
-            }
-            Err(err) => tracing::warn!("starting a local executor failed: {err}"),
-        }
-    }
-
-    /// Stops up to `count` executors that run no task, after taking them out of
-    /// Ballista's view so no new task lands on them.
-    async fn stop_idle(
-        &mut self,
-        count: usize,
-        busy: &BTreeSet<String>,
-        ballista: &BallistaScheduler,
-    ) {
-        let mut stopped = 0;
-        let mut kept = Vec::new();
-        for (id, mut child) in std::mem::take(&mut self.children) {
-            if stopped < count && !busy.contains(&id) {
-                let _ = ballista
-                    .state
-                    .executor_manager
-                    .remove_executor(&id, Some("scaled in by the autoscaler".into()))
-                    .await;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                tracing::info!(executor = %id, "local executor stopped (idle)");
-                stopped += 1;
-            } else {
-                kept.push((id, child));
-            }
-        }
-        self.children = kept;
-    }
-
-    fn stop_all(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.start_kill();
-        }
-        self.children.clear();
-    }
-}
-
-/// KEDA's external scaler on the scheduler: active only when there is work (so KEDA
-/// scales the executor Deployment to zero when idle), with the tasks ready or running
-/// as the metric.
-#[derive(Clone)]
-pub struct KedaScaler {
-    ballista: BallistaScheduler,
-    manager: Arc<RunManager>,
-    /// Tasks one executor takes (the HPA target per replica).
-    pub slots_per_executor: usize,
-}
-
-impl std::fmt::Debug for KedaScaler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KedaScaler").finish_non_exhaustive()
-    }
-}
-
-impl KedaScaler {
-    /// A scaler reading the scheduler's queue.
-    pub fn new(
-        ballista: BallistaScheduler,
-        manager: Arc<RunManager>,
-        slots_per_executor: usize,
-    ) -> Self {
-        Self {
-            ballista,
-            manager,
-            slots_per_executor,
-        }
-    }
-
-    async fn demand(&self) -> Demand {
-        demand(&self.ballista, &self.manager).await.0
-    }
-}
-
-type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl ExternalScaler for KedaScaler {
-    async fn is_active(
-        &self,
-        _request: Request<ScaledObjectRef>,
-    ) -> Result<Response<IsActiveResponse>, Status> {
-        Ok(Response::new(IsActiveResponse {
-            result: self.demand().await.is_active(),
-        }))
-    }
-
-    type StreamIsActiveStream = ActiveStream;
-
-    async fn stream_is_active(
-        &self,
-        _request: Request<ScaledObjectRef>,
-    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let scaler = self.clone();
-        let stream = futures::stream::unfold((scaler, None), |(scaler, last)| async move {
-            loop {
-                let active = scaler.demand().await.is_active();
-                if last != Some(active) {
-                    return Some((
-                        Ok(IsActiveResponse { result: active }),
-                        (scaler, Some(active)),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn get_metric_spec(
-        &self,
-        _request: Request<ScaledObjectRef>,
-    ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        Ok(Response::new(GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec {
-                metric_name: TASKS_METRIC.into(),
-                target_size: self.slots_per_executor as i64,
-                target_size_float: self.slots_per_executor as f64,
-            }],
-        }))
-    }
-
-    async fn get_metrics(
-        &self,
-        _request: Request<GetMetricsRequest>,
-    ) -> Result<Response<GetMetricsResponse>, Status> {
-        let tasks = self.demand().await.tasks();
-        Ok(Response::new(GetMetricsResponse {
-            metric_values: vec![MetricValue {
-                metric_name: TASKS_METRIC.into(),
-                metric_value: tasks as i64,
-                metric_value_float: tasks as f64,
-            }],
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! Where an AWS API is, for every AWS SDK client Sluice makes (Step Functions, ECS,
-//! EMR): the SDK's default chain, with an endpoint (an emulator) or region on top.
+//! AWS plumbing shared by every AWS SDK client Sluice makes (Step Functions, ECS, EMR):
+//! where an AWS API is (the SDK's default chain, with an endpoint — an emulator — or a
+//! region on top), and the error of a failed call.
 
 /// Where an AWS API is: the SDK's chain, or an endpoint and region given.
 #[derive(Debug, Clone, Default)]
@@ -21,5 +22,25 @@ impl AwsApi {
             loader = loader.endpoint_url(endpoint.clone());
         }
         loader.load().await
+    }
+}
+
+/// An AWS API call that failed, with what AWS answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call}: {message}")]
+pub struct AwsCallError {
+    /// The API call (`UpdateService`).
+    pub call: &'static str,
+    /// What went wrong, with the SDK's whole error chain.
+    pub message: String,
+}
+
+impl AwsCallError {
+    /// The failure of `call`, with every cause the SDK gives.
+    pub(crate) fn new(call: &'static str, err: impl std::error::Error) -> Self {
+        Self {
+            call,
+            message: aws_sdk_sfn::error::DisplayErrorContext(err).to_string(),
+        }
     }
 }

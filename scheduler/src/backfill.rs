@@ -18,123 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 use sluice_jobs::{JobDefinition, ParamType};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::{Result, SchedulerError};
-use crate::run::{RunId, RunStatus};
-use crate::runner::{RunManager, Submission};
-
-/// How far apart a backfill's partition values are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Every {
-    /// One run per day.
-    Day,
-    /// One run per month (a date param gets the month's first day; a string param
-    /// `YYYY-MM`).
-    Month,
-}
-
-/// Where a backfill is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackfillStatus {
-    /// Child runs are being started or are in flight.
-    Running,
-    /// Every partition committed (now or by an earlier backfill).
-    Succeeded,
-    /// Some partition's run failed; the others ran.
-    Failed,
-    /// Cancelled: its runs in flight were cancelled, no more were started.
-    Cancelled,
-    /// The scheduler stopped while it ran; submit it again to resume.
-    Interrupted,
-}
-
-impl BackfillStatus {
-    /// True once it can change no more.
-    pub fn is_final(self) -> bool {
-        self != BackfillStatus::Running
-    }
-}
-
-/// Where one partition value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PartitionStatus {
-    /// Not started yet.
-    Pending,
-    /// Its run is in flight.
-    Running,
-    /// Its run committed.
-    Succeeded,
-    /// Its run failed, or could not be submitted.
-    Failed,
-    /// Not run: the backfill was cancelled first, or its run was cancelled.
-    Cancelled,
-    /// An earlier backfill's run committed it.
-    Skipped,
-}
-
-/// One partition value of a backfill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionRecord {
-    /// The param's value for this run.
-    pub value: String,
-    /// Where it is.
-    pub status: PartitionStatus,
-    /// The run that ran it (for `skipped`, the earlier run that committed it).
-    pub run_id: Option<RunId>,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-/// The durable record of a backfill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillRecord {
-    /// `b-<UTC timestamp>-<random>`.
-    pub backfill_id: String,
-    /// The job's name.
-    pub job: String,
-    /// Where the definition came from.
-    pub origin: String,
-    /// Identifies "the same backfill": job, definition, params and range.
-    pub key: String,
-    /// The param each run gets its partition value in.
-    pub date_param: String,
-    /// First date of the range.
-    pub from: NaiveDate,
-    /// Last date of the range (inclusive).
-    pub to: NaiveDate,
-    /// Day or month.
-    pub every: Every,
-    /// Child runs in flight at most.
-    pub max_concurrent: usize,
-    /// The other params, the same for every run.
-    pub params: BTreeMap<String, String>,
-    /// Where it is.
-    pub status: BackfillStatus,
-    /// When it was accepted.
-    pub submitted_at: chrono::DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: Option<chrono::DateTime<Utc>>,
-    /// One entry per partition value, in order.
-    pub partitions: Vec<PartitionRecord>,
-}
-
-impl BackfillRecord {
-    /// Partitions by status.
-    pub fn counts(&self) -> BTreeMap<PartitionStatus, usize> {
-        let mut counts = BTreeMap::new();
-        for partition in &self.partitions {
-            *counts.entry(partition.status).or_default() += 1;
-        }
-        counts
-    }
-}
+pub use crate::record::{BackfillRecord, BackfillStatus, Every, PartitionRecord, PartitionStatus};
+use crate::record::{RunId, RunStatus};
+use crate::runner::{ResolvedDefinition, RunManager, Submission};
 
 /// A backfill as the API receives it.
 #[derive(Debug, Clone)]
@@ -154,6 +45,34 @@ pub struct BackfillRequest {
     pub max_concurrent: usize,
 }
 
+/// Partitions a backfill has at most.
+const MAX_PARTITIONS: usize = 10_000;
+
+/// Why a date range does not give a backfill's partition values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// The range ends before it starts.
+    #[error("--to {to} is before --from {from}")]
+    Reversed {
+        /// First date.
+        from: NaiveDate,
+        /// Last date.
+        to: NaiveDate,
+    },
+    /// The param takes ints, not dates.
+    #[error("param `{param}` is an int; a backfill needs a date or string param")]
+    IntParam {
+        /// The param.
+        param: String,
+    },
+    /// The range runs past the last date chrono knows.
+    #[error("the range runs past the calendar")]
+    PastCalendar,
+    /// More than 10,000 values.
+    #[error("a backfill has at most 10,000 partitions")]
+    TooManyPartitions,
+}
+
 /// The partition values of a range for a param of `param_type`.
 pub fn plan_values(
     param: &str,
@@ -161,9 +80,9 @@ pub fn plan_values(
     from: NaiveDate,
     to: NaiveDate,
     every: Every,
-) -> std::result::Result<Vec<String>, String> {
+) -> std::result::Result<Vec<String>, RangeError> {
     if to < from {
-        return Err(format!("--to {to} is before --from {from}"));
+        return Err(RangeError::Reversed { from, to });
     }
     let mut values = Vec::new();
     let mut date = match every {
@@ -177,19 +96,19 @@ pub fn plan_values(
             }
             (ParamType::String, Every::Month) => date.format("%Y-%m").to_string(),
             (ParamType::Int, _) => {
-                return Err(format!(
-                    "param `{param}` is an int; a backfill needs a date or string param"
-                ));
+                return Err(RangeError::IntParam {
+                    param: param.to_owned(),
+                });
             }
         });
         date = match every {
-            Every::Day => date.succ_opt().ok_or("the range runs past the calendar")?,
+            Every::Day => date.succ_opt().ok_or(RangeError::PastCalendar)?,
             Every::Month => date
                 .checked_add_months(chrono::Months::new(1))
-                .ok_or("the range runs past the calendar")?,
+                .ok_or(RangeError::PastCalendar)?,
         };
-        if values.len() > 10_000 {
-            return Err("a backfill has at most 10,000 partitions".into());
+        if values.len() > MAX_PARTITIONS {
+            return Err(RangeError::TooManyPartitions);
         }
     }
     Ok(values)
@@ -267,7 +186,8 @@ impl BackfillManager {
                 message,
             })
         };
-        let (yaml, origin) = self.runs.resolve_definition(&request.submission)?;
+        let ResolvedDefinition { yaml, origin } =
+            self.runs.resolve_definition(&request.submission)?;
         let definition = JobDefinition::from_yaml(&yaml, &origin)?;
         let date_param = match &request.date_param {
             Some(name) => name.clone(),
@@ -306,7 +226,7 @@ impl BackfillManager {
             request.to,
             request.every,
         )
-        .map_err(invalid)?;
+        .map_err(|err| invalid(err.to_string()))?;
         // Every run must be valid: the first value is compiled now, as its run would be.
         let mut first_params = request.submission.params.clone();
         if let Some(first) = values.first() {
@@ -442,6 +362,16 @@ struct Driver {
     cancel: watch::Receiver<bool>,
 }
 
+/// A child run that ended since the driver's last tick.
+struct Ended {
+    /// Its partition's index.
+    index: usize,
+    /// What its end means for the partition.
+    status: PartitionStatus,
+    /// Why it failed.
+    error: Option<String>,
+}
+
 const DRIVER_TICK: Duration = Duration::from_millis(300);
 
 impl Driver {
@@ -465,7 +395,7 @@ impl Driver {
             };
             let cancelled = *self.cancel.borrow();
             // Record the ends of runs in flight.
-            let mut ended: Vec<(usize, PartitionStatus, Option<String>)> = Vec::new();
+            let mut ended: Vec<Ended> = Vec::new();
             for (index, partition) in record.partitions.iter().enumerate() {
                 if let (PartitionStatus::Running, Some(run_id)) =
                     (partition.status, &partition.run_id)
@@ -482,12 +412,21 @@ impl Driver {
                             continue;
                         }
                     };
-                    ended.push((index, status, run.error.clone()));
+                    ended.push(Ended {
+                        index,
+                        status,
+                        error: run.error.clone(),
+                    });
                 }
             }
             let record = self
                 .update(|record| {
-                    for (index, status, error) in ended {
+                    for Ended {
+                        index,
+                        status,
+                        error,
+                    } in ended
+                    {
                         record.partitions[index].status = status;
                         record.partitions[index].error = error;
                     }

@@ -22,7 +22,77 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_jobs::{WriteMode, WriteSpec, WrittenFile};
 
 use crate::error::{Result, SchedulerError};
-use crate::run::OutputRecord;
+use crate::record::OutputRecord;
+
+/// A step of a commit, of its recovery or of writing a report that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The output's location is not a usable URL.
+    #[error(transparent)]
+    Location(#[from] datafusion::error::DataFusionError),
+    /// A report could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The store failed to read an object.
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    /// Writing an object failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The object.
+        path: Path,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Listing a folder failed.
+    #[error("listing {path}: {source}")]
+    List {
+        /// The folder.
+        path: Path,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Moving a staged file into place failed.
+    #[error("moving {from} to {to}: {source}")]
+    Move {
+        /// The staged file.
+        from: Path,
+        /// Its final location.
+        to: Path,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Removing a file the commit replaces failed.
+    #[error("removing replaced file {path}: {source}")]
+    Delete {
+        /// The replaced file.
+        path: Path,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A stopped commit's plan could not be read.
+    #[error("reading the commit plan of run {run_id}: {source}")]
+    ReadPlan {
+        /// The run whose commit stopped.
+        run_id: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A stopped commit's plan is not a plan.
+    #[error("the commit plan of run {run_id} is unreadable: {source}")]
+    BadPlan {
+        /// The run whose commit stopped.
+        run_id: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// Where a run's data-quality report is written below an output.
 pub const DQ_REPORT_DIR: &str = "_dq";
@@ -33,17 +103,16 @@ pub async fn write_dq_report(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
     report: &sluice_jobs::quality::DqReport,
-) -> std::result::Result<(), String> {
-    let root = spec.root().map_err(|e| e.to_string())?;
+) -> std::result::Result<(), CommitError> {
+    let root = spec.root()?;
     let path = root
         .join(DQ_REPORT_DIR)
         .join(format!("{}.json", spec.run_id).as_str());
-    let json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
-    store
-        .put(&path, json.into())
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("writing {path}: {e}"))
+    let json = serde_json::to_vec_pretty(report)?;
+    match store.put(&path, json.into()).await {
+        Ok(_) => Ok(()),
+        Err(source) => Err(CommitError::Write { path, source }),
+    }
 }
 
 /// Moves one output's staged files into place; returns what was committed.
@@ -62,7 +131,7 @@ pub async fn commit_output(
     let staging = spec.staging_root().map_err(|e| fail(e.to_string()))?;
     recover_interrupted_commits(Arc::clone(&store), spec)
         .await
-        .map_err(fail)?;
+        .map_err(|e| fail(e.to_string()))?;
 
     // Sizes of what was staged, read once.
     let staged: HashMap<Path, u64> = store
@@ -130,7 +199,9 @@ pub async fn commit_output(
         .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
         .await
         .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
-    apply(store.as_ref(), &plan).await.map_err(fail)?;
+    apply(store.as_ref(), &plan)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     store
         .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
         .await
@@ -181,21 +252,21 @@ struct CommitPlan {
 const COMMIT_PLAN: &str = "commit-plan.json";
 
 /// Carries out a commit plan; safe to repeat after a partial run of it.
-async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Result<(), String> {
+async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Result<(), CommitError> {
     for (from, to) in &plan.moves {
         let (from, to) = (Path::from(from.as_str()), Path::from(to.as_str()));
         match store.rename(&from, &to).await {
             Ok(()) => {}
             // Moved before the interruption.
             Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {}
-            Err(e) => return Err(format!("moving {from} to {to}: {e}")),
+            Err(source) => return Err(CommitError::Move { from, to, source }),
         }
     }
     for old in &plan.deletes {
         let old = Path::from(old.as_str());
         match store.delete(&old).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(format!("removing replaced file {old}: {e}")),
+            Err(source) => return Err(CommitError::Delete { path: old, source }),
         }
     }
     Ok(())
@@ -206,13 +277,18 @@ async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Resul
 pub async fn recover_interrupted_commits(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
-) -> std::result::Result<(), String> {
-    let root = spec.root().map_err(|e| e.to_string())?;
+) -> std::result::Result<(), CommitError> {
+    let root = spec.root()?;
     let temporary = root.clone().join(sluice_jobs::STAGING_DIR);
     let listing = match store.list_with_delimiter(Some(&temporary)).await {
         Ok(listing) => listing,
         Err(object_store::Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(format!("listing {temporary}: {e}")),
+        Err(source) => {
+            return Err(CommitError::List {
+                path: temporary,
+                source,
+            });
+        }
     };
     for folder in listing.common_prefixes {
         let Some(run_id) = folder.filename().map(str::to_owned) else {
@@ -222,12 +298,14 @@ pub async fn recover_interrupted_commits(
             continue;
         }
         let plan = match store.get(&folder.clone().join(COMMIT_PLAN)).await {
-            Ok(found) => found.bytes().await.map_err(|e| e.to_string())?,
+            Ok(found) => found.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(format!("reading the commit plan of run {run_id}: {e}")),
+            Err(source) => return Err(CommitError::ReadPlan { run_id, source }),
         };
-        let plan: CommitPlan = serde_json::from_slice(&plan)
-            .map_err(|e| format!("the commit plan of run {run_id} is unreadable: {e}"))?;
+        let plan: CommitPlan = match serde_json::from_slice(&plan) {
+            Ok(plan) => plan,
+            Err(source) => return Err(CommitError::BadPlan { run_id, source }),
+        };
         tracing::warn!(output = %spec.output, %run_id, "completing a commit a stopped scheduler left half done");
         apply(store.as_ref(), &plan).await?;
         let _ = store

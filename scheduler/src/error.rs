@@ -1,6 +1,6 @@
 //! The one error type of the scheduler crate, and its mapping to gRPC statuses.
 
-use crate::run::RunId;
+use crate::record::RunId;
 
 /// Everything that can go wrong in the scheduler.
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,12 @@
-//! The scheduler process: Ballista's `SchedulerGrpc` (executors register, heartbeat and
-//! report tasks) and Sluice's `JobService` on one port, over one run manager.
+//! The scheduler process, and the composition root: the one module that sees every
+//! layer. It opens the run store, starts Ballista's scheduler, builds the run and
+//! backfill managers, owns the autoscaler's task, and serves Ballista's `SchedulerGrpc`
+//! (executors register, heartbeat and report tasks), Sluice's `JobService` and KEDA's
+//! external scaler on one port, over one run manager.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use ballista_core::serde::BallistaCodec;
@@ -15,11 +18,18 @@ use ballista_scheduler::scheduler_server::SchedulerServer;
 use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
 use sluice_proto::JobServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::api::{JobServiceImpl, KedaScaler, serve_http};
+use crate::autoscale::{Autoscaler, AutoscalerSettings};
+use crate::backfill::BackfillManager;
+use crate::commit::{CommitError, recover_interrupted_commits};
 use crate::error::{Result, SchedulerError};
-use crate::runner::{BallistaScheduler, RunManager, Runs};
-use crate::service::JobServiceImpl;
+use crate::record::RunRecord;
+use crate::runner::{BallistaScheduler, Engine, RunManager, Runs};
+use crate::sfn::StepFunctionsSettings;
 use crate::store::RunStore;
 
 /// How the scheduler starts.
@@ -38,11 +48,11 @@ pub struct SchedulerSettings {
     /// How storage is reached (the same as the executors').
     pub storage: StorageSettings,
     /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
-    pub step_functions: Option<crate::sfn::StepFunctionsSettings>,
+    pub step_functions: Option<StepFunctionsSettings>,
     /// A port for `/healthz`, `/readyz` and `/metrics`; none when `None`.
     pub http_port: Option<u16>,
     /// Where runs' plans execute.
-    pub engine: crate::runner::Engine,
+    pub engine: Engine,
 }
 
 impl Default for SchedulerSettings {
@@ -56,14 +66,14 @@ impl Default for SchedulerSettings {
             storage: StorageSettings::default(),
             step_functions: None,
             http_port: None,
-            engine: crate::runner::Engine::Ballista,
+            engine: Engine::Ballista,
         }
     }
 }
 
 /// Completes the commits that runs interrupted by the previous scheduler left half done,
 /// so readers never keep seeing both old and new files of a partition.
-async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[crate::run::RunRecord]) {
+async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[RunRecord]) {
     use datafusion::execution::object_store::ObjectStoreRegistry;
     for run in interrupted {
         for (output, location) in &run.output_locations {
@@ -77,10 +87,12 @@ async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[crate::run::
                 compression: sluice_jobs::Compression::default(),
             };
             let store = url::Url::parse(location)
-                .map_err(|e| e.to_string())
-                .and_then(|url| stores.get_store(&url).map_err(|e| e.to_string()));
+                .map_err(RecoveryError::Url)
+                .and_then(|url| stores.get_store(&url).map_err(RecoveryError::Store));
             let result = match store {
-                Ok(store) => crate::commit::recover_interrupted_commits(store, &spec).await,
+                Ok(store) => recover_interrupted_commits(store, &spec)
+                    .await
+                    .map_err(RecoveryError::Commit),
                 Err(err) => Err(err),
             };
             if let Err(err) = result {
@@ -90,12 +102,29 @@ async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[crate::run::
     }
 }
 
+/// Why an interrupted commit could not be completed.
+#[derive(Debug, thiserror::Error)]
+enum RecoveryError {
+    /// The output's location is not a URL.
+    #[error(transparent)]
+    Url(url::ParseError),
+    /// No object store serves it.
+    #[error(transparent)]
+    Store(datafusion::error::DataFusionError),
+    /// Rolling the commit forward failed.
+    #[error(transparent)]
+    Commit(CommitError),
+}
+
 /// A started scheduler.
 pub struct Scheduler {
     address: SocketAddr,
     manager: Arc<RunManager>,
-    backfills: Arc<crate::backfill::BackfillManager>,
-    autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
+    backfills: Arc<BackfillManager>,
+    autoscaler: Arc<OnceLock<Autoscaler>>,
+    /// Background loops (the autoscaler): aborted and awaited when serving ends,
+    /// aborted when the scheduler is dropped unserved.
+    background: Mutex<JoinSet<()>>,
     listener: TcpListener,
     http_listener: Option<TcpListener>,
     ballista: BallistaScheduler,
@@ -176,7 +205,7 @@ impl Scheduler {
         let manager = Arc::new(manager);
         // Results of runs that ended (or were interrupted) while no one could report them.
         manager.report_pending_tasks().await;
-        let backfills = Arc::new(crate::backfill::BackfillManager::new(Arc::clone(&manager))?);
+        let backfills = Arc::new(BackfillManager::new(Arc::clone(&manager))?);
         let http_listener =
             match settings.http_port {
                 None => None,
@@ -194,24 +223,31 @@ impl Scheduler {
             address: bound,
             manager,
             backfills,
-            autoscaler: Arc::new(std::sync::OnceLock::new()),
+            autoscaler: Arc::new(OnceLock::new()),
+            background: Mutex::new(JoinSet::new()),
             listener,
             http_listener,
             ballista,
         })
     }
 
-    /// Starts the autoscaler; it stops (with its executors) when `stop` turns true.
+    /// Starts the autoscaler; it stops (with its executors) when `stop` turns true, or
+    /// when serving ends. The scheduler owns its task.
     pub fn start_autoscaler(
         &self,
-        settings: crate::autoscale::AutoscalerSettings,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> crate::autoscale::Autoscaler {
-        let (autoscaler, _task) = crate::autoscale::Autoscaler::start(
+        settings: AutoscalerSettings,
+        stop: watch::Receiver<bool>,
+    ) -> Autoscaler {
+        let mut background = self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let autoscaler = Autoscaler::start(
             settings,
             self.ballista.clone(),
             Arc::clone(&self.manager),
             stop,
+            &mut background,
         );
         let _ = self.autoscaler.set(autoscaler.clone());
         autoscaler
@@ -235,7 +271,7 @@ impl Scheduler {
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
         let keda = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
-            crate::autoscale::KedaScaler::new(self.ballista.clone(), Arc::clone(&self.manager), 2),
+            KedaScaler::new(self.ballista.clone(), Arc::clone(&self.manager), 2),
         );
         let jobs = JobServiceServer::new(JobServiceImpl::new(
             Arc::clone(&self.manager),
@@ -253,7 +289,7 @@ impl Scheduler {
             .set_service_status("sluice.v1.JobService", tonic_health::ServingStatus::Serving)
             .await;
         let http = self.http_listener.map(|listener| {
-            crate::http::serve(
+            serve_http(
                 listener,
                 Arc::clone(&self.manager),
                 Arc::clone(&self.autoscaler),
@@ -273,6 +309,12 @@ impl Scheduler {
                 () = http => Ok(()),
             },
         };
+        // The background loops end with the server.
+        let mut background = self
+            .background
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        background.shutdown().await;
         served.map_err(|err| SchedulerError::Server {
             address,
             message: err.to_string(),

@@ -1,6 +1,7 @@
 //! AWS Step Functions: what a run's outcome means to a state machine (the one place
 //! where outcomes become error names), the task-token callback the scheduler sends when
-//! a run submitted with a token ends, and the activity worker.
+//! a run submitted with a token ends, and the activity worker (`sfn/activity.rs`, also
+//! reachable as `sluice_scheduler::activity`).
 //!
 //! Error names a state machine can `Retry` or `Catch`:
 //!
@@ -16,14 +17,19 @@
 //! | `Sluice.SchedulerUnavailable` | the worker cannot reach the scheduler | yes |
 //! | `Sluice.WorkerStopped` | the worker stopped before the run ended (the run goes on) | yes |
 
+pub mod activity;
+
 use std::time::Duration;
 
 use aws_sdk_sfn::Client;
 use serde_json::json;
 use sluice_proto::v1;
 
+use crate::aws::AwsApi;
+pub use crate::aws::AwsCallError;
+
 /// Where the Step Functions API is (the SDK's chain; `endpoint` for an emulator).
-pub type StepFunctionsSettings = crate::aws::AwsApi;
+pub type StepFunctionsSettings = AwsApi;
 
 /// GetActivityTask holds a poll for up to 60 seconds; the client waits longer.
 const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(70);
@@ -193,7 +199,11 @@ fn truncate(mut cause: String) -> String {
 }
 
 /// Sends a task's result. Errors say what Step Functions answered.
-pub async fn send_result(client: &Client, token: &str, result: &TaskResult) -> Result<(), String> {
+pub async fn send_result(
+    client: &Client,
+    token: &str,
+    result: &TaskResult,
+) -> Result<(), AwsCallError> {
     match result {
         TaskResult::Success(output) => client
             .send_task_success()
@@ -202,12 +212,7 @@ pub async fn send_result(client: &Client, token: &str, result: &TaskResult) -> R
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| {
-                format!(
-                    "SendTaskSuccess: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(err)
-                )
-            }),
+            .map_err(|err| AwsCallError::new("SendTaskSuccess", err)),
         TaskResult::Failure { error, cause } => client
             .send_task_failure()
             .task_token(token)
@@ -216,12 +221,7 @@ pub async fn send_result(client: &Client, token: &str, result: &TaskResult) -> R
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| {
-                format!(
-                    "SendTaskFailure: {}",
-                    aws_sdk_sfn::error::DisplayErrorContext(err)
-                )
-            }),
+            .map_err(|err| AwsCallError::new("SendTaskFailure", err)),
     }
 }
 

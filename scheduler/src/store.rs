@@ -1,5 +1,6 @@
-//! The durable run store: one redb file holding every run record (as JSON) and the
-//! registered job definitions. It survives scheduler restarts; runs that were in flight
+//! The durable run store: one redb file holding every run record, backfill record and
+//! registered job definition (as JSON). It stores the types of [`crate::record`] and
+//! knows nothing above them. It survives scheduler restarts; runs that were in flight
 //! when the scheduler stopped are marked `interrupted` when it opens again.
 
 use std::path::{Path, PathBuf};
@@ -7,28 +8,13 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Result, SchedulerError};
-use crate::run::{RunId, RunRecord, RunStatus};
+use crate::record::{BackfillRecord, JobVersion, RunId, RunRecord, RunStatus};
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const BACKFILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("backfills");
 /// Registered definitions: `name` + `\u{1f}` + zero-padded version → [`JobVersion`] JSON,
 /// so one name's versions sort together and in order.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_versions");
-
-/// One registered version of a job definition.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JobVersion {
-    /// The job's name (from the definition).
-    pub name: String,
-    /// 1 for the first registration, then one more per changed definition.
-    pub version: u32,
-    /// The definition's description.
-    pub description: String,
-    /// When it was registered.
-    pub registered_at: chrono::DateTime<chrono::Utc>,
-    /// The definition's text.
-    pub definition_yaml: String,
-}
 
 fn job_key(name: &str, version: u32) -> String {
     format!("{name}\u{1f}{version:010}")
@@ -198,7 +184,7 @@ impl RunStore {
     }
 
     /// Writes a backfill record (insert or replace).
-    pub fn put_backfill(&self, record: &crate::backfill::BackfillRecord) -> Result<()> {
+    pub fn put_backfill(&self, record: &BackfillRecord) -> Result<()> {
         let json = serde_json::to_vec(record).map_err(|e| self.fail(e))?;
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
@@ -211,7 +197,7 @@ impl RunStore {
     }
 
     /// Every backfill record, oldest first.
-    pub fn list_backfills(&self) -> Result<Vec<crate::backfill::BackfillRecord>> {
+    pub fn list_backfills(&self) -> Result<Vec<BackfillRecord>> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
         let mut records = Vec::new();

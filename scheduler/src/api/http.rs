@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::autoscale::Autoscaler;
-use crate::run::RunStatus;
+use crate::record::RunStatus;
 use crate::runner::RunManager;
 
 /// Serves the HTTP port until the future is dropped (with the gRPC server).

@@ -1,4 +1,5 @@
-//! Runs: one execution of a job definition with bound params, and its durable record.
+//! Run records: one execution of a job definition with bound params, its id, status,
+//! outputs and profile, and its durable record.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,4 +1,6 @@
-//! `sluice.v1.JobService` over the run manager: the one place errors become statuses.
+//! `sluice.v1.JobService` over the run manager, the backfill manager and the
+//! autoscaler: requests become submissions, records become messages (through
+//! [`crate::record`]'s conversions), and errors become statuses here.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,16 +9,17 @@ use futures::Stream;
 use sluice_proto::v1;
 use tonic::{Request, Response, Status};
 
-use crate::backfill::{BackfillManager, BackfillRecord, BackfillRequest, Every};
-use crate::run::{RunId, RunRecord, RunStatus};
-use crate::runner::{RunManager, Submission};
+use crate::autoscale::Autoscaler;
+use crate::backfill::{BackfillManager, BackfillRequest};
+use crate::record::{Every, RunId, RunRecord, backfill_to_proto, job_to_proto, to_proto};
+use crate::runner::{RunManager, Runs, Submission};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct JobServiceImpl {
     manager: Arc<RunManager>,
     backfills: Arc<BackfillManager>,
-    autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
+    autoscaler: Arc<std::sync::OnceLock<Autoscaler>>,
 }
 
 impl JobServiceImpl {
@@ -24,7 +27,7 @@ impl JobServiceImpl {
     pub fn new(
         manager: Arc<RunManager>,
         backfills: Arc<BackfillManager>,
-        autoscaler: Arc<std::sync::OnceLock<crate::autoscale::Autoscaler>>,
+        autoscaler: Arc<std::sync::OnceLock<Autoscaler>>,
     ) -> Self {
         Self {
             manager,
@@ -47,134 +50,6 @@ fn submission(request: v1::SubmitRunRequest) -> Submission {
         origin: request.origin,
         working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
         task_token: (!request.task_token.is_empty()).then_some(request.task_token),
-    }
-}
-
-/// A backfill record as the API returns it.
-pub fn backfill_to_proto(record: &BackfillRecord) -> v1::Backfill {
-    v1::Backfill {
-        backfill_id: record.backfill_id.clone(),
-        job: record.job.clone(),
-        status: name_of(&record.status),
-        date_param: record.date_param.clone(),
-        from: record.from.to_string(),
-        to: record.to.to_string(),
-        every: name_of(&record.every),
-        max_concurrent: record.max_concurrent as u32,
-        partitions: record
-            .partitions
-            .iter()
-            .map(|p| v1::BackfillPartition {
-                value: p.value.clone(),
-                status: name_of(&p.status),
-                run_id: p.run_id.as_ref().map(|r| r.to_string()).unwrap_or_default(),
-                error: p.error.clone().unwrap_or_default(),
-            })
-            .collect(),
-        submitted_at: record.submitted_at.to_rfc3339(),
-        finished_at: record
-            .finished_at
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default(),
-    }
-}
-
-/// The snake_case name a status enum serializes to.
-fn name_of(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// A run record as the API returns it.
-pub fn to_proto(run: &RunRecord) -> v1::Run {
-    let time =
-        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
-    v1::Run {
-        run_id: run.run_id.to_string(),
-        job: run.job.clone(),
-        params: run.params.clone().into_iter().collect(),
-        status: match run.status {
-            RunStatus::Queued => v1::RunStatus::Queued,
-            RunStatus::Running => v1::RunStatus::Running,
-            RunStatus::Succeeded => v1::RunStatus::Succeeded,
-            RunStatus::Failed => v1::RunStatus::Failed,
-            RunStatus::Cancelled => v1::RunStatus::Cancelled,
-            RunStatus::Interrupted => v1::RunStatus::Interrupted,
-        } as i32,
-        submitted_at: run.submitted_at.to_rfc3339(),
-        started_at: time(run.started_at),
-        finished_at: time(run.finished_at),
-        rows_read: run.rows_read,
-        outputs: run
-            .outputs
-            .iter()
-            .map(|output| v1::OutputResult {
-                name: output.name.clone(),
-                path: output.location.clone(),
-                rows_written: output.rows_written,
-                bytes_written: output.bytes_written,
-                files: output.files.clone(),
-                partitions: output.partitions.clone(),
-            })
-            .collect(),
-        error: run.error.clone().unwrap_or_default(),
-        warnings: run.warnings.clone(),
-        progress: Some(v1::Progress {
-            stages_done: run.progress.stages_done,
-            stages_total: run.progress.stages_total,
-            rows_so_far: run.progress.rows_so_far,
-            current_output: run.progress.current_output.clone(),
-        }),
-        ballista_jobs: run.ballista_jobs.clone(),
-        record_json: record_json(run),
-        tasks_by_executor: run.tasks_by_executor.clone().into_iter().collect(),
-        rows_quarantined: run.rows_quarantined,
-        data_quality: run.dq.as_ref().map(data_quality),
-    }
-}
-
-fn job_to_proto(version: &crate::store::JobVersion) -> v1::RegisteredJob {
-    v1::RegisteredJob {
-        name: version.name.clone(),
-        version: version.version,
-        description: version.description.clone(),
-        registered_at: version.registered_at.to_rfc3339(),
-        definition_yaml: version.definition_yaml.clone(),
-    }
-}
-
-/// The record as JSON, without its task token (a credential for the task).
-fn record_json(run: &RunRecord) -> String {
-    let mut run = run.clone();
-    if run.task_token.is_some() {
-        run.task_token = Some("<redacted>".into());
-    }
-    serde_json::to_string(&run).unwrap_or_default()
-}
-
-fn data_quality(report: &sluice_jobs::quality::DqReport) -> v1::DataQuality {
-    v1::DataQuality {
-        outcome: name_of(&report.outcome),
-        rows_checked: report.rows_checked,
-        rows_valid: report.rows_valid,
-        rows_quarantined: report.rows_quarantined,
-        rules: report
-            .rules
-            .iter()
-            .map(|rule| v1::RuleResult {
-                name: rule.name.clone(),
-                kind: rule.kind.clone(),
-                action: rule.action.as_str().to_owned(),
-                checked: rule.checked,
-                failed: rule.failed,
-                samples: rule.samples.clone(),
-                detail: rule.detail.clone().unwrap_or_default(),
-            })
-            .collect(),
-        failures: report.failures.clone(),
-        warnings: report.warnings.clone(),
     }
 }
 
@@ -378,7 +253,7 @@ impl sluice_proto::JobService for JobServiceImpl {
 fn async_stream(
     current: RunRecord,
     receiver: Option<tokio::sync::watch::Receiver<RunRecord>>,
-    runs: Arc<crate::runner::Runs>,
+    runs: Arc<Runs>,
     run_id: RunId,
 ) -> impl Stream<Item = Result<v1::RunEvent, Status>> + Send {
     let event = |run: &RunRecord| v1::RunEvent {

@@ -22,7 +22,7 @@ use sluice_proto::{JobServiceClient, v1};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::sfn::{TaskError, TaskResult, run_result, send_result};
+use super::{TaskError, TaskResult, run_result, send_result};
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -177,12 +177,52 @@ struct TaskInput {
     origin: String,
 }
 
-async fn read_input(text: &str, stores: &sluice_jobs::ObjectStores) -> Result<TaskInput, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|err| format!("the task input is not JSON: {err}"))?;
-    let object = value
-        .as_object()
-        .ok_or("the task input is not a JSON object")?;
+/// Why a task's input is not a Sluice task.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    /// Not JSON.
+    #[error("the task input is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("the task input is not a JSON object")]
+    NotObject,
+    /// `params` is not an object.
+    #[error("`params` is not an object")]
+    ParamsNotObject,
+    /// A param's value is not a scalar.
+    #[error("param `{0}` is not a string, number or boolean")]
+    ParamNotScalar(String),
+    /// No `job`, `definition` or `definition_uri`.
+    #[error("the task input names no job: give `job`, `definition` or `definition_uri`")]
+    NoJob,
+    /// `definition_uri` does not name a readable object.
+    #[error("definition_uri `{uri}`: {message}")]
+    BadUri {
+        /// The URI.
+        uri: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Reading the definition failed.
+    #[error("reading {uri}: {source}")]
+    Read {
+        /// The URI.
+        uri: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The definition is not text.
+    #[error("{0} is not UTF-8 text")]
+    NotUtf8(String),
+}
+
+async fn read_input(
+    text: &str,
+    stores: &sluice_jobs::ObjectStores,
+) -> Result<TaskInput, InputError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(InputError::NotJson)?;
+    let object = value.as_object().ok_or(InputError::NotObject)?;
     let params = match object.get("params") {
         None | Some(serde_json::Value::Null) => BTreeMap::new(),
         Some(serde_json::Value::Object(params)) => params
@@ -191,12 +231,12 @@ async fn read_input(text: &str, stores: &sluice_jobs::ObjectStores) -> Result<Ta
                 let text = match value {
                     serde_json::Value::String(text) => text.clone(),
                     serde_json::Value::Number(_) | serde_json::Value::Bool(_) => value.to_string(),
-                    _ => return Err(format!("param `{name}` is not a string, number or boolean")),
+                    _ => return Err(InputError::ParamNotScalar(name.clone())),
                 };
                 Ok((name.clone(), text))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err("`params` is not an object".into()),
+        Some(_) => return Err(InputError::ParamsNotObject),
     };
     let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     let (job, origin) = if let Some(name) = text("job") {
@@ -213,9 +253,7 @@ async fn read_input(text: &str, stores: &sluice_jobs::ObjectStores) -> Result<Ta
         let yaml = read_uri(&uri, stores).await?;
         (v1::submit_run_request::Job::DefinitionYaml(yaml), uri)
     } else {
-        return Err(
-            "the task input names no job: give `job`, `definition` or `definition_uri`".into(),
-        );
+        return Err(InputError::NoJob);
     };
     Ok(TaskInput {
         job,
@@ -224,23 +262,31 @@ async fn read_input(text: &str, stores: &sluice_jobs::ObjectStores) -> Result<Ta
     })
 }
 
-async fn read_uri(uri: &str, stores: &sluice_jobs::ObjectStores) -> Result<String, String> {
+async fn read_uri(uri: &str, stores: &sluice_jobs::ObjectStores) -> Result<String, InputError> {
     use datafusion::execution::object_store::ObjectStoreRegistry;
     use object_store::ObjectStoreExt;
-    let url = url::Url::parse(uri).map_err(|err| format!("definition_uri `{uri}`: {err}"))?;
+    let bad_uri = |message: String| InputError::BadUri {
+        uri: uri.to_owned(),
+        message,
+    };
+    let read = |source: object_store::Error| InputError::Read {
+        uri: uri.to_owned(),
+        source,
+    };
+    let url = url::Url::parse(uri).map_err(|err| bad_uri(err.to_string()))?;
     let store = stores
         .get_store(&url)
-        .map_err(|err| format!("definition_uri `{uri}`: {err}"))?;
+        .map_err(|err| bad_uri(err.to_string()))?;
     let path = object_store::path::Path::from_url_path(url.path())
-        .map_err(|err| format!("definition_uri `{uri}`: {err}"))?;
+        .map_err(|err| bad_uri(err.to_string()))?;
     let bytes = store
         .get(&path)
         .await
-        .map_err(|err| format!("reading {uri}: {err}"))?
+        .map_err(read)?
         .bytes()
         .await
-        .map_err(|err| format!("reading {uri}: {err}"))?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{uri} is not UTF-8 text"))
+        .map_err(read)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| InputError::NotUtf8(uri.to_owned()))
 }
 
 async fn execute(
@@ -252,10 +298,10 @@ async fn execute(
 ) -> TaskResult {
     let input = match read_input(input, &settings.stores).await {
         Ok(input) => input,
-        Err(cause) => {
+        Err(err) => {
             return TaskResult::Failure {
                 error: TaskError::InvalidInput,
-                cause,
+                cause: err.to_string(),
             };
         }
     };

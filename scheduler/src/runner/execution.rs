@@ -1,0 +1,440 @@
+//! One run in flight: plan each output's write job, run it on Ballista (or in this
+//! process), judge data quality, commit every output, and record each step.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballista_core::JobId;
+use ballista_core::serde::protobuf::PartitionLocation;
+use ballista_scheduler::cluster::JobState;
+use chrono::Utc;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use sluice_jobs::quality::{DqOutcome, DqReport, QualityStats};
+use sluice_jobs::{
+    CompiledJob, PreparedJob, SinkSpec, TaskReport, WriteMode, WriteSpec, WriteTask, WrittenFile,
+    write_plan,
+};
+use tokio::sync::watch;
+
+use super::ballista::{
+    BallistaScheduler, JobStatistics, alive_executors, fetch_manifests, job_statistics,
+    wait_for_job,
+};
+use super::callback::report_task;
+use super::profile::{PlanMetrics, elapsed_ms};
+use super::{Engine, Runs};
+use crate::commit;
+use crate::error::{Result, SchedulerError};
+use crate::record::{RunId, RunStatus};
+
+/// How many times an output is computed again after a job that lost an executor.
+const MAX_RECOMPUTES: usize = 2;
+
+/// One run in flight.
+pub(super) struct Execution {
+    pub(super) runs: Arc<Runs>,
+    pub(super) ballista: BallistaScheduler,
+    pub(super) job_state: Arc<dyn JobState>,
+    pub(super) run_id: RunId,
+    pub(super) job: PreparedJob,
+    pub(super) ctx: Arc<SessionContext>,
+    pub(super) compiled: CompiledJob,
+    pub(super) cancel: watch::Receiver<bool>,
+    pub(super) cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
+    pub(super) writers: Arc<Mutex<HashMap<String, RunId>>>,
+    pub(super) executor_timeout: Duration,
+    pub(super) step_functions: Option<aws_sdk_sfn::Client>,
+    pub(super) engine: Engine,
+}
+
+/// What one output's job produced, waiting for commit.
+struct Produced {
+    spec: WriteSpec,
+    mode: WriteMode,
+    files: Vec<WrittenFile>,
+}
+
+impl Execution {
+    /// Drives the run to a final status, then frees its outputs and reports its end.
+    pub(super) async fn run(mut self) {
+        let run_id = self.run_id.clone();
+        let _ = self.runs.update(&run_id, |run| {
+            run.status = RunStatus::Running;
+            run.started_at = Some(Utc::now());
+        });
+        let specs = self.write_specs();
+        let outcome = self.execute(&specs).await;
+        let result = match outcome {
+            Ok(produced) => self.commit(produced).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(%run_id, "run succeeded");
+                let _ = self
+                    .runs
+                    .update(&run_id, |run| run.finish(RunStatus::Succeeded, None));
+            }
+            Err(err) => {
+                for spec in &specs {
+                    if let Ok(store) = self.store_for(spec) {
+                        commit::discard_staging(store, spec).await;
+                    }
+                }
+                let status = if matches!(err, SchedulerError::Cancelled) {
+                    RunStatus::Cancelled
+                } else {
+                    RunStatus::Failed
+                };
+                tracing::warn!(%run_id, error = %err, "run ended {}", status.as_str());
+                let _ = self
+                    .runs
+                    .update(&run_id, |run| run.finish(status, Some(err.to_string())));
+            }
+        }
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.remove(&run_id);
+        }
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.retain(|_, holder| *holder != run_id);
+        }
+        if let Some(client) = &self.step_functions {
+            report_task(&self.runs, client, &run_id).await;
+        }
+    }
+
+    /// The outputs' write specs, then the quarantine's.
+    fn write_specs(&self) -> Vec<WriteSpec> {
+        self.compiled
+            .outputs
+            .iter()
+            .chain(&self.compiled.quarantine)
+            .map(|output| WriteSpec {
+                output: output.name.clone(),
+                location: output.location.clone(),
+                run_id: self.run_id.to_string(),
+                partition_by: output.partition_by.clone(),
+                target_file_size: output.target_file_size,
+                compression: self.job.settings.compression,
+            })
+            .collect()
+    }
+
+    fn store_for(&self, spec: &WriteSpec) -> Result<Arc<dyn object_store::ObjectStore>> {
+        let fail = |message: String| SchedulerError::Commit {
+            output: spec.output.clone(),
+            location: spec.location.clone(),
+            message,
+        };
+        let url = spec.store_url().map_err(|e| fail(e.to_string()))?;
+        self.ctx
+            .runtime_env()
+            .object_store(url)
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Ids of the executors alive now.
+    async fn alive_executor_ids(&self) -> BTreeSet<String> {
+        alive_executors(&self.ballista, self.executor_timeout)
+            .await
+            .into_iter()
+            .map(|executor| executor.id)
+            .collect()
+    }
+
+    /// The sinks of output `index`'s job: the output, and for the first output the
+    /// quarantine too, so valid and quarantined rows come from one pass.
+    fn sinks(&self, index: usize, specs: &[WriteSpec]) -> Vec<SinkSpec> {
+        let mut sinks = Vec::new();
+        if let (Some(output), Some(spec)) = (self.compiled.outputs.get(index), specs.get(index)) {
+            sinks.push(SinkSpec {
+                spec: spec.clone(),
+                columns: output.columns.clone(),
+                quarantine: false,
+            });
+        }
+        if index == 0
+            && let Some(quarantine) = &self.compiled.quarantine
+            && let Some(spec) = specs.get(self.compiled.outputs.len())
+        {
+            sinks.push(SinkSpec {
+                spec: spec.clone(),
+                columns: quarantine.columns.clone(),
+                quarantine: true,
+            });
+        }
+        sinks
+    }
+
+    /// Judges the first job's quality counts; a failed report fails the run.
+    async fn judge_quality(&self, stats: Option<QualityStats>, specs: &[WriteSpec]) -> Result<()> {
+        let (Some(quality), Some(stats)) = (&self.compiled.quality, stats) else {
+            return Ok(());
+        };
+        let report = quality.report(&stats);
+        tracing::info!(
+            run_id = %self.run_id,
+            rows_checked = report.rows_checked,
+            rows_quarantined = report.rows_quarantined,
+            outcome = ?report.outcome,
+            "data quality judged"
+        );
+        self.runs.update(&self.run_id, |run| {
+            run.rows_quarantined = report.rows_quarantined;
+            run.warnings.extend(report.warnings.iter().cloned());
+            run.dq = Some(report.clone());
+        })?;
+        if report.outcome == DqOutcome::Failed {
+            // The report is kept beside the outputs even though nothing is committed.
+            self.write_reports(&report, specs).await;
+            return Err(SchedulerError::DataQualityFailed {
+                failures: report.failures.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the run's data-quality report as `_dq/<run_id>.json` below each output.
+    async fn write_reports(&self, report: &DqReport, specs: &[WriteSpec]) {
+        for spec in specs {
+            let Ok(store) = self.store_for(spec) else {
+                continue;
+            };
+            if let Err(err) = commit::write_dq_report(store, spec, report).await {
+                tracing::warn!(run_id = %self.run_id, output = %spec.output, "data-quality report not written: {err}");
+            }
+        }
+    }
+
+    /// Runs every output's Ballista job; nothing is visible until [`Self::commit`].
+    async fn execute(&mut self, specs: &[WriteSpec]) -> Result<Vec<Produced>> {
+        let mut produced = Vec::new();
+        let mut stages_before = 0u32;
+        for (index, output) in self.compiled.outputs.clone().iter().enumerate() {
+            let mut attempt = 0;
+            let sinks = self.sinks(index, specs);
+            let (reports, statistics) = loop {
+                let executors_before = self.alive_executor_ids().await;
+                let planning = std::time::Instant::now();
+                let state = self.ctx.state();
+                let physical = output.physical_plan(&state).await?;
+                let tasks = state.config().target_partitions();
+                let task = WriteTask {
+                    run_id: self.run_id.to_string(),
+                    sinks: sinks.clone(),
+                    quality: self.compiled.quality.as_ref().map(|q| q.plan.clone()),
+                };
+                let write = write_plan(physical, task, tasks).map_err(|err| {
+                    sluice_jobs::JobError::datafusion(
+                        format!("planning output `{}`", output.name),
+                        err,
+                    )
+                })?;
+                let planning_ms = elapsed_ms(planning);
+                self.runs
+                    .update(&self.run_id, |run| run.profile.planning_ms += planning_ms)?;
+                if self.engine == Engine::InProcess {
+                    break self.execute_in_process(write, &output.name).await?;
+                }
+                let job_name = format!(
+                    "{}/{}/{}",
+                    self.job.definition.name, self.run_id, output.name
+                );
+                let job_id = self
+                    .ballista
+                    .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
+                    .await
+                    .map_err(|err| {
+                        SchedulerError::ballista(
+                            format!("submitting output `{}`", output.name),
+                            err,
+                        )
+                    })?;
+                tracing::info!(run_id = %self.run_id, output = %output.name, %job_id, "ballista job submitted");
+                self.runs.update(&self.run_id, |run| {
+                    run.ballista_jobs.push(job_id.to_string());
+                    run.progress.current_output = output.name.clone();
+                })?;
+                let locations = self.wait(&job_id, &output.name, stages_before).await?;
+                let statistics = job_statistics(self.job_state.as_ref(), &job_id).await;
+                let executors_after = self.alive_executor_ids().await;
+                let lost: Vec<&String> = executors_before.difference(&executors_after).collect();
+                // Ballista recovers from a lost executor by re-running stages, and its
+                // recovered results have been seen to count rows twice. A result that
+                // went through a recovery is not trusted: the output is computed again.
+                if statistics.recovered || !lost.is_empty() {
+                    attempt += 1;
+                    let reason = format!(
+                        "output `{}`: executor(s) lost during the job ({}); {}",
+                        output.name,
+                        if lost.is_empty() {
+                            "stages re-run".to_owned()
+                        } else {
+                            lost.iter()
+                                .map(|e| e.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                        if attempt > MAX_RECOMPUTES {
+                            "giving up"
+                        } else {
+                            "computing the output again"
+                        }
+                    );
+                    tracing::warn!(run_id = %self.run_id, "{reason}");
+                    if attempt > MAX_RECOMPUTES {
+                        return Err(SchedulerError::JobFailed {
+                            output: output.name.clone(),
+                            message: reason,
+                        });
+                    }
+                    self.runs
+                        .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
+                    continue;
+                }
+                let reports = fetch_manifests(&locations, &output.name).await?;
+                break (reports, statistics);
+            };
+            stages_before += statistics.stages;
+            self.runs.update(&self.run_id, |run| {
+                run.rows_read += statistics.metrics.rows_read;
+                statistics.metrics.add_to(&mut run.profile);
+                if run.profile.first_task_ms.is_none()
+                    && let Some(start) = statistics.first_task_start
+                {
+                    let waited = start - run.submitted_at.timestamp_millis();
+                    run.profile.first_task_ms = Some(u64::try_from(waited).unwrap_or(0));
+                }
+                run.progress.stages_done = stages_before;
+                run.progress.stages_total = stages_before;
+                run.progress.rows_so_far = run.rows_read;
+                for (executor, tasks) in &statistics.tasks_by_executor {
+                    *run.tasks_by_executor.entry(executor.clone()).or_default() += tasks;
+                }
+            })?;
+            let mut stats: Option<QualityStats> = None;
+            let mut files: Vec<WrittenFile> = Vec::new();
+            for report in reports {
+                files.extend(report.files);
+                if let (Some(task), Some(quality)) = (report.quality, &self.compiled.quality) {
+                    stats
+                        .get_or_insert_with(|| QualityStats::new(&quality.plan))
+                        .merge(&task, quality.plan.samples);
+                }
+            }
+            if index == 0 {
+                let stats = match (&self.compiled.quality, stats) {
+                    (Some(quality), None) => Some(QualityStats::new(&quality.plan)),
+                    (_, stats) => stats,
+                };
+                self.judge_quality(stats, specs).await?;
+            }
+            for sink in &sinks {
+                let mode = if sink.quarantine {
+                    self.compiled
+                        .quarantine
+                        .as_ref()
+                        .map_or(WriteMode::default(), |q| q.mode)
+                } else {
+                    output.mode
+                };
+                produced.push(Produced {
+                    spec: sink.spec.clone(),
+                    mode,
+                    files: files
+                        .iter()
+                        .filter(|file| file.output == sink.spec.output)
+                        .cloned()
+                        .collect(),
+                });
+            }
+        }
+        Ok(produced)
+    }
+
+    /// Executes one output's write plan with DataFusion in this process.
+    async fn execute_in_process(
+        &self,
+        write: Arc<dyn ExecutionPlan>,
+        output: &str,
+    ) -> Result<(Vec<TaskReport>, JobStatistics)> {
+        self.runs.update(&self.run_id, |run| {
+            run.progress.current_output = output.to_owned();
+        })?;
+        let fail = |message: String| SchedulerError::JobFailed {
+            output: output.to_owned(),
+            message,
+        };
+        let mut cancel = self.cancel.clone();
+        let started = Utc::now().timestamp_millis();
+        let batches = tokio::select! {
+            result = datafusion::physical_plan::collect(Arc::clone(&write), self.ctx.task_ctx()) => {
+                result.map_err(|err| fail(sluice_jobs::strip_context(&err)))?
+            }
+            _ = cancel.wait_for(|cancelled| *cancelled) => return Err(SchedulerError::Cancelled),
+        };
+        let mut reports = Vec::new();
+        for batch in &batches {
+            reports.extend(TaskReport::from_manifest(batch).map_err(|err| fail(err.to_string()))?);
+        }
+        let statistics = JobStatistics {
+            stages: 1,
+            metrics: PlanMetrics::of_plan(&write),
+            first_task_start: Some(started),
+            ..JobStatistics::default()
+        };
+        Ok((reports, statistics))
+    }
+
+    /// Waits for a Ballista job to end, recording its progress; cancels it on request.
+    async fn wait(
+        &mut self,
+        job_id: &JobId,
+        output: &str,
+        stages_before: u32,
+    ) -> Result<Vec<PartitionLocation>> {
+        let runs = &self.runs;
+        let run_id = &self.run_id;
+        wait_for_job(
+            &self.ballista,
+            job_id,
+            output,
+            run_id,
+            &mut self.cancel,
+            |progress| {
+                runs.update(run_id, |run| {
+                    run.progress.stages_done = stages_before + progress.stages_done;
+                    run.progress.stages_total = stages_before + progress.stages_total;
+                    run.progress.rows_so_far = run.rows_read + progress.rows_read;
+                })
+                .map(|_| ())
+            },
+        )
+        .await
+    }
+
+    /// Commits every output, in order. Only now do the run's files become visible.
+    async fn commit(&self, produced: Vec<Produced>) -> Result<()> {
+        if *self.cancel.borrow() {
+            return Err(SchedulerError::Cancelled);
+        }
+        let specs: Vec<WriteSpec> = produced.iter().map(|p| p.spec.clone()).collect();
+        let committing = std::time::Instant::now();
+        for output in produced {
+            let store = self.store_for(&output.spec)?;
+            let record =
+                commit::commit_output(store, &output.spec, output.mode, &output.files).await?;
+            self.runs
+                .update(&self.run_id, |run| run.outputs.push(record))?;
+        }
+        let commit_ms = elapsed_ms(committing);
+        self.runs
+            .update(&self.run_id, |run| run.profile.commit_ms = commit_ms)?;
+        if let Some(report) = self.runs.get(&self.run_id)?.dq {
+            self.write_reports(&report, &specs).await;
+        }
+        Ok(())
+    }
+}

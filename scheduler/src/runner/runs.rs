@@ -1,0 +1,95 @@
+//! The run records and their watchers: the one owner of run state. Every change goes
+//! through [`Runs::update`], which writes the store and wakes the run's watchers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::error::{Result, SchedulerError};
+use crate::record::{JobVersion, RunId, RunRecord};
+use crate::store::RunStore;
+
+/// The run records and their watchers. The only place run state changes.
+#[derive(Debug)]
+pub struct Runs {
+    pub(crate) store: RunStore,
+    watchers: Mutex<HashMap<RunId, watch::Sender<RunRecord>>>,
+}
+
+impl Runs {
+    /// Wraps an opened store.
+    pub fn new(store: RunStore) -> Self {
+        Self {
+            store,
+            watchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn insert(&self, run: RunRecord) -> Result<()> {
+        self.store.put(&run)?;
+        let (sender, _) = watch::channel(run.clone());
+        if let Ok(mut watchers) = self.watchers.lock() {
+            watchers.insert(run.run_id.clone(), sender);
+        }
+        Ok(())
+    }
+
+    /// Changes a run, writes it to the store and tells its watchers.
+    pub fn update(&self, run_id: &RunId, change: impl FnOnce(&mut RunRecord)) -> Result<RunRecord> {
+        let mut run = self
+            .store
+            .get(run_id)?
+            .ok_or_else(|| SchedulerError::RunNotFound(run_id.clone()))?;
+        change(&mut run);
+        self.store.put(&run)?;
+        if let Ok(mut watchers) = self.watchers.lock() {
+            if let Some(sender) = watchers.get(run_id) {
+                sender.send_replace(run.clone());
+            }
+            if run.status.is_final() {
+                watchers.remove(run_id);
+            }
+        }
+        Ok(run)
+    }
+
+    /// One run.
+    pub fn get(&self, run_id: &RunId) -> Result<RunRecord> {
+        self.store
+            .get(run_id)?
+            .ok_or_else(|| SchedulerError::RunNotFound(run_id.clone()))
+    }
+
+    /// Runs, newest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.store.list(limit)
+    }
+
+    /// A receiver of the run's changes, or `None` once it is final.
+    pub fn watch(&self, run_id: &RunId) -> Option<watch::Receiver<RunRecord>> {
+        self.watchers
+            .lock()
+            .ok()
+            .and_then(|watchers| watchers.get(run_id).map(watch::Sender::subscribe))
+    }
+
+    pub(super) fn registered_job(&self, name: &str) -> Result<Option<JobVersion>> {
+        self.store.registered_job(name)
+    }
+
+    /// The latest version of every registered job.
+    pub fn list_jobs(&self) -> Result<Vec<JobVersion>> {
+        self.store.list_jobs()
+    }
+
+    /// Ended runs with a task token whose result has not reached Step Functions.
+    pub(super) fn unreported(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .store
+            .list(0)?
+            .into_iter()
+            .filter(|run| run.status.is_final() && run.task_token.is_some() && !run.task_reported)
+            .collect())
+    }
+}

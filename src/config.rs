@@ -263,7 +263,7 @@ fn shared_profile_credentials() -> Result<Option<StaticCredentials>> {
     };
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".to_owned());
     let mut in_profile = false;
-    let mut values = std::collections::BTreeMap::new();
+    let mut values = BTreeMap::new();
     for line in text.lines().map(str::trim) {
         if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
             continue;
@@ -329,62 +329,78 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every setting the binary reads, as one Markdown table generated from its flags and
-/// [`ENVIRONMENT`]: the reference the chart, the ECS template and the EMR bootstrap
-/// are checked against (`sluice settings`).
-pub fn settings_table() -> String {
-    use clap::CommandFactory;
-    let mut rows: std::collections::BTreeMap<String, (Vec<String>, String, String, String)> =
-        Default::default();
-    let cli = crate::cli::Cli::command();
-    for command in cli.get_subcommands() {
+/// One setting the binary reads: a row of `sluice settings`.
+struct Key {
+    /// The commands that read it (`all` for [`ENVIRONMENT`]).
+    commands: Vec<String>,
+    /// Its flag, as Markdown (empty when only a variable sets it).
+    flag: String,
+    /// Its declared default, values joined by commas.
+    default: String,
+    /// What it means.
+    meaning: String,
+}
+
+/// The one table of settings: every flag with a variable (the first command's flag,
+/// default and help) and [`ENVIRONMENT`], by variable name. What a config file may
+/// hold and what `sluice settings` prints.
+fn keys() -> BTreeMap<String, Key> {
+    let mut keys: BTreeMap<String, Key> = BTreeMap::new();
+    for command in Cli::command().get_subcommands() {
         for arg in command.get_arguments() {
             let Some(env) = arg.get_env() else {
                 continue;
             };
-            let name = env.to_string_lossy().to_string();
-            let flag = arg
-                .get_long()
-                .map(|long| format!("`--{long}`"))
-                .unwrap_or_default();
-            let default = arg
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy().to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            let help = arg
-                .get_help()
-                .map(|h| h.to_string().replace('\n', " "))
-                .unwrap_or_default();
-            let row = rows
-                .entry(name)
-                .or_insert_with(|| (Vec::new(), flag, default, help));
-            row.0.push(command.get_name().to_owned());
+            let key = keys
+                .entry(env.to_string_lossy().to_string())
+                .or_insert_with(|| Key {
+                    commands: Vec::new(),
+                    flag: arg
+                        .get_long()
+                        .map(|long| format!("`--{long}`"))
+                        .unwrap_or_default(),
+                    default: arg
+                        .get_default_values()
+                        .iter()
+                        .map(|v| v.to_string_lossy().to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    meaning: arg
+                        .get_help()
+                        .map(|h| h.to_string().replace('\n', " "))
+                        .unwrap_or_default(),
+                });
+            key.commands.push(command.get_name().to_owned());
         }
     }
     for (name, meaning) in ENVIRONMENT {
-        rows.entry((*name).to_owned()).or_insert_with(|| {
-            (
-                vec!["all".to_owned()],
-                String::new(),
-                String::new(),
-                (*meaning).to_owned(),
-            )
+        keys.entry((*name).to_owned()).or_insert_with(|| Key {
+            commands: vec!["all".to_owned()],
+            flag: String::new(),
+            default: String::new(),
+            meaning: (*meaning).to_owned(),
         });
     }
+    keys
+}
+
+/// Every setting the binary reads, as one Markdown table generated from its flags and
+/// [`ENVIRONMENT`]: the reference the chart, the ECS template and the EMR bootstrap
+/// are checked against (`sluice settings`).
+pub fn settings_table() -> String {
     let mut table =
         String::from("| variable | flag | commands | default | meaning |\n|---|---|---|---|---|\n");
-    for (name, (commands, flag, default, help)) in rows {
-        let default = if default.is_empty() {
+    for (name, key) in keys() {
+        let default = if key.default.is_empty() {
             String::new()
         } else {
-            format!("`{default}`")
+            format!("`{}`", key.default)
         };
         table.push_str(&format!(
-            "| `{name}` | {flag} | {} | {default} | {} |\n",
-            commands.join(", "),
-            help.replace('|', "\\|")
+            "| `{name}` | {} | {} | {default} | {} |\n",
+            key.flag,
+            key.commands.join(", "),
+            key.meaning.replace('|', "\\|")
         ));
     }
     table
@@ -392,16 +408,5 @@ pub fn settings_table() -> String {
 
 /// Every `SLUICE_*` name the binary reads: the names a config file may hold.
 fn known_settings() -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = ENVIRONMENT
-        .iter()
-        .map(|(name, _)| (*name).to_owned())
-        .collect();
-    for command in Cli::command().get_subcommands() {
-        for arg in command.get_arguments() {
-            if let Some(env) = arg.get_env() {
-                names.insert(env.to_string_lossy().to_string());
-            }
-        }
-    }
-    names
+    keys().into_keys().collect()
 }

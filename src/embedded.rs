@@ -12,7 +12,11 @@ use sluice_scheduler::{Engine, RunManager, Scheduler, SchedulerSettings};
 use tokio::task::JoinSet;
 
 use crate::client::{self, Client};
+use crate::config::Settings;
 use crate::error::{CliError, Result};
+
+/// How long the embedded executors may take to register.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A scheduler and executors running in this process until it is dropped.
 pub struct EmbeddedCluster {
@@ -25,8 +29,8 @@ pub struct EmbeddedCluster {
 
 impl EmbeddedCluster {
     /// Starts the scheduler and `executors` executors, and waits until they registered.
-    pub async fn start(state_dir: &Path, executors: usize) -> Result<Self> {
-        Self::start_with_engine(state_dir, executors, Engine::Ballista).await
+    pub async fn start(state_dir: &Path, executors: usize, settings: &Settings) -> Result<Self> {
+        Self::start_with_engine(state_dir, executors, Engine::Ballista, settings).await
     }
 
     /// As [`Self::start`], with runs' plans executed by `engine` (with
@@ -35,17 +39,18 @@ impl EmbeddedCluster {
         state_dir: &Path,
         executors: usize,
         engine: Engine,
+        settings: &Settings,
     ) -> Result<Self> {
-        let settings = SchedulerSettings {
+        let scheduler_settings = SchedulerSettings {
             engine,
             bind_host: "127.0.0.1".into(),
             port: 0,
             external_host: "127.0.0.1".into(),
             run_store: state_dir.join("runs.redb"),
-            storage: crate::config::storage_settings()?,
+            storage: settings.storage()?,
             ..SchedulerSettings::default()
         };
-        let scheduler = Scheduler::start(&settings).await?;
+        let scheduler = Scheduler::start(&scheduler_settings).await?;
         let address = scheduler.address();
         let manager = scheduler.manager();
         let mut tasks = JoinSet::new();
@@ -63,7 +68,7 @@ impl EmbeddedCluster {
                     context: "creating an executor work directory".into(),
                     source,
                 })?;
-            let settings = ExecutorSettings {
+            let executor_settings = ExecutorSettings {
                 scheduler_host: "127.0.0.1".into(),
                 scheduler_port: address.port(),
                 flight_port: free_port()?,
@@ -71,26 +76,28 @@ impl EmbeddedCluster {
                 vcores: 2,
                 work_dir: Some(work_dir.path().to_owned()),
                 executor_id: Some(format!("embedded-{index}")),
-                storage: crate::config::storage_settings()?,
+                storage: settings.storage()?,
                 ..ExecutorSettings::default()
             };
             work_dirs.push(work_dir);
             tasks.spawn(async move {
-                if let Err(err) = sluice_executor::run_executor(settings).await {
+                if let Err(err) = sluice_executor::run_executor(executor_settings).await {
                     tracing::error!(%err, "embedded executor stopped");
                 }
             });
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + REGISTRATION_TIMEOUT;
         loop {
             let alive = manager.executors().await.len();
             if alive >= executors {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(CliError::Usage(format!(
-                    "embedded executors did not register within 30s ({alive} of {executors})"
-                )));
+                return Err(CliError::EmbeddedExecutors {
+                    waited_secs: REGISTRATION_TIMEOUT.as_secs(),
+                    registered: alive,
+                    expected: executors,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

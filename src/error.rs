@@ -33,9 +33,75 @@ pub enum CliError {
         /// Why.
         error: String,
     },
-    /// A command-line argument is malformed.
+    /// A command-line argument is malformed, or arguments that go together are missing:
+    /// the message names the flag and what to write instead.
     #[error("{0}")]
     Usage(String),
+    /// A settings file (`SLUICE_CONFIG`, `SLUICE_STORAGE_CONFIG`) is not what it should
+    /// be.
+    #[error("{variable} {path}: {message}")]
+    ConfigFile {
+        /// The variable that names the file.
+        variable: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong (the parser's first line).
+        message: String,
+    },
+    /// The `SLUICE_CONFIG` file holds a name the binary does not read.
+    #[error("SLUICE_CONFIG {path}: `{name}` is not a setting (see `sluice settings`)")]
+    UnknownSetting {
+        /// The file.
+        path: String,
+        /// The name.
+        name: String,
+    },
+    /// A `true`/`false` setting holds something else.
+    #[error("{name}=`{value}`: write true or false")]
+    NotABool {
+        /// The setting.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// A state machine template does not render.
+    #[error("{origin}: {problem}")]
+    StateMachine {
+        /// The template file.
+        origin: String,
+        /// What is missing or malformed.
+        problem: String,
+    },
+    /// The embedded cluster's executors did not register in time.
+    #[error(
+        "embedded executors did not register within {waited_secs}s ({registered} of {expected})"
+    )]
+    EmbeddedExecutors {
+        /// Seconds waited.
+        waited_secs: u64,
+        /// Executors registered by then.
+        registered: usize,
+        /// Executors started.
+        expected: usize,
+    },
+    /// A health endpoint answered, but not `SERVING`.
+    #[error("{url} is {status}")]
+    NotServing {
+        /// The endpoint.
+        url: String,
+        /// Its status (`NOT_SERVING`, `SERVICE_UNKNOWN`…).
+        status: String,
+    },
+    /// An AWS API refused a request.
+    #[error("{operation} on {resource}: {message}")]
+    Aws {
+        /// The API operation (`AddJobFlowSteps`).
+        operation: &'static str,
+        /// What it was called on (the cluster).
+        resource: String,
+        /// The SDK's error with its context.
+        message: String,
+    },
     /// Local I/O (sample data, reading a definition).
     #[error("{context}: {source}")]
     Io {
@@ -59,7 +125,14 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Job(err) if err.is_invalid_definition() => 2,
-            CliError::Usage(_) => 2,
+            CliError::Usage(_)
+            | CliError::ConfigFile { .. }
+            | CliError::UnknownSetting { .. }
+            | CliError::NotABool { .. }
+            | CliError::StateMachine { .. }
+            | CliError::EmbeddedExecutors { .. }
+            | CliError::NotServing { .. }
+            | CliError::Aws { .. } => 2,
             CliError::Rejected(status) if status.code() == tonic::Code::InvalidArgument => 2,
             CliError::Rejected(status) if status.code() == tonic::Code::NotFound => 2,
             CliError::Unreachable { .. } => 3,

@@ -5,8 +5,8 @@ use sluice::cli::Command;
 
 #[tokio::main]
 async fn main() {
-    let cli = match sluice::parse_cli() {
-        Ok(cli) => cli,
+    let (cli, settings) = match sluice::parse_cli(std::env::args_os()) {
+        Ok(parsed) => parsed,
         Err(err) => {
             eprintln!("error: {err}");
             std::process::exit(err.exit_code());
@@ -24,7 +24,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
 
-    if let Err(err) = sluice::execute(cli).await {
+    if let Err(err) = sluice::execute(cli, &settings).await {
         eprintln!("error: {err}");
         std::process::exit(err.exit_code());
     }

@@ -9,21 +9,22 @@ use datafusion::prelude::SessionContext;
 
 use crate::cli::{DemoArgs, OutputFormat};
 use crate::client;
+use crate::config::Settings;
 use crate::embedded::EmbeddedCluster;
 use crate::error::{CliError, Result};
 
 /// The example jobs, built in so the demo runs from any directory.
 const CLEANSE: (&str, &str) = (
     "jobs/examples/claims_quality.yaml",
-    include_str!("../jobs/examples/claims_quality.yaml"),
+    include_str!("../../jobs/examples/claims_quality.yaml"),
 );
 const MONTHLY: (&str, &str) = (
     "jobs/examples/claims_monthly.yaml",
-    include_str!("../jobs/examples/claims_monthly.yaml"),
+    include_str!("../../jobs/examples/claims_monthly.yaml"),
 );
 
 /// Runs the demo.
-pub async fn run(args: &DemoArgs) -> Result<()> {
+pub async fn run(args: &DemoArgs, settings: &Settings) -> Result<()> {
     let dir = absolute(&args.dir)?;
     let options = sluice_jobs::datagen::ClaimsOptions {
         rows: args.rows,
@@ -48,7 +49,7 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
         std::fs::write(&key_file, key).map_err(io(format!("writing {}", key_file.display())))?;
     }
 
-    let cluster = EmbeddedCluster::start(&dir.join(".sluice"), 2).await?;
+    let cluster = EmbeddedCluster::start(&dir.join(".sluice"), 2, settings).await?;
     let mut client = cluster.client().await?;
     let params = BTreeMap::from([
         (
@@ -84,7 +85,7 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
 
     let monthly = dir.join("curated").join("claims_monthly");
     println!("\nfirst rows of {}:", monthly.display());
-    show_top_rows(&monthly).await?;
+    show_top_rows(&monthly, settings).await?;
     println!(
         "\nrun history: {} runs in {}",
         cluster.manager().runs().list(0)?.len(),
@@ -93,12 +94,12 @@ pub async fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-async fn show_top_rows(path: &Path) -> Result<()> {
+async fn show_top_rows(path: &Path, settings: &Settings) -> Result<()> {
     let fail = |source| CliError::DataFusion {
         context: format!("reading {}", path.display()),
         source,
     };
-    let stores = sluice_jobs::ObjectStores::new(crate::config::storage_settings()?);
+    let stores = sluice_jobs::ObjectStores::new(settings.storage()?);
     let state = sluice_jobs::session::session_state(
         sluice_jobs::session::default_session_config(),
         &stores,

@@ -1,0 +1,53 @@
+//! `sluice runs`, `sluice status` and `sluice cancel`: a scheduler's runs.
+
+use sluice_proto::v1;
+
+use crate::cli::{CancelArgs, RunsArgs, StatusArgs};
+use crate::client;
+use crate::error::Result;
+
+/// Lists runs, newest first.
+pub async fn list(args: RunsArgs) -> Result<()> {
+    let mut client = client::connect(&args.scheduler.url).await?;
+    let runs = client
+        .list_runs(v1::ListRunsRequest { limit: args.limit })
+        .await?
+        .into_inner()
+        .runs;
+    client::print_runs(&runs, args.output);
+    Ok(())
+}
+
+/// Shows one run.
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let mut client = client::connect(&args.scheduler.url).await?;
+    let run = client
+        .get_run(v1::GetRunRequest {
+            run_id: args.run_id,
+        })
+        .await?
+        .into_inner();
+    client::print_run(&run, args.output);
+    Ok(())
+}
+
+/// Cancels one run.
+pub async fn cancel(args: CancelArgs) -> Result<()> {
+    let mut client = client::connect(&args.scheduler.url).await?;
+    let run = client
+        .cancel_run(v1::CancelRunRequest {
+            run_id: args.run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    if client::status_name(run.status) == "running" || client::status_name(run.status) == "queued" {
+        println!("cancelling {}", run.run_id);
+    } else {
+        println!(
+            "{} is already {}",
+            run.run_id,
+            client::status_name(run.status)
+        );
+    }
+    Ok(())
+}

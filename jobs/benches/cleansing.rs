@@ -87,7 +87,7 @@ fn column<'a>(columns: &'a [(String, ArrayRef)], name: &str) -> &'a ArrayRef {
 
 fn function(name: &str) -> Arc<ScalarUDF> {
     let mut all = sluice_jobs::functions::sluice_scalar_functions();
-    all.extend(sluice_jobs::spark_compat::spark_compat_functions());
+    all.extend(sluice_jobs::functions::spark_compat_functions());
     all.into_iter()
         .find(|f| f.name() == name)
         .unwrap_or_else(|| panic!("no function `{name}`"))
@@ -200,7 +200,8 @@ fn quality(c: &mut Criterion) {
         group.bench_function(format!("evaluate_{rules}_rules"), |b| {
             b.iter(|| {
                 let mut stats = QualityStats::new(&plan);
-                sluice_jobs::evaluate_quality(&plan, &mut stats, &batch).expect("evaluated")
+                sluice_jobs::quality::evaluate_quality(&plan, &mut stats, &batch)
+                    .expect("evaluated")
             })
         });
     }

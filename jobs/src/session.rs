@@ -135,10 +135,12 @@ const SIMPLIFIED_WHEN_PLANNED: [&str; 3] = ["date_part", "date_trunc", "trunc"];
 /// plans fail only when distributed.
 pub fn function_registry() -> BallistaFunctionRegistry {
     let planning = with_functions(SessionStateBuilder::new().with_default_features()).build();
-    let mut registry = BallistaFunctionRegistry::default();
-    registry.scalar_functions = planning.scalar_functions().clone();
-    registry.aggregate_functions = planning.aggregate_functions().clone();
-    registry.window_functions = planning.window_functions().clone();
+    let mut registry = BallistaFunctionRegistry {
+        scalar_functions: planning.scalar_functions().clone(),
+        aggregate_functions: planning.aggregate_functions().clone(),
+        window_functions: planning.window_functions().clone(),
+        ..Default::default()
+    };
     for function in datafusion::functions::all_default_functions() {
         if SIMPLIFIED_WHEN_PLANNED.contains(&function.name()) {
             registry

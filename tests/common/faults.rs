@@ -27,16 +27,21 @@ impl SlowDownProxy {
         let port = listener.local_addr().unwrap().port();
         let injected = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&injected);
+        // Owned: the proxy keeps the handle and aborts it when dropped; the connections'
+        // tasks live in the loop's JoinSet and end with it.
+        #[allow(clippy::disallowed_methods)]
         let task = tokio::spawn(async move {
             let mut connections = 0usize;
+            let mut open = tokio::task::JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
+                while open.try_join_next().is_some() {}
                 connections += 1;
                 let fault = connections.is_multiple_of(every)
                     && counter.load(Ordering::SeqCst) < max_faults;
                 if fault {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
-                tokio::spawn(async move {
+                open.spawn(async move {
                     if fault {
                         // Read the request head, then refuse it.
                         let mut head = Vec::new();

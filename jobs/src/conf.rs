@@ -3,6 +3,7 @@
 //! means nothing here — never silently ignored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ballista_core::extension::SessionConfigExt;
 use datafusion::prelude::SessionConfig;
@@ -39,7 +40,7 @@ impl Compression {
 }
 
 /// What a job's `conf` resolves to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JobSettings {
     /// DataFusion / Ballista session settings, `key = value`.
     pub session: BTreeMap<String, String>,
@@ -47,6 +48,48 @@ pub struct JobSettings {
     pub compression: Compression,
     /// Keys accepted but without effect here, with the reason.
     pub warnings: Vec<String>,
+    /// `sluice.run.timeout`: the run fails (and releases its outputs) past this.
+    pub timeout: Option<Duration>,
+    /// `sluice.run.stall_timeout`: a distributed job in which no task starts or
+    /// finishes for this long fails, naming the stage and executors it waited on.
+    pub stall_timeout: Duration,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            session: BTreeMap::new(),
+            compression: Compression::default(),
+            warnings: Vec::new(),
+            timeout: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        }
+    }
+}
+
+/// How long a distributed job may go without any task starting or finishing.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A duration as a definition writes it: `90s`, `15m`, `2h`, or a number of seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (90s, 15m, 2h)"))?;
+    let seconds = match unit.trim() {
+        "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("`{text}` is not a duration (90s, 15m, 2h)")),
+    };
+    if seconds == 0 {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 impl JobSettings {
@@ -143,6 +186,12 @@ impl JobSettings {
                         "conf {key}={text}: Ballista plans stages up front; it has no effect"
                     ));
                 }
+                "sluice.run.timeout" => {
+                    settings.timeout = Some(parse_duration(&text).map_err(invalid)?);
+                }
+                "sluice.run.stall_timeout" => {
+                    settings.stall_timeout = parse_duration(&text).map_err(invalid)?;
+                }
                 _ if key.starts_with("datafusion.") || key.starts_with("ballista.") => {
                     // Checked against the real option set so a typo fails now, not later.
                     let mut probe = SessionConfig::new_with_ballista();
@@ -159,7 +208,8 @@ impl JobSettings {
                 }
                 _ => {
                     return Err(invalid(
-                        "unknown key (use spark.*, datafusion.* or ballista.* keys)".into(),
+                        "unknown key (use spark.*, datafusion.*, ballista.* or sluice.run.* keys)"
+                            .into(),
                     ));
                 }
             }
@@ -195,6 +245,23 @@ mod tests {
         assert_eq!(settings.compression, Compression::Zstd);
         assert_eq!(settings.warnings.len(), 1);
         assert!(settings.warnings[0].contains("spark.executor.memory"));
+    }
+
+    #[test]
+    fn run_timeouts_read_as_durations() {
+        let conf = BTreeMap::from([
+            ("sluice.run.timeout".to_owned(), Literal::Text("2h".into())),
+            ("sluice.run.stall_timeout".to_owned(), Literal::Int(90)),
+        ]);
+        let settings = JobSettings::from_conf(&conf, "job.yaml").unwrap();
+        assert_eq!(settings.timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(settings.stall_timeout, Duration::from_secs(90));
+        let bad = BTreeMap::from([(
+            "sluice.run.timeout".to_owned(),
+            Literal::Text("soon".into()),
+        )]);
+        let err = JobSettings::from_conf(&bad, "job.yaml").unwrap_err();
+        assert!(err.to_string().contains("conf.sluice.run.timeout"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,21 @@ pub enum SchedulerError {
     /// The run was cancelled.
     #[error("the run was cancelled")]
     Cancelled,
+    /// The run passed its `sluice.run.timeout`; its Ballista job was cancelled.
+    #[error("the run passed its timeout of {}s (sluice.run.timeout) and was stopped", limit.as_secs())]
+    TimedOut {
+        /// The definition's limit.
+        limit: std::time::Duration,
+    },
+    /// A finished job could not account for every task of every stage: its result is
+    /// not committed.
+    #[error("output `{output}`: the distributed job cannot account for every task, so nothing is committed: {}", problems.join("; "))]
+    Unaccounted {
+        /// The output.
+        output: String,
+        /// What is missing.
+        problems: Vec<String>,
+    },
     /// Committing staged files failed; the output keeps its previous data.
     #[error("output `{output}` ({location}): commit failed: {message}")]
     Commit {

@@ -20,7 +20,7 @@
 //! 5  api         api/grpc.rs (JobService), api/keda.rs (KEDA scaler), api/http.rs
 //! 4  backfill    backfills: child runs over a date range
 //!    autoscale   the scaling loop; autoscale/{demand, local, cloud}.rs
-//! 3  runner      RunManager; runner/{runs, execution, ballista, profile, callback}.rs
+//! 3  runner      RunManager; runner/{runs, accounting, execution, ballista, profile, callback}.rs
 //! 2  store       the redb run store (records only)
 //!    commit      making staged files visible, recovery of stopped commits
 //!    sfn         Step Functions outcomes and callbacks; sfn/activity.rs, the worker
@@ -94,6 +94,7 @@ mod layer_rules {
         (
             "runner",
             &[
+                ("accounting", 0),
                 ("runs", 0),
                 ("profile", 0),
                 ("ballista", 1),

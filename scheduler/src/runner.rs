@@ -15,6 +15,7 @@
 //! `runner/callback.rs` reports a run's end to Step Functions. Run tasks are owned by
 //! the manager's `JoinSet`.
 
+mod accounting;
 mod ballista;
 mod callback;
 mod execution;

@@ -18,6 +18,7 @@ use futures::TryStreamExt;
 use sluice_jobs::TaskReport;
 use tokio::sync::watch;
 
+use super::accounting::StallWatch;
 use super::profile::PlanMetrics;
 use crate::error::{Result, SchedulerError};
 use crate::record::RunId;
@@ -103,6 +104,18 @@ async fn job_progress(ballista: &BallistaScheduler, job_id: &JobId) -> Option<Jo
     })
 }
 
+/// Whether a running job has stalled (see [`StallWatch`]).
+async fn job_stall(
+    ballista: &BallistaScheduler,
+    job_id: &JobId,
+    stall: &mut StallWatch,
+) -> Option<String> {
+    let running = ballista.state.task_manager.get_running_job_cache();
+    let job = running.get(job_id)?;
+    let graph = job.execution_graph.read().await;
+    stall.check(graph.as_ref())
+}
+
 /// Waits for a Ballista job to end, handing each change of its progress to
 /// `on_progress`; cancels the job when `cancel` turns true.
 pub(super) async fn wait_for_job(
@@ -111,10 +124,13 @@ pub(super) async fn wait_for_job(
     output: &str,
     run_id: &RunId,
     cancel: &mut watch::Receiver<bool>,
+    stall_timeout: Duration,
     mut on_progress: impl FnMut(JobProgress) -> Result<()>,
 ) -> Result<Vec<PartitionLocation>> {
     let mut cancelled = false;
     let mut reported = None;
+    let mut stall = StallWatch::new(stall_timeout);
+    let mut stalled: Option<String> = None;
     loop {
         let status = ballista
             .state
@@ -137,6 +153,12 @@ pub(super) async fn wait_for_job(
                 return Ok(success.partition_location);
             }
             Some(job_status::Status::Failed(failed)) => {
+                if let Some(message) = stalled {
+                    return Err(SchedulerError::JobFailed {
+                        output: output.to_owned(),
+                        message,
+                    });
+                }
                 if cancelled {
                     return Err(SchedulerError::Cancelled);
                 }
@@ -146,6 +168,25 @@ pub(super) async fn wait_for_job(
                 });
             }
             _ => {}
+        }
+        if stalled.is_none()
+            && let Some(message) = job_stall(ballista, job_id, &mut stall).await
+        {
+            tracing::error!(%run_id, %job_id, "{message}");
+            stalled = Some(message);
+            ballista
+                .cancel_job(job_id.clone())
+                .await
+                .map_err(|err| SchedulerError::ballista("cancelling a stalled job", err))?;
+        }
+        if let Some(message) = &stalled
+            && job_progress(ballista, job_id).await.is_none()
+        {
+            // Cancelled and gone from the running jobs: fail with the stall's reason.
+            return Err(SchedulerError::JobFailed {
+                output: output.to_owned(),
+                message: message.clone(),
+            });
         }
         if !cancelled && *cancel.borrow() {
             cancelled = true;
@@ -175,6 +216,8 @@ pub(super) struct JobStatistics {
     pub(super) first_task_start: Option<i64>,
     /// Successful tasks per executor.
     pub(super) tasks_by_executor: BTreeMap<String, u64>,
+    /// What the finished graph cannot account for (see `accounting::unaccounted`).
+    pub(super) unaccounted: Vec<String>,
 }
 
 /// Successful tasks per executor over a job's stages.
@@ -208,11 +251,15 @@ pub(super) async fn job_statistics(job_state: &dyn JobState, job_id: &JobId) -> 
                 metrics: PlanMetrics::of_stages(graph.stages().values()),
                 first_task_start: first_task_start(graph.stages().values()),
                 tasks_by_executor: tasks_by_executor(graph.stages().values()),
+                unaccounted: super::accounting::unaccounted(graph.as_ref()),
             };
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    JobStatistics::default()
+    JobStatistics {
+        unaccounted: vec!["the finished job's stage graph could not be read".to_owned()],
+        ..JobStatistics::default()
+    }
 }
 
 /// When the first task of a job's stages started executing, in ms since the epoch.

@@ -18,6 +18,7 @@ use sluice_jobs::{
 };
 use tokio::sync::watch;
 
+use super::accounting::with_accountable_leaves;
 use super::ballista::{
     BallistaScheduler, JobStatistics, alive_executors, fetch_manifests, job_statistics,
     wait_for_job,
@@ -65,10 +66,44 @@ impl Execution {
             run.started_at = Some(Utc::now());
         });
         let specs = self.write_specs();
-        let outcome = self.execute(&specs).await;
-        let result = match outcome {
-            Ok(produced) => self.commit(produced).await,
-            Err(err) => Err(err),
+        // A run past its timeout is cancelled like a user's cancel (the Ballista job is
+        // stopped, nothing is committed) and then reported as timed out.
+        let limit = self.job.settings.timeout;
+        let cancels = Arc::clone(&self.cancels);
+        let timed_out = std::sync::atomic::AtomicBool::new(false);
+        let timer = async {
+            match limit {
+                Some(limit) => {
+                    tokio::time::sleep(limit).await;
+                    timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(cancels) = cancels.lock()
+                        && let Some(cancel) = cancels.get(&run_id)
+                    {
+                        let _ = cancel.send(true);
+                    }
+                }
+                None => {}
+            }
+            std::future::pending::<()>().await;
+        };
+        let work = async {
+            match self.execute(&specs).await {
+                Ok(produced) => self.commit(produced).await,
+                Err(err) => Err(err),
+            }
+        };
+        let result = tokio::select! {
+            result = work => result,
+            // The timer only cancels; it never ends, so the work always answers.
+            () = timer => Err(SchedulerError::Cancelled),
+        };
+        let result = match (result, limit) {
+            (Err(SchedulerError::Cancelled), Some(limit))
+                if timed_out.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Err(SchedulerError::TimedOut { limit })
+            }
+            (result, _) => result,
         };
         match result {
             Ok(()) => {
@@ -242,6 +277,12 @@ impl Execution {
                     "{}/{}/{}",
                     self.job.definition.name, self.run_id, output.name
                 );
+                let write = with_accountable_leaves(write).map_err(|err| {
+                    sluice_jobs::JobError::datafusion(
+                        format!("planning output `{}`", output.name),
+                        err,
+                    )
+                })?;
                 let job_id = self
                     .ballista
                     .submit_physical_plan(&job_name, Arc::clone(&self.ctx), write, None)
@@ -294,7 +335,30 @@ impl Execution {
                         .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
                     continue;
                 }
+                if !statistics.unaccounted.is_empty() {
+                    return Err(SchedulerError::Unaccounted {
+                        output: output.name.clone(),
+                        problems: statistics.unaccounted,
+                    });
+                }
                 let reports = fetch_manifests(&locations, &output.name).await?;
+                let mut partitions: Vec<u32> = locations
+                    .iter()
+                    .filter_map(|l| l.partition_id.as_ref().map(|p| p.partition_id))
+                    .collect();
+                partitions.sort_unstable();
+                partitions.dedup();
+                if reports.len() != locations.len() || partitions.len() != locations.len() {
+                    return Err(SchedulerError::Unaccounted {
+                        output: output.name.clone(),
+                        problems: vec![format!(
+                            "{} write tasks reported {} manifests over {} distinct partitions",
+                            locations.len(),
+                            reports.len(),
+                            partitions.len()
+                        )],
+                    });
+                }
                 break (reports, statistics);
             };
             stages_before += statistics.stages;
@@ -403,6 +467,7 @@ impl Execution {
             output,
             run_id,
             &mut self.cancel,
+            self.job.settings.stall_timeout,
             |progress| {
                 runs.update(run_id, |run| {
                     run.progress.stages_done = stages_before + progress.stages_done;

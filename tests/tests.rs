@@ -15,6 +15,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod deploy;
+mod differential;
 mod quality;
 mod s3;
 mod spark;

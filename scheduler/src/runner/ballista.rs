@@ -60,13 +60,18 @@ pub(super) async fn alive_executors(
         .filter(|(meta, last_heartbeat, _)| {
             let recent =
                 last_heartbeat.is_some_and(|at| now.saturating_sub(at) <= executor_timeout);
+            // Pulling executors' heartbeats are their polls, which carry no status; an
+            // executor that says it is fenced or terminating takes no new work.
             let active = ballista
                 .state
                 .executor_manager
                 .get_executor_hearbeat(&meta.id)
-                .and_then(|heartbeat| heartbeat.status)
-                .and_then(|status| status.status)
-                .is_some_and(|status| matches!(status, executor_status::Status::Active(_)));
+                .is_some_and(
+                    |heartbeat| match heartbeat.status.and_then(|status| status.status) {
+                        None => true,
+                        Some(status) => matches!(status, executor_status::Status::Active(_)),
+                    },
+                );
             recent && active
         })
         .map(|(meta, _, _)| ExecutorInfo {

@@ -1,0 +1,206 @@
+//! Differential correctness: each query of a corpus runs as a `sql` step on the embedded
+//! cluster (a scheduler and two executors, plans serialized to them as to remote ones) at
+//! several shuffle partition counts, and in one process (`--engine datafusion`); the
+//! rows must be equal as multisets (in order where the query orders). The corpus aims at
+//! what distributed planning gets wrong: set operations with constant and empty
+//! branches, UNION ALL of differently partitioned inputs, LIMIT/OFFSET over a total
+//! order, windows, every join type, empty inputs, nested types and functions only some
+//! registries have (`array_sort`).
+//!
+//! A failure prints the query, the partition count and both answers.
+
+use std::path::Path;
+use std::process::Command;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::common;
+
+/// The corpus: (name, SQL, ordered). `t1(a bigint, b string, g string)` has 40 rows with
+/// duplicate keys and nulls; `t2(a bigint, c double)` (types inferred from the CSV) 25 rows overlapping `t1` on `a`.
+const QUERIES: &[(&str, &str, bool)] = &[
+    (
+        "intersect_then_union_with_a_constant",
+        "SELECT a FROM t1 INTERSECT SELECT a FROM t2 UNION SELECT 42 AS a",
+        false,
+    ),
+    (
+        "except_union_all_constant_and_empty_branch",
+        "SELECT a FROM t1 EXCEPT SELECT a FROM t2 UNION ALL SELECT 7 AS a \
+         UNION ALL SELECT a FROM t2 WHERE a < 0",
+        false,
+    ),
+    (
+        "union_all_of_differently_partitioned_inputs",
+        "SELECT a FROM t1 UNION ALL SELECT a FROM (SELECT a FROM t2 GROUP BY a) \
+         UNION ALL SELECT 1 AS a",
+        false,
+    ),
+    (
+        "group_by_with_nulls",
+        "SELECT g, count(*) AS n, sum(a) AS s, count(DISTINCT b) AS d FROM t1 GROUP BY g",
+        false,
+    ),
+    (
+        "windows_over_ties",
+        "SELECT a, g, row_number() OVER (PARTITION BY g ORDER BY a, b) AS rn, \
+         rank() OVER (PARTITION BY g ORDER BY a) AS rk, sum(a) OVER (PARTITION BY g) AS s \
+         FROM t1",
+        false,
+    ),
+    (
+        "joins_of_every_type",
+        "SELECT 'left' AS k, t1.a, t2.c FROM t1 LEFT JOIN t2 ON t1.a = t2.a \
+         UNION ALL SELECT 'right', t2.a, t2.c FROM t1 RIGHT JOIN t2 ON t1.a = t2.a \
+         UNION ALL SELECT 'full', coalesce(t1.a, t2.a), t2.c FROM t1 FULL JOIN t2 ON t1.a = t2.a \
+         UNION ALL SELECT 'semi', a, NULL FROM t1 WHERE a IN (SELECT a FROM t2) \
+         UNION ALL SELECT 'anti', a, NULL FROM t1 WHERE NOT EXISTS (SELECT 1 FROM t2 WHERE t2.a = t1.a)",
+        false,
+    ),
+    (
+        "order_limit_offset_over_a_total_order",
+        "SELECT a, b, g FROM t1 ORDER BY g NULLS FIRST, a, b LIMIT 7 OFFSET 3",
+        true,
+    ),
+    (
+        "aggregates_over_an_empty_input",
+        "SELECT count(*) AS n, max(a) AS m, sum(c) AS s FROM t2 WHERE a < 0",
+        false,
+    ),
+    (
+        "nested_types_and_array_sort",
+        "SELECT g, array_sort(array_agg(a)) AS xs FROM t1 WHERE a IS NOT NULL GROUP BY g",
+        false,
+    ),
+    (
+        "distinct_and_a_one_row_input",
+        "SELECT DISTINCT g FROM t1 UNION ALL SELECT max(g) FROM t1 WHERE a = 3",
+        false,
+    ),
+];
+
+/// Shuffle partition counts the distributed runs use.
+const PARTITIONS: &[usize] = &[1, 2, 7];
+
+fn write_tables(dir: &Path) {
+    let groups = ["x", "y", "z", ""];
+    let mut t1 = String::from("a,b,g\n");
+    for i in 0..40 {
+        let a = if i % 11 == 10 {
+            String::new()
+        } else {
+            (i % 13).to_string()
+        };
+        t1.push_str(&format!("{a},b{},{}\n", i % 5, groups[i % 4]));
+    }
+    let mut t2 = String::from("a,c\n");
+    for i in 0..25 {
+        t2.push_str(&format!("{},{}.5\n", (i * 3) % 17, i));
+    }
+    std::fs::create_dir_all(dir.join("t1")).unwrap();
+    std::fs::create_dir_all(dir.join("t2")).unwrap();
+    std::fs::write(dir.join("t1/part-0.csv"), t1).unwrap();
+    std::fs::write(dir.join("t2/part-0.csv"), t2).unwrap();
+}
+
+fn definition(sql: &str, partitions: usize) -> String {
+    let indented = sql.replace('\n', " ");
+    format!(
+        "apiVersion: sluice/v1\nname: differential\nparams:\n  out: {{type: string, required: true}}\n\
+         sources:\n  t1: {{format: csv, path: data/t1, csv: {{infer_schema: true}}}}\n  t2: {{format: csv, path: data/t2, csv: {{infer_schema: true}}}}\n\
+         input: t1\nsteps:\n  - sql: \"{indented}\"\noutputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\
+         conf:\n  spark.sql.shuffle.partitions: {partitions}\n"
+    )
+}
+
+/// Every row of every Parquet file below `root`, formatted, in file and row order.
+fn rows(root: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for batches in common::read_partitioned(root).values() {
+        for batch in batches {
+            rows.extend(format_rows(batch));
+        }
+    }
+    rows
+}
+
+fn format_rows(batch: &RecordBatch) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let formatters: Vec<ArrayFormatter> = batch
+        .columns()
+        .iter()
+        .map(|column| ArrayFormatter::try_new(column.as_ref(), &options).unwrap())
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| {
+            formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
+}
+
+fn run(dir: &Path, file: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let output = Command::new(common::sluice_bin())
+        .arg("run")
+        .arg(file)
+        .arg("-p")
+        .arg(format!("out={}", out.display()))
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{} {extra:?} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    rows(out)
+}
+
+#[test]
+fn distributed_runs_give_the_single_process_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(&dir.path().join("data"));
+    let mut differences = Vec::new();
+    for (name, sql, ordered) in QUERIES {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, definition(sql, PARTITIONS[0])).unwrap();
+        let mut expected = run(
+            dir.path(),
+            &file,
+            &dir.path().join(format!("out/{name}/one-process")),
+            &["--engine", "datafusion"],
+        );
+        if !ordered {
+            expected.sort();
+        }
+        assert!(
+            !expected.is_empty() || name.contains("empty"),
+            "{name}: the corpus query returned nothing"
+        );
+        for &partitions in PARTITIONS {
+            std::fs::write(&file, definition(sql, partitions)).unwrap();
+            let mut actual = run(
+                dir.path(),
+                &file,
+                &dir.path()
+                    .join(format!("out/{name}/distributed-{partitions}")),
+                &[],
+            );
+            if !ordered {
+                actual.sort();
+            }
+            if actual != expected {
+                differences.push(format!(
+                    "{name} at {partitions} partitions:\n  {sql}\n  one process: {expected:?}\n  distributed: {actual:?}"
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

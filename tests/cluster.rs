@@ -633,11 +633,30 @@ fn example_text_with_bad_cast(yaml: &str) -> String {
     )
 }
 
-/// One of three executors SIGKILLed while the job runs: Ballista re-runs the lost
-/// stages (executors pull their tasks, so the survivors' slots are not lost with it)
-/// and the run commits exactly the answer computed from the landing files.
+/// One of three executors SIGKILLed while the job's first stages run: Ballista re-runs
+/// the lost stages (executors pull their tasks, so the survivors' slots are not lost
+/// with it) and the run commits exactly the answer computed from the landing files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_lost_mid_job_costs_a_retry_not_the_job() {
+    lose_executors_mid_job(&[0], 0).await;
+}
+
+/// Two of three executors SIGKILLed at once: the last one finishes the job alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_executors_lost_cost_a_retry_not_the_job() {
+    lose_executors_mid_job(&[0, 1], 0).await;
+}
+
+/// An executor SIGKILLed once a stage has finished, so its shuffle output is lost
+/// while a later stage reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_lost_while_its_shuffle_output_is_read_costs_a_retry() {
+    lose_executors_mid_job(&[1], 1).await;
+}
+
+/// Runs the slow cross join on three executors, SIGKILLs `kill` once `stages_done`
+/// stages have finished (and the job still runs), and checks the committed answer.
+async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
     let _serial = common::one_cluster_at_a_time().await;
     let mut cluster = Cluster::start(3).await;
     let data = cluster.dir.path().join("lake");
@@ -683,17 +702,25 @@ async fn an_executor_lost_mid_job_costs_a_retry_not_the_job() {
     cluster
         .wait_until(&run_id, "running with stages", |run| {
             status(run) == RunStatus::Running
-                && run.progress.as_ref().is_some_and(|p| p.stages_total > 0)
+                && run
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.stages_total > 0 && p.stages_done >= stages_done)
         })
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    if stages_done == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
     let before_kill = cluster.run(&run_id).await;
     assert_eq!(
         status(&before_kill),
         RunStatus::Running,
         "the job ended before the kill: {before_kill:?}"
     );
-    cluster.kill_executor(0);
+    for &executor in kill {
+        cluster.kill_executor(executor);
+    }
+    let killed_at = std::time::Instant::now();
 
     let run = cluster.wait_final(&run_id).await;
     assert_eq!(
@@ -701,6 +728,10 @@ async fn an_executor_lost_mid_job_costs_a_retry_not_the_job() {
         RunStatus::Succeeded,
         "{run:?}{}",
         cluster.logs()
+    );
+    eprintln!(
+        "killed {kill:?} after {stages_done} stage(s): run succeeded {:.1}s after the kill",
+        killed_at.elapsed().as_secs_f64()
     );
     let mut pairs = BTreeMap::new();
     for batches in read_partitioned(&out).values() {

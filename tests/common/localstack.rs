@@ -20,11 +20,21 @@ pub const PACKAGES: &[&str] = &[
     "service_identity<24.3",
 ];
 
+/// The venv's Python, installing LocalStack once per test process (two installs at once
+/// into one venv leave it without some dependencies).
 fn python() -> PathBuf {
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY.get_or_init(install).clone()
+}
+
+fn install() -> PathBuf {
     let python = Path::new(VENV).join("bin/python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import localstack.runtime.main, rolo"])
+            .args([
+                "-c",
+                "import localstack.runtime.main, localstack.aws.components, rolo",
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());

@@ -634,11 +634,53 @@ fn example_text_with_bad_cast(yaml: &str) -> String {
 }
 
 /// One of three executors SIGKILLed while the job's first stages run: Ballista re-runs
-/// the lost stages (executors pull their tasks, so the survivors' slots are not lost
-/// with it) and the run commits exactly the answer computed from the landing files.
+/// the lost stages (the survivors keep their slots: see patches/README.md) and the run
+/// commits exactly the answer computed from the landing files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_lost_mid_job_costs_a_retry_not_the_job() {
     lose_executors_mid_job(&[0], 0).await;
+}
+
+/// A run past its `sluice.run.timeout` is stopped: its Ballista job cancelled, the run
+/// failed with the limit named, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_fails_and_writes_nothing() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 60_000, &[1], 7).unwrap();
+    let out = data.join("pairs");
+    let job = format!("{SLOW_JOB}conf:\n  sluice.run.timeout: 3s\n");
+    let started = std::time::Instant::now();
+    let run_id = cluster
+        .submit(
+            &job,
+            "slow.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(status(&run), RunStatus::Failed, "{run:?}");
+    assert!(run.error.contains("timeout of 3s"), "{}", run.error);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the run was not stopped at its limit"
+    );
+    assert!(
+        common::data_files(&out).is_empty(),
+        "a timed-out run left data"
+    );
+    let cancelled_on_executors =
+        (0..2).any(|i| cluster.executor_log(i).contains("Cancelling tasks"));
+    assert!(
+        cancelled_on_executors,
+        "no executor cancelled tasks:{}",
+        cluster.logs()
+    );
 }
 
 /// Two of three executors SIGKILLed at once: the last one finishes the job alone.

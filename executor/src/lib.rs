@@ -20,7 +20,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
@@ -140,9 +139,6 @@ pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
         // Heartbeats drive liveness on the scheduler; a minute is too slow to notice a
         // lost executor in a batch run.
         executor_heartbeat_interval_seconds: 5,
-        // Executors pull tasks (see `sluice_scheduler`'s `TASK_SCHEDULING`): both sides
-        // must agree.
-        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         print_thread_info: false,
         override_function_registry: Some(Arc::new(sluice_jobs::session::function_registry())),
         override_runtime_producer: Some(runtime_producer),

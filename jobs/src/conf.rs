@@ -80,12 +80,15 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let value: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration (90s, 15m, 2h)"))?;
-    let seconds = match unit.trim() {
-        "s" => value,
-        "m" => value * 60,
-        "h" => value * 3600,
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("`{text}` is not a duration (90s, 15m, 2h)")),
     };
+    let seconds = value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))?;
     if seconds == 0 {
         return Err(format!("`{text}` must be longer than zero"));
     }

@@ -12,6 +12,22 @@
 //!                  executors write staged Parquet ──► scheduler commits
 //! ```
 //!
+//! The modules are layers; each uses only those below it (checked by `layers.rs`):
+//!
+//! ```text
+//!  datagen                      sample landing data
+//!  session                      the DataFusion session and the executors' registry
+//!  codec                        ParquetWriteExec on the wire
+//!  compile/ │ write/            the planner (scheduler) │ the write operator (executors)
+//!  quality/                     rules: build, plan, evaluate, report
+//!  frame, optimizer             DataFrame helpers; Sluice's logical rules
+//!  conf, params                 a job's conf and bound params
+//!  definition/                  the model and its validation
+//!  functions/                   cleansing, claims, masking and Spark functions
+//!  layout, storage              Spark/Hive names and Sluice's columns; object stores
+//!  error
+//! ```
+//!
 //! ```
 //! let yaml = r#"
 //! apiVersion: sluice/v1

@@ -9,18 +9,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-
-/// Executors pull their tasks. In Ballista 55's push mode the scheduler keeps a ledger
-/// of each executor's free slots, and losing an executor leaks it: the cancelled tasks
-/// of a rolled-back stage are refunded nothing, the surviving executors look full, and
-/// the re-run stage is never scheduled (the job hangs). In pull mode an executor's free
-/// slots are its own, released when a task ends or is aborted.
-pub const TASK_SCHEDULING: TaskSchedulingPolicy = TaskSchedulingPolicy::PullStaged;
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
@@ -174,7 +166,6 @@ impl Scheduler {
             }));
         config.override_physical_codec = Some(Arc::new(SluicePhysicalCodec::default()));
         config.executor_timeout_seconds = settings.executor_timeout.as_secs().max(1);
-        config.scheduling_policy = TASK_SCHEDULING;
         config.expire_dead_executor_interval_seconds = 5;
         let config = Arc::new(config);
 

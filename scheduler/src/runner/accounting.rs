@@ -11,8 +11,8 @@
 //!   successful but before recording its output. A query such as
 //!   `… INTERSECT … UNION SELECT 42` then hung or lost the constant row. A memory scan of
 //!   the same rows is accounted for the same way in every task.
-//! - While a job runs, [`StallWatch`] fails it when no task starts or finishes for the
-//!   run's stall timeout, or at once when a stage has every partition done but Ballista
+//! - While a job runs, [`StallWatch`] fails it when no task runs, starts or finishes
+//!   for the run's stall timeout, or at once when a stage has every partition done but Ballista
 //!   never completes it (a task status it could not apply), naming the stage and the
 //!   executors it waited on.
 //! - When a job ends, [`unaccounted`] checks its graph: every stage successful, every
@@ -289,7 +289,11 @@ impl StallWatch {
                 running,
             });
         }
-        if fingerprint != self.last_fingerprint {
+        // A task still running is progress as far as Sluice can tell (a task on a lost
+        // executor is reset by Ballista when its heartbeats stop): long tasks are for
+        // `sluice.run.timeout` to bound, not for the stall watch.
+        let running = fingerprint.iter().any(|stage| stage.running > 0);
+        if fingerprint != self.last_fingerprint || running {
             self.last_fingerprint = fingerprint;
             self.last_change = now;
             return None;
@@ -297,7 +301,7 @@ impl StallWatch {
         let quiet = now.duration_since(self.last_change);
         (quiet > self.stall_timeout).then(|| {
             format!(
-                "no task started or finished for {}s (sluice.run.stall_timeout); waiting on {}",
+                "no task ran, started or finished for {}s (sluice.run.stall_timeout); waiting on {}",
                 quiet.as_secs(),
                 if waiting_on.is_empty() {
                     "stages that cannot start".to_owned()

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
-use ballista_core::serde::protobuf::{PartitionLocation, executor_status, job_status, task_status};
+use ballista_core::serde::protobuf::{
+    FailedTask, PartitionLocation, executor_status, failed_task, job_status, task_status,
+};
 use ballista_core::serde::scheduler::PartitionId;
 use ballista_scheduler::cluster::JobState;
 use ballista_scheduler::scheduler_server::SchedulerServer;
@@ -246,12 +248,12 @@ fn tasks_by_executor<'a>(
 /// What a finished job did, from the metrics of its stages. The finished graph reaches
 /// the job state just after the status does.
 pub(super) async fn job_statistics(job_state: &dyn JobState, job_id: &JobId) -> JobStatistics {
-    for _ in 0..25 {
+    // The status turns successful before the event loop saves the finished graph; on a
+    // busy scheduler that takes a while, so wait up to 5 s for it.
+    for _ in 0..250 {
         if let Ok(Some(graph)) = job_state.get_execution_graph(job_id).await {
             return JobStatistics {
-                recovered: graph.stages().values().any(|stage| {
-                    matches!(stage, ExecutionStage::Successful(s) if s.stage_attempt_num > 0)
-                }),
+                recovered: graph.stages().values().any(redone),
                 stages: graph.stage_count() as u32,
                 metrics: PlanMetrics::of_stages(graph.stages().values()),
                 first_task_start: first_task_start(graph.stages().values()),
@@ -265,6 +267,26 @@ pub(super) async fn job_statistics(job_state: &dyn JobState, job_id: &JobId) -> 
         unaccounted: vec!["the finished job's stage graph could not be read".to_owned()],
         ..JobStatistics::default()
     }
+}
+
+/// Whether a stage's work was redone after a loss: a later attempt of the stage, or a
+/// task whose result was lost (Ballista resets those without a new attempt).
+fn redone(stage: &ExecutionStage) -> bool {
+    let (attempt, tasks) = match stage {
+        ExecutionStage::Successful(s) => (s.stage_attempt_num, s.task_infos.as_slice()),
+        ExecutionStage::Running(s) => (s.stage_attempt_num, s.task_infos.as_slice()),
+        _ => return false,
+    };
+    attempt > 0
+        || tasks.iter().any(|info| {
+            matches!(
+                &info.task_status,
+                task_status::Status::Failed(FailedTask {
+                    failed_reason: Some(failed_task::FailedReason::ResultLost(_)),
+                    ..
+                })
+            )
+        })
 }
 
 /// When the first task of a job's stages started executing, in ms since the epoch.

@@ -71,18 +71,20 @@ impl Execution {
         let limit = self.job.settings.timeout;
         let cancels = Arc::clone(&self.cancels);
         let timed_out = std::sync::atomic::AtomicBool::new(false);
+        let cancelled = self.cancel.clone();
         let timer = async {
-            match limit {
-                Some(limit) => {
-                    tokio::time::sleep(limit).await;
-                    timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
-                    if let Ok(cancels) = cancels.lock()
-                        && let Some(cancel) = cancels.get(&run_id)
-                    {
-                        let _ = cancel.send(true);
-                    }
+            if let Some(limit) = limit {
+                tokio::time::sleep(limit).await;
+                if *cancelled.borrow() {
+                    // Cancelled by a user before the limit: report that.
+                    std::future::pending::<()>().await;
                 }
-                None => {}
+                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Ok(cancels) = cancels.lock()
+                    && let Some(cancel) = cancels.get(&run_id)
+                {
+                    let _ = cancel.send(true);
+                }
             }
             std::future::pending::<()>().await;
         };
@@ -305,7 +307,9 @@ impl Execution {
                 // Ballista recovers from a lost executor by re-running stages, and its
                 // recovered results have been seen to count rows twice. A result that
                 // went through a recovery is not trusted: the output is computed again.
-                if statistics.recovered || !lost.is_empty() {
+                // (An executor gone by the end without redone work — an autoscaler
+                // stopping an idle one — is no reason to.)
+                if statistics.recovered {
                     attempt += 1;
                     let reason = format!(
                         "output `{}`: executor(s) lost during the job ({}); {}",

@@ -524,7 +524,7 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan>
             }
             QueryStageSchedulerEvent::ExecutorLost(executor_id, _) => {
                 match self.state.task_manager.executor_lost(&executor_id).await {
-                    Ok(tasks) => {
+                    Ok((tasks, freed)) => {
                         if !tasks.is_empty()
                             && let Err(e) = self
                                 .state
@@ -533,6 +533,14 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan>
                                 .await
                         {
                             warn!("Fail to cancel running tasks due to {e:?}");
+                        }
+                        // SLUICE PATCH: give the survivors back the vcores of their
+                        // cancelled tasks (see `TaskManager::executor_lost`).
+                        if !freed.is_empty()
+                            && let Err(e) =
+                                self.state.executor_manager.unbind_tasks(freed).await
+                        {
+                            warn!("Fail to free the vcores of cancelled tasks due to {e:?}");
                         }
                         if self.state.config.is_push_staged_scheduling() {
                             event_sender

@@ -24,6 +24,7 @@ use crate::state::distributed_explain::handle_explain_plan;
 use crate::state::execution_graph::{
     ExecutionGraphBox, RunningTaskInfo, StaticExecutionGraph, TaskDescription,
 };
+use crate::state::execution_stage::ExecutionStage;
 use crate::state::executor_manager::ExecutorManager;
 use crate::state::task_builder::restrict_plan_to_partitions;
 use ballista_core::error::BallistaError;
@@ -532,6 +533,21 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> TaskManager<T, U>
             };
             let graph = graph_arc.read().await;
             for status in job_statuses {
+                // SLUICE PATCH: a status from an earlier attempt of a stage (a task
+                // cancelled when its stage rolled back, refunded then) must not be
+                // refunded again against the task in the same slot of the new attempt.
+                let current_attempt = graph
+                    .stages()
+                    .get(&(status.stage_id as usize))
+                    .and_then(|stage| match stage {
+                        ExecutionStage::Running(s) => Some(s.stage_attempt_num),
+                        ExecutionStage::Successful(s) => Some(s.stage_attempt_num),
+                        ExecutionStage::Failed(s) => Some(s.stage_attempt_num),
+                        _ => None,
+                    });
+                if current_attempt.is_some_and(|a| a != status.stage_attempt_num as usize) {
+                    continue;
+                }
                 if let Some(vcores) =
                     graph.task_vcores(status.stage_id as usize, status.task_id as usize)
                 {
@@ -743,22 +759,49 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> TaskManager<T, U>
     /// Handles executor loss by resetting affected tasks and stages.
     ///
     /// Returns a list of running tasks that need to be cancelled.
-    pub async fn executor_lost(&self, executor_id: &str) -> Result<Vec<RunningTaskInfo>> {
+    ///
+    /// SLUICE PATCH (see patches/README.md): also returns the vcores that the
+    /// cancelled tasks of rolled-back stages hold on the surviving executors. Their
+    /// statuses arrive once their stage is UnResolved, when `sum_vcores_for_statuses`
+    /// can no longer find them, so without this refund the survivors' vcores leaked
+    /// and the re-run stages were never scheduled (the job hung).
+    pub async fn executor_lost(
+        &self,
+        executor_id: &str,
+    ) -> Result<(Vec<RunningTaskInfo>, Vec<ExecutorSlot>)> {
         // Collect all the running task need to cancel when there are running stages rolled back.
         let mut running_tasks_to_cancel: Vec<RunningTaskInfo> = vec![];
+        let mut freed: HashMap<String, u32> = HashMap::new();
 
         {
             for pairs in self.active_job_cache.iter() {
                 let (_job_id, job_info) = pairs.pair();
                 let mut graph = job_info.execution_graph.write().await;
+                // The vcores of every running task, read before the reset forgets them.
+                let held: HashMap<(usize, usize), u32> = graph
+                    .running_tasks()
+                    .into_iter()
+                    .filter_map(|task| {
+                        graph
+                            .task_vcores(task.stage_id, task.task_id)
+                            .map(|vcores| ((task.stage_id, task.task_id), vcores))
+                    })
+                    .collect();
                 let reset = graph.reset_stages_on_lost_executor(executor_id)?;
                 if !reset.0.is_empty() {
+                    for task in &reset.1 {
+                        if task.executor_id != executor_id
+                            && let Some(vcores) = held.get(&(task.stage_id, task.task_id))
+                        {
+                            *freed.entry(task.executor_id.clone()).or_default() += vcores;
+                        }
+                    }
                     running_tasks_to_cancel.extend(reset.1);
                 }
             }
         }
 
-        Ok(running_tasks_to_cancel)
+        Ok((running_tasks_to_cancel, freed.into_iter().collect()))
     }
 
     /// Retrieves the number of available tasks for the given job.

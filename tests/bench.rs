@@ -7,6 +7,7 @@ use std::process::Command;
 
 #[test]
 fn benchmark_harness_runs_every_engine_with_equal_outputs() {
+    let _serial = crate::common::one_cluster_at_a_time_blocking();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().expect("temp dir");
     let results = work.path().join("results");

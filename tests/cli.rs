@@ -82,6 +82,7 @@ fn validate_with_params_reads_the_sources() {
 
 #[test]
 fn run_without_a_required_param_fails_before_writing() {
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/examples/claims_cleanse.yaml");

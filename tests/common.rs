@@ -34,11 +34,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Serializes the tests that start clusters: on a small machine, two clusters computing
-/// at once only slow each other down.
+/// at once only slow each other down. It also keeps ports apart: a port `free_port` chose is not taken by another test's
+/// processes before the one it was chosen for binds it.
 pub async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+    CLUSTER_LOCK.lock().await
 }
+
+/// [`one_cluster_at_a_time`] for tests that are not async (they start embedded clusters
+/// through `sluice run`, or the benchmark's).
+pub fn one_cluster_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    CLUSTER_LOCK.blocking_lock()
+}
+
+static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A scheduler process and executor processes, killed when dropped.
 pub struct Cluster {

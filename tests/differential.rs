@@ -164,6 +164,7 @@ fn run(dir: &Path, file: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn distributed_runs_give_the_single_process_answer() {
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     write_tables(&dir.path().join("data"));
     let mut differences = Vec::new();

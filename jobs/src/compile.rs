@@ -33,7 +33,7 @@ use crate::layout::QUARANTINE_COLUMNS;
 use crate::layout::QUARANTINE_OUTPUT;
 use crate::layout::SOURCE_FILE_COLUMN;
 use crate::params::BoundParams;
-use crate::quality::{CompiledQuality, QualityBuilder};
+use crate::quality::{CompiledQuality, QualityBuilder, QualityError};
 use cleanse::StepEffects;
 
 /// The default target size of output files, as Spark's `maxPartitionBytes`.
@@ -193,7 +193,7 @@ impl PreparedJob {
             let dates = self.params.date_values();
             let today = chrono::Utc::now().date_naive();
             let (checked, quality) = builder.build(frame, &dates, today).await.map_err(
-                |(index, message)| match index {
+                |QualityError { rule, message }| match rule {
                     Some(index) => JobError::Invalid {
                         at: position(&self.origin, &quality_spec.rules[index].referenced),
                         field: format!("quality.rules[{index}]"),

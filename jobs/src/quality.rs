@@ -16,7 +16,7 @@ mod evaluate;
 mod plan;
 mod report;
 
-pub(crate) use build::QualityBuilder;
+pub(crate) use build::{QualityBuilder, QualityError};
 pub use evaluate::evaluate_quality;
 pub(crate) use evaluate::flag_column;
 pub use plan::{QualityPlan, QualityStats, RowRule, SampleColumn};

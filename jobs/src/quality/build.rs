@@ -22,6 +22,15 @@ use crate::quality::RowRule;
 use crate::quality::RuleInfo;
 use crate::quality::SampleColumn;
 
+/// Why the quality section does not compile: a rule's problem, or the section's.
+#[derive(Debug)]
+pub(crate) struct QualityError {
+    /// The index of the rule at fault, `None` for the section as a whole.
+    pub(crate) rule: Option<usize>,
+    /// What is wrong, as shown beside the field.
+    pub(crate) message: String,
+}
+
 /// A rule check compiled against the steps' result.
 pub(crate) struct QualityBuilder<'a> {
     ctx: &'a SessionContext,
@@ -129,22 +138,28 @@ impl<'a> QualityBuilder<'a> {
     }
 
     /// Adds one flag column per declared row rule, and collects the dataset rules.
-    /// Errors are `(rule index, message)`.
     pub(crate) async fn build(
         mut self,
         frame: DataFrame,
         as_of_params: &BTreeMap<String, NaiveDate>,
         today: NaiveDate,
-    ) -> Result<(DataFrame, CompiledQuality), (Option<usize>, String)> {
-        let mut frame = self.add_parse_flags(frame).map_err(|m| (None, m))?;
+    ) -> Result<(DataFrame, CompiledQuality), QualityError> {
+        let whole = |message| QualityError {
+            rule: None,
+            message,
+        };
+        let mut frame = self.add_parse_flags(frame).map_err(whole)?;
         let spec = self.spec;
-        require_columns(&frame, &spec.row_key).map_err(|m| (None, format!("row_key: {m}")))?;
+        require_columns(&frame, &spec.row_key).map_err(|m| whole(format!("row_key: {m}")))?;
         for (index, rule) in spec.rules.iter().enumerate() {
             let rule = &rule.value;
             frame = self
                 .add_rule(frame, index, rule, as_of_params, today)
                 .await
-                .map_err(|message| (Some(index), message))?;
+                .map_err(|message| QualityError {
+                    rule: Some(index),
+                    message,
+                })?;
         }
         let source_file = frame
             .schema()

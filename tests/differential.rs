@@ -5,7 +5,8 @@
 //! what distributed planning gets wrong: set operations with constant and empty
 //! branches, UNION ALL of differently partitioned inputs, LIMIT/OFFSET over a total
 //! order, windows, every join type, empty inputs, nested types and functions only some
-//! registries have (`array_sort`).
+//! registries have (`array_sort`) — and the benchmark's TPC-H queries over generated
+//! TPC-H data.
 //!
 //! A failure prints the query, the partition count and both answers.
 
@@ -204,4 +205,120 @@ fn distributed_runs_give_the_single_process_answer() {
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// The benchmark's TPC-H queries (`benches/tpch/`) over TPC-H at scale 0.01, distributed
+/// at 1, 2 and 7 partitions and in one process: equal answers (as multisets).
+#[test]
+fn tpch_queries_give_the_single_process_answer() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let generator = Path::new(common::moto::VENV).join("bin/tpchgen-cli");
+    assert!(
+        generator.exists(),
+        "{} is missing: .ci/run installs it (benches/requirements.txt)",
+        generator.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tpch = dir.path().join("tpch");
+    let generated = Command::new(&generator)
+        .args([
+            "parquet",
+            "--scale-factor",
+            "0.01",
+            "--parts",
+            "2",
+            "--output-dir",
+        ])
+        .arg(&tpch)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let mut queries: Vec<_> = std::fs::read_dir(root.join("benches/tpch"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    queries.sort();
+    assert!(queries.len() >= 6, "the TPC-H queries are in benches/tpch");
+    let mut differences = Vec::new();
+    for query in &queries {
+        let name = query.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(query).unwrap();
+        assert!(text.contains("spark.sql.shuffle.partitions: 4"), "{name}");
+        let results = |label: &str, partitions: usize, extra: &[&str]| {
+            let file = dir.path().join(format!("{name}-{label}.yaml"));
+            std::fs::write(
+                &file,
+                text.replace(
+                    "spark.sql.shuffle.partitions: 4",
+                    &format!("spark.sql.shuffle.partitions: {partitions}"),
+                ),
+            )
+            .unwrap();
+            let out = dir.path().join(format!("out/{name}/{label}"));
+            let output = Command::new(common::sluice_bin())
+                .arg("run")
+                .arg(&file)
+                .arg("-p")
+                .arg(format!("tpch={}", tpch.display()))
+                .arg("-p")
+                .arg(format!("out={}", out.display()))
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{name} {label} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let mut rows = rows(&out);
+            rows.sort();
+            rows
+        };
+        let expected = results("one-process", 4, &["--engine", "datafusion"]);
+        assert!(!expected.is_empty(), "{name} returned nothing");
+        for &partitions in PARTITIONS {
+            let actual = results(&format!("distributed-{partitions}"), partitions, &[]);
+            if !same_rows(&actual, &expected) {
+                differences.push(format!(
+                    "{name} at {partitions} partitions: {} rows vs {} in one process; first \
+                     difference: {:?}",
+                    actual.len(),
+                    expected.len(),
+                    actual.iter().zip(&expected).find(|(a, e)| !same_row(a, e))
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// Rows equal field by field; floating-point fields (sums and averages of doubles, whose
+/// last digits depend on the order rows were added in) within 1e-9 relative.
+fn same_rows(actual: &[String], expected: &[String]) -> bool {
+    actual.len() == expected.len() && actual.iter().zip(expected).all(|(a, e)| same_row(a, e))
+}
+
+fn same_row(actual: &str, expected: &str) -> bool {
+    let (a, e): (Vec<&str>, Vec<&str>) = (
+        actual.split(" | ").collect(),
+        expected.split(" | ").collect(),
+    );
+    a.len() == e.len()
+        && a.iter().zip(&e).all(|(a, e)| {
+            a == e
+                || match (a.parse::<f64>(), e.parse::<f64>()) {
+                    (Ok(a), Ok(e)) => (a - e).abs() <= 1e-9 * e.abs().max(1.0),
+                    _ => false,
+                }
+        })
+}
+
+#[test]
+fn float_fields_compare_within_a_relative_tolerance() {
+    assert!(same_row("A | 35785.709306937235", "A | 35785.70930693734"));
+    assert!(!same_row("A | 35785.7093", "A | 35785.7094"));
+    assert!(!same_row("A | 1", "B | 1"));
 }

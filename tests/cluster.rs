@@ -696,9 +696,27 @@ async fn an_executor_lost_while_its_shuffle_output_is_read_costs_a_retry() {
     lose_executors_mid_job(&[1], 1).await;
 }
 
+/// An executor told to stop (SIGTERM) mid-job drains: the run still succeeds with the
+/// exact answer, and the executor exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_stopped_mid_job_drains_and_loses_nothing() {
+    lose_executors(&[0], 0, Stop::Terminate).await;
+}
+
+/// How an executor is taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Kill,
+    Terminate,
+}
+
+async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
+    lose_executors(kill, stages_done, Stop::Kill).await;
+}
+
 /// Runs the slow cross join on three executors, SIGKILLs `kill` once `stages_done`
 /// stages have finished (and the job still runs), and checks the committed answer.
-async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
+async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
     let _serial = common::one_cluster_at_a_time().await;
     let mut cluster = Cluster::start(3).await;
     let data = cluster.dir.path().join("lake");
@@ -760,7 +778,10 @@ async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
         "the job ended before the kill: {before_kill:?}"
     );
     for &executor in kill {
-        cluster.kill_executor(executor);
+        match stop {
+            Stop::Kill => cluster.kill_executor(executor),
+            Stop::Terminate => cluster.terminate_executor(executor),
+        }
     }
     let killed_at = std::time::Instant::now();
 
@@ -772,9 +793,20 @@ async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
         cluster.logs()
     );
     eprintln!(
-        "killed {kill:?} after {stages_done} stage(s): run succeeded {:.1}s after the kill",
+        "{stop:?} {kill:?} after {stages_done} stage(s): run succeeded {:.1}s after the kill",
         killed_at.elapsed().as_secs_f64()
     );
+    if stop == Stop::Terminate {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !kill.iter().all(|&i| cluster.executor_exited(i)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a stopped executor did not exit{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     let mut pairs = BTreeMap::new();
     for batches in read_partitioned(&out).values() {
         for batch in batches {

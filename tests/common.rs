@@ -199,6 +199,19 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Sends SIGTERM to the executor started `index`-th (a spot interruption, a pod
+    /// eviction, an ECS task stop) without waiting for it to exit.
+    pub fn terminate_executor(&mut self, index: usize) {
+        let pid = self.executors[index].id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Whether the executor started `index`-th has exited.
+    pub fn executor_exited(&mut self, index: usize) -> bool {
+        self.executors[index].try_wait().unwrap().is_some()
+    }
+
     /// A JobService client.
     pub async fn client(&self) -> JobServiceClient<Channel> {
         JobServiceClient::connect(self.url()).await.unwrap()

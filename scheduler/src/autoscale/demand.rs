@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use ballista_core::serde::protobuf::task_status;
+
 use crate::runner::{BallistaScheduler, RunManager};
 
 /// The metric KEDA scales the executors on: tasks ready or running.
@@ -36,7 +38,9 @@ impl Demand {
 pub struct DemandReading {
     /// The work there is.
     pub demand: Demand,
-    /// Executors running a task now.
+    /// Executors running a task now, or holding shuffle output that a running job may
+    /// still read (a successful task of one of its stages): scaling one in would cost
+    /// the job a re-run of that stage.
     pub busy_executors: BTreeSet<String>,
 }
 
@@ -51,6 +55,13 @@ pub async fn demand(ballista: &BallistaScheduler, manager: &RunManager) -> Deman
         for task in graph.running_tasks() {
             demand.running_tasks += 1;
             busy_executors.insert(task.executor_id.clone());
+        }
+        for stage in graph.stages().values() {
+            for info in stage.task_infos().unwrap_or_default() {
+                if let task_status::Status::Successful(done) = &info.task_status {
+                    busy_executors.insert(done.executor_id.clone());
+                }
+            }
         }
     }
     demand.queued_runs = manager.runs_waiting_for_ballista();

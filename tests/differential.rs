@@ -106,11 +106,11 @@ fn write_tables(dir: &Path) {
 }
 
 fn definition(sql: &str, partitions: usize) -> String {
-    let indented = sql.replace('\n', " ");
+    let one_line = sql.replace('\n', " ");
     format!(
         "apiVersion: sluice/v1\nname: differential\nparams:\n  out: {{type: string, required: true}}\n\
          sources:\n  t1: {{format: csv, path: data/t1, csv: {{infer_schema: true}}}}\n  t2: {{format: csv, path: data/t2, csv: {{infer_schema: true}}}}\n\
-         input: t1\nsteps:\n  - sql: \"{indented}\"\noutputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\
+         input: t1\nsteps:\n  - sql: \"{one_line}\"\noutputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\
          conf:\n  spark.sql.shuffle.partitions: {partitions}\n"
     )
 }
@@ -144,10 +144,13 @@ fn format_rows(batch: &RecordBatch) -> Vec<String> {
         .collect()
 }
 
-fn run(dir: &Path, file: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+/// Runs `file` with `sluice run` (`extra` arguments after the params) and returns the
+/// rows it wrote to `out`.
+fn run(dir: &Path, file: &Path, params: &[String], out: &Path, extra: &[&str]) -> Vec<String> {
     let output = Command::new(common::sluice_bin())
         .arg("run")
         .arg(file)
+        .args(params.iter().flat_map(|param| ["-p", param.as_str()]))
         .arg("-p")
         .arg(format!("out={}", out.display()))
         .args(extra)
@@ -175,6 +178,7 @@ fn distributed_runs_give_the_single_process_answer() {
         let mut expected = run(
             dir.path(),
             &file,
+            &[],
             &dir.path().join(format!("out/{name}/one-process")),
             &["--engine", "datafusion"],
         );
@@ -187,13 +191,10 @@ fn distributed_runs_give_the_single_process_answer() {
         );
         for &partitions in PARTITIONS {
             std::fs::write(&file, definition(sql, partitions)).unwrap();
-            let mut actual = run(
-                dir.path(),
-                &file,
-                &dir.path()
-                    .join(format!("out/{name}/distributed-{partitions}")),
-                &[],
-            );
+            let out = dir
+                .path()
+                .join(format!("out/{name}/distributed-{partitions}"));
+            let mut actual = run(dir.path(), &file, &[], &out, &[]);
             if !ordered {
                 actual.sort();
             }
@@ -258,22 +259,8 @@ fn tpch_queries_give_the_single_process_answer() {
             )
             .unwrap();
             let out = dir.path().join(format!("out/{name}/{label}"));
-            let output = Command::new(common::sluice_bin())
-                .arg("run")
-                .arg(&file)
-                .arg("-p")
-                .arg(format!("tpch={}", tpch.display()))
-                .arg("-p")
-                .arg(format!("out={}", out.display()))
-                .args(extra)
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{name} {label} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let mut rows = rows(&out);
+            let tpch_param = format!("tpch={}", tpch.display());
+            let mut rows = run(dir.path(), &file, &[tpch_param], &out, extra);
             rows.sort();
             rows
         };

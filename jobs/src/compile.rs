@@ -27,11 +27,8 @@ use crate::definition::{
     JobDefinition, OutputFormat, OutputSpec, QualitySpec, Step, WriteMode, position,
 };
 use crate::error::{JobError, Position, Result};
-use crate::frame::strip_context;
-use crate::frame::visible_columns;
-use crate::layout::QUARANTINE_COLUMNS;
-use crate::layout::QUARANTINE_OUTPUT;
-use crate::layout::SOURCE_FILE_COLUMN;
+use crate::frame::{strip_context, visible_columns};
+use crate::layout::{QUARANTINE_COLUMNS, QUARANTINE_OUTPUT, SOURCE_FILE_COLUMN};
 use crate::params::BoundParams;
 use crate::quality::{CompiledQuality, QualityBuilder, QualityError};
 use cleanse::StepEffects;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::prelude::SessionConfig;
 
-use crate::definition::Literal;
-use crate::definition::parse_byte_size;
+use crate::definition::{Literal, parse_byte_size};
 use crate::error::{JobError, Position, Result};
 
 /// Parquet compression of outputs (`spark.sql.parquet.compression.codec`).

@@ -15,10 +15,10 @@ use crate::definition::{
     CaseStyle, MaskMethod, MaskStep, NullsStep, ParseColumn, RegexReplaceStep, RuleAction,
     StandardizeStep,
 };
-use crate::frame::broadcast_if_small;
-use crate::frame::{column, is_string, replace_columns, require_columns, strip_context};
-use crate::layout::is_hidden;
-use crate::layout::{MASKED_SAMPLE, PARSE_FAILURE_PREFIX};
+use crate::frame::{
+    broadcast_if_small, column, is_string, replace_columns, require_columns, strip_context,
+};
+use crate::layout::{MASKED_SAMPLE, PARSE_FAILURE_PREFIX, is_hidden};
 
 type StepResult = std::result::Result<DataFrame, String>;
 

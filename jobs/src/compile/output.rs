@@ -9,12 +9,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
 
-use crate::compile::CompiledOutput;
-use crate::compile::DEFAULT_TARGET_FILE_SIZE;
-use crate::compile::PreparedJob;
-use crate::compile::to_location;
-use crate::definition::parse_byte_size;
-use crate::definition::{OutputSpec, WriteMode};
+use crate::compile::{CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, to_location};
+use crate::definition::{OutputSpec, WriteMode, parse_byte_size};
 use crate::error::{JobError, Position, Result};
 use crate::frame::strip_context;
 

@@ -18,15 +18,10 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
-use crate::compile::PreparedJob;
-use crate::compile::ResolvedSource;
-use crate::compile::to_location;
-use crate::definition::parse_column_type;
-use crate::definition::{SourceFormat, SourceSpec};
+use crate::compile::{PreparedJob, ResolvedSource, to_location};
+use crate::definition::{SourceFormat, SourceSpec, parse_column_type};
 use crate::error::{JobError, Position, Result};
-use crate::frame::column;
-use crate::frame::replace_columns;
-use crate::frame::strip_context;
+use crate::frame::{column, replace_columns, strip_context};
 use crate::layout::HIVE_DEFAULT_PARTITION;
 
 impl PreparedJob {

@@ -7,16 +7,11 @@ use datafusion::logical_expr::{Expr, SortExpr, cast, col};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use super::cleanse::{self, StepEffects};
-use crate::definition::parse_column_type;
-use crate::definition::{DedupeStep, Step};
-use crate::frame::check_expr;
-use crate::frame::column;
-use crate::frame::is_string;
-use crate::frame::mark_repeated_keys;
-use crate::frame::parse_ordering;
-use crate::frame::replace_columns;
-use crate::frame::require_columns;
-use crate::frame::strip_context;
+use crate::definition::{DedupeStep, Step, parse_column_type};
+use crate::frame::{
+    check_expr, column, is_string, mark_repeated_keys, parse_ordering, replace_columns,
+    require_columns, strip_context,
+};
 use crate::layout::is_hidden;
 
 /// Applies one step; errors are the message to show beside the step's position.

@@ -5,8 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::definition::Literal;
-use crate::definition::WriteMode;
+use crate::definition::{Literal, WriteMode};
 
 /// What a broken rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

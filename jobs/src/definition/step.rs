@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::definition::ColumnType;
-use crate::definition::RuleAction;
+use crate::definition::{ColumnType, RuleAction};
 
 /// One transformation. Written as a one-key map: `- filter: "quantity > 0"`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

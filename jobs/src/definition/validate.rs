@@ -3,12 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::definition::JobDefinition;
-use crate::definition::ParamType;
-use crate::definition::RuleAction;
-use crate::definition::SourceFormat;
-use crate::definition::Step;
-use crate::definition::position;
+use crate::definition::{JobDefinition, ParamType, RuleAction, SourceFormat, Step, position};
 use crate::error::{JobError, Position, Result};
 
 impl JobDefinition {

@@ -31,8 +31,10 @@ use datafusion::logical_expr::{
     Signature, Volatility, cast as cast_expr,
 };
 
-use crate::functions::{Body, Function, days_since_epoch, invoke, literal_argument};
-use crate::functions::{spark_pattern_to_chrono, spark_pattern_to_chrono_format};
+use crate::functions::{
+    Body, Function, days_since_epoch, invoke, literal_argument, spark_pattern_to_chrono,
+    spark_pattern_to_chrono_format,
+};
 
 /// Spark's `/`: integer operands are divided as doubles.
 #[derive(Debug, Default)]

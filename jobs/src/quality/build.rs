@@ -11,16 +11,10 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::definition::{Literal, QualitySpec, RuleAction, RuleSpec, Thresholds};
 use crate::frame::{check_expr, column, parse_ordering, require_columns, strip_context};
-use crate::layout::PARSE_FAILURE_PREFIX;
-use crate::layout::RULE_FLAG_PREFIX;
-use crate::layout::SOURCE_FILE_COLUMN;
-use crate::quality::CompiledQuality;
-use crate::quality::DEFAULT_SAMPLES;
-use crate::quality::DatasetCheck;
-use crate::quality::QualityPlan;
-use crate::quality::RowRule;
-use crate::quality::RuleInfo;
-use crate::quality::SampleColumn;
+use crate::layout::{PARSE_FAILURE_PREFIX, RULE_FLAG_PREFIX, SOURCE_FILE_COLUMN};
+use crate::quality::{
+    CompiledQuality, DEFAULT_SAMPLES, DatasetCheck, QualityPlan, RowRule, RuleInfo, SampleColumn,
+};
 
 /// Why the quality section does not compile: a rule's problem, or the section's.
 #[derive(Debug)]

@@ -5,8 +5,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::RuleAction;
-use crate::quality::QualityPlan;
-use crate::quality::QualityStats;
+use crate::quality::{QualityPlan, QualityStats};
 
 /// A check over the whole dataset, judged by the scheduler from the merged counts.
 #[derive(Debug, Clone, PartialEq)]

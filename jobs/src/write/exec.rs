@@ -16,11 +16,9 @@ use datafusion::physical_plan::{
 };
 
 use crate::layout::QUARANTINE_COLUMNS;
-use crate::write::SinkSpec;
-use crate::write::WriteTask;
-use crate::write::manifest_schema;
 use crate::write::sink::SinkWriter;
 use crate::write::task::TaskWriter;
+use crate::write::{SinkSpec, WriteTask, manifest_schema};
 
 /// Writes each input partition's rows to staged Parquet files — valid rows to the
 /// outputs, quarantined rows to the quarantine — counts the quality rules, and returns

@@ -16,13 +16,8 @@ use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::conf::Compression;
-use crate::layout::HIVE_DEFAULT_PARTITION;
-use crate::layout::QUARANTINE_COLUMNS;
-use crate::layout::escape_path_name;
-use crate::layout::spark_type;
-use crate::write::SinkSpec;
-use crate::write::WriteSpec;
-use crate::write::WrittenFile;
+use crate::layout::{HIVE_DEFAULT_PARTITION, QUARANTINE_COLUMNS, escape_path_name, spark_type};
+use crate::write::{SinkSpec, WriteSpec, WrittenFile};
 
 /// An open file of one Hive partition.
 pub(super) struct OpenFile {

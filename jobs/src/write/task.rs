@@ -15,13 +15,9 @@ use datafusion::physical_plan::metrics::{Count, Time};
 use futures::StreamExt;
 
 use crate::layout::QUARANTINE_COLUMNS;
-use crate::quality::QualityStats;
-use crate::quality::evaluate_quality;
-use crate::quality::flag_column;
-use crate::write::TaskReport;
-use crate::write::WriteTask;
-use crate::write::manifest_schema;
+use crate::quality::{QualityStats, evaluate_quality, flag_column};
 use crate::write::sink::SinkWriter;
+use crate::write::{TaskReport, WriteTask, manifest_schema};
 
 /// One write task: routes each batch's rows to the sinks and counts the rules.
 pub(super) struct TaskWriter {

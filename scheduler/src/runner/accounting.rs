@@ -143,25 +143,22 @@ pub(super) fn unaccounted(graph: &dyn ExecutionGraph) -> Vec<String> {
             }
             for output in written {
                 let shuffle_partition = output.partition_id as usize;
-                let missing_from: Vec<usize> = if stage.output_links.is_empty() {
-                    let found = result.contains(&(task_id, shuffle_partition));
-                    if found { Vec::new() } else { vec![usize::MAX] }
+                let missing_from: Vec<String> = if stage.output_links.is_empty() {
+                    (!result.contains(&(task_id, shuffle_partition)))
+                        .then(|| "the job's result".to_owned())
+                        .into_iter()
+                        .collect()
                 } else {
                     stage
                         .output_links
                         .iter()
-                        .copied()
                         .filter(|consumer| {
-                            !consumer_reads(stages.get(consumer), *id, task_id, shuffle_partition)
+                            !consumer_reads(stages.get(*consumer), *id, task_id, shuffle_partition)
                         })
+                        .map(|consumer| format!("stage {consumer}"))
                         .collect()
                 };
-                for consumer in missing_from {
-                    let to = if consumer == usize::MAX {
-                        "the job's result".to_owned()
-                    } else {
-                        format!("stage {consumer}")
-                    };
+                for to in missing_from {
                     problems.push(format!(
                         "stage {id} task {task_id} on {executor_id}: its output partition \
                          {shuffle_partition} never reached {to}"
@@ -240,9 +237,9 @@ impl StallWatch {
                         .map(|(task, _, executor)| format!("task {task} on {executor}"))
                         .collect();
                     let pending = running.available_tasks();
+                    let done = covered(running.partitions, &running.task_infos);
                     waiting_on.push(format!(
-                        "stage {id} ({} of {} partitions done, {pending} not started{})",
-                        covered(running.partitions, &running.task_infos),
+                        "stage {id} ({done} of {} partitions done, {pending} not started{})",
                         running.partitions,
                         if executors.is_empty() {
                             String::new()
@@ -250,10 +247,7 @@ impl StallWatch {
                             format!("; running: {}", executors.join(", "))
                         }
                     ));
-                    if covered(running.partitions, &running.task_infos) == running.partitions
-                        && pending == 0
-                        && running.running_tasks().is_empty()
-                    {
+                    if done == running.partitions && pending == 0 && executors.is_empty() {
                         let since = *self.complete_since.entry(*id).or_insert(now);
                         if now.duration_since(since) > COMPLETE_BUT_NOT_DONE {
                             return Some(format!(
@@ -269,7 +263,7 @@ impl StallWatch {
                         running.stage_attempt_num,
                         running.task_infos.len(),
                         running.successful_tasks(),
-                        running.running_tasks().len(),
+                        executors.len(),
                     )
                 }
                 ExecutionStage::Successful(done) => (

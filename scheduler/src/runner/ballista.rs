@@ -99,28 +99,23 @@ pub(super) struct JobProgress {
     pub(super) rows_read: u64,
 }
 
-/// How far a running job has come; `None` once it left the running jobs.
-async fn job_progress(ballista: &BallistaScheduler, job_id: &JobId) -> Option<JobProgress> {
-    let running = ballista.state.task_manager.get_running_job_cache();
-    let job = running.get(job_id)?;
-    let graph = job.execution_graph.read().await;
-    Some(JobProgress {
-        stages_done: graph.completed_stages() as u32,
-        stages_total: graph.stage_count() as u32,
-        rows_read: PlanMetrics::of_stages(graph.stages().values()).rows_read,
-    })
-}
-
-/// Whether a running job has stalled (see [`StallWatch`]).
-async fn job_stall(
+/// A running job as one poll sees it, from one read of its graph: how far it has come
+/// and, when it has stalled, why (see [`StallWatch`]); `None` once it left the running
+/// jobs.
+async fn observe(
     ballista: &BallistaScheduler,
     job_id: &JobId,
     stall: &mut StallWatch,
-) -> Option<String> {
+) -> Option<(JobProgress, Option<String>)> {
     let running = ballista.state.task_manager.get_running_job_cache();
     let job = running.get(job_id)?;
     let graph = job.execution_graph.read().await;
-    stall.check(graph.as_ref())
+    let progress = JobProgress {
+        stages_done: graph.completed_stages() as u32,
+        stages_total: graph.stage_count() as u32,
+        rows_read: PlanMetrics::of_stages(graph.stages().values()).rows_read,
+    };
+    Some((progress, stall.check(graph.as_ref())))
 }
 
 /// Waits for a Ballista job to end, handing each change of its progress to
@@ -145,9 +140,11 @@ pub(super) async fn wait_for_job(
             .get_job_status(job_id)
             .await
             .map_err(|err| SchedulerError::ballista("reading job status", err))?;
-        if let Some(progress) = job_progress(ballista, job_id).await
-            && reported != Some(progress)
+        let observed = observe(ballista, job_id, &mut stall).await;
+        if let Some((progress, _)) = &observed
+            && reported != Some(*progress)
         {
+            let progress = *progress;
             // Reported only when it changes: every update is a durable commit.
             reported = Some(progress);
             on_progress(progress)?;
@@ -176,8 +173,17 @@ pub(super) async fn wait_for_job(
             }
             _ => {}
         }
+        if let Some(message) = &stalled
+            && observed.is_none()
+        {
+            // Cancelled and gone from the running jobs: fail with the stall's reason.
+            return Err(SchedulerError::JobFailed {
+                output: output.to_owned(),
+                message: message.clone(),
+            });
+        }
         if stalled.is_none()
-            && let Some(message) = job_stall(ballista, job_id, &mut stall).await
+            && let Some((_, Some(message))) = observed
         {
             tracing::error!(%run_id, %job_id, "{message}");
             stalled = Some(message);
@@ -185,15 +191,6 @@ pub(super) async fn wait_for_job(
                 .cancel_job(job_id.clone())
                 .await
                 .map_err(|err| SchedulerError::ballista("cancelling a stalled job", err))?;
-        }
-        if let Some(message) = &stalled
-            && job_progress(ballista, job_id).await.is_none()
-        {
-            // Cancelled and gone from the running jobs: fail with the stall's reason.
-            return Err(SchedulerError::JobFailed {
-                output: output.to_owned(),
-                message: message.clone(),
-            });
         }
         if !cancelled && *cancel.borrow() {
             cancelled = true;

@@ -412,3 +412,107 @@ async fn ecs_and_emr_providers_set_the_counts_they_decide() {
     .await;
     wait_for("the core group", count, |n| n == 0).await;
 }
+
+/// Scale-in while a job runs: once the job's last stage needs fewer executors than run,
+/// the autoscaler wants fewer, but keeps every executor holding shuffle output the
+/// running stage reads (or running its tasks); the run commits the exact answer with no
+/// executor lost, and the executors go once the job is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_waits_for_the_shuffle_output_a_running_job_reads() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let args = [
+        "--autoscale",
+        "local",
+        "--min-executors",
+        "0",
+        "--max-executors",
+        "3",
+        "--scale-step",
+        "3",
+        "--cooldown-secs",
+        "1",
+        "--executor-slots",
+        "2",
+    ];
+    let cluster =
+        Cluster::start_with(0, Vec::new(), args.iter().map(|a| a.to_string()).collect()).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 14_000, &[1, 2, 3], 31).unwrap();
+    let expected = crate::cluster::expected_pairs(&data.join("landing"));
+    let out = data.join("pairs");
+    let job = format!(
+        "{}conf:\n  spark.sql.shuffle.partitions: 6\n",
+        crate::cluster::SLOW_JOB
+    );
+    let run_id = cluster
+        .submit(
+            &job,
+            "slow.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    let scheduler_log = || std::fs::read_to_string(cluster.log_path("scheduler-1")).unwrap();
+    let (mut most_executors, mut wanted_fewer) = (0, false);
+    let mut log_while_running = String::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let run = loop {
+        let log = scheduler_log();
+        let run = cluster.run(&run_id).await;
+        if !matches!(
+            common::status(&run),
+            v1::RunStatus::Queued | v1::RunStatus::Running
+        ) {
+            break run;
+        }
+        log_while_running = log;
+        let status = cluster
+            .client()
+            .await
+            .get_autoscaler(v1::GetAutoscalerRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let processes = executor_processes(cluster.port);
+        most_executors = most_executors.max(processes);
+        // The demand in executors of 2 slots, as the autoscaler computes it.
+        let demand = (status.ready_tasks + status.running_tasks).div_ceil(2) as usize;
+        wanted_fewer |= most_executors == 3 && demand < processes;
+        assert!(Instant::now() < deadline, "{run:?}{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        common::status(&run),
+        v1::RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    assert_eq!(most_executors, 3, "the job scaled out to 3 executors");
+    assert!(
+        wanted_fewer,
+        "the job never needed fewer executors than ran, so scale-in was not exercised"
+    );
+    assert!(
+        !log_while_running.contains("Removing executor"),
+        "an executor was scaled in or lost while the job ran:\n{log_while_running}"
+    );
+    crate::cluster::assert_no_recompute(&run);
+    assert_eq!(crate::cluster::read_pairs(&out), expected);
+    // Idle: the executors go.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while executor_processes(cluster.port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "executors were not scaled in{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        scheduler_log().contains("scaled in by the autoscaler"),
+        "the idle executors were not scaled in by the autoscaler"
+    );
+}

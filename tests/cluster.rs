@@ -370,7 +370,9 @@ outputs:
 
 /// A job that computes for minutes unless stopped: a cross join of the claims with
 /// themselves, aggregated to a handful of rows.
-const SLOW_JOB: &str = r#"apiVersion: sluice/v1
+/// A cross join of the claims with themselves, counted per state: slow enough to lose
+/// executors in the middle of.
+pub(crate) const SLOW_JOB: &str = r#"apiVersion: sluice/v1
 name: slow_cross_join
 params:
   landing: {type: string, required: true}
@@ -703,11 +705,20 @@ async fn an_executor_stopped_mid_job_drains_and_loses_nothing() {
     lose_executors(&[0], 0, Stop::Terminate).await;
 }
 
+/// An executor SIGKILLed and restarted at once under the same id (a pod's container
+/// restarted): the scheduler treats the old process as lost when the new one registers,
+/// rather than waiting for tasks the new process never heard of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_restarted_under_its_id_costs_a_retry() {
+    lose_executors(&[0], 0, Stop::Restart).await;
+}
+
 /// How an executor is taken away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Kill,
     Terminate,
+    Restart,
 }
 
 async fn lose_executors_mid_job(kill: &[usize], stages_done: u32) {
@@ -722,30 +733,7 @@ async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
     let data = cluster.dir.path().join("lake");
     sluice_jobs::datagen::write_claims(&data, 14_000, &[1], 19).unwrap();
 
-    // What the cross join must give, computed from the landing lines in linear time:
-    // per state of `a`, all pairs minus those sharing both payer and NDC.
-    let mut lines: Vec<Vec<String>> = Vec::new();
-    for file in std::fs::read_dir(data.join("landing/claims"))
-        .unwrap()
-        .flatten()
-    {
-        for line in std::fs::read_to_string(file.path())
-            .unwrap()
-            .lines()
-            .skip(1)
-        {
-            lines.push(line.split(',').map(str::to_owned).collect());
-        }
-    }
-    let total = lines.len() as i64;
-    let mut same: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for f in &lines {
-        *same.entry((f[8].clone(), f[3].clone())).or_default() += 1;
-    }
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    for f in &lines {
-        *expected.entry(f[9].clone()).or_default() += total - same[&(f[8].clone(), f[3].clone())];
-    }
+    let expected = expected_pairs(&data.join("landing"));
 
     let out = data.join("pairs");
     let run_id = cluster
@@ -781,6 +769,7 @@ async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
         match stop {
             Stop::Kill => cluster.kill_executor(executor),
             Stop::Terminate => cluster.terminate_executor(executor),
+            Stop::Restart => cluster.restart_executor(executor),
         }
     }
     let killed_at = std::time::Instant::now();
@@ -796,6 +785,14 @@ async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
         "{stop:?} {kill:?} after {stages_done} stage(s): run succeeded {:.1}s after the kill",
         killed_at.elapsed().as_secs_f64()
     );
+    if stop == Stop::Restart {
+        let log = std::fs::read_to_string(cluster.log_path("scheduler-1")).unwrap();
+        assert!(
+            log.contains("registered again: its previous process is lost"),
+            "the restarted executor was not recognised as a new process{}",
+            cluster.logs()
+        );
+    }
     if stop == Stop::Terminate {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while !kill.iter().all(|&i| cluster.executor_exited(i)) {
@@ -807,8 +804,52 @@ async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
+    assert_no_recompute(&run);
+    let pairs = read_pairs(&out);
+    assert_eq!(pairs, expected);
+}
+
+/// A recovered job is committed as it ran: its graph accounts for every partition, so
+/// nothing is computed twice.
+pub(crate) fn assert_no_recompute(run: &v1::Run) {
+    assert!(
+        !run.warnings
+            .iter()
+            .any(|w| w.contains("computing the output again")),
+        "the output was computed again: {:?}",
+        run.warnings
+    );
+}
+
+/// What [`SLOW_JOB`] must give, computed from the landing lines in linear time: per
+/// state of `a`, all pairs minus those sharing both payer and NDC.
+pub(crate) fn expected_pairs(landing: &Path) -> BTreeMap<String, i64> {
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for file in std::fs::read_dir(landing.join("claims")).unwrap().flatten() {
+        for line in std::fs::read_to_string(file.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            lines.push(line.split(',').map(str::to_owned).collect());
+        }
+    }
+    let total = lines.len() as i64;
+    let mut same: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for f in &lines {
+        *same.entry((f[8].clone(), f[3].clone())).or_default() += 1;
+    }
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for f in &lines {
+        *expected.entry(f[9].clone()).or_default() += total - same[&(f[8].clone(), f[3].clone())];
+    }
+    expected
+}
+
+/// The pairs per state that [`SLOW_JOB`] wrote below `out`.
+pub(crate) fn read_pairs(out: &Path) -> BTreeMap<String, i64> {
     let mut pairs = BTreeMap::new();
-    for batches in read_partitioned(&out).values() {
+    for batches in read_partitioned(out).values() {
         for batch in batches {
             let state = batch
                 .column_by_name("state")
@@ -825,5 +866,132 @@ async fn lose_executors(kill: &[usize], stages_done: u32, stop: Stop) {
             }
         }
     }
+    pairs
+}
+
+/// Pairs of claims of one patient, as a nested-loop join (the equality is written as a
+/// LIKE without wildcards, so no hash join takes it): the join runs in the job's last
+/// stage, the one that writes.
+const SLOW_WRITE_JOB: &str = r#"apiVersion: sluice/v1
+name: slow_write
+params:
+  landing: {type: string, required: true}
+  out: {type: string, required: true}
+sources:
+  claims: {format: csv, path: "{{landing}}/claims"}
+steps:
+  - sql: |
+      SELECT a.claim_id, b.claim_id AS later_claim_id
+      FROM input a JOIN input b
+        ON a.patient_id LIKE b.patient_id AND a.claim_id < b.claim_id
+outputs:
+  - {name: pairs, path: "{{out}}", mode: error_if_exists}
+"#;
+
+/// An executor SIGKILLed while the write stage runs: the write tasks it ran are run
+/// again, their first attempts' files are never committed, and the output holds each
+/// pair exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_lost_during_the_write_costs_a_retry_and_writes_once() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let mut cluster = Cluster::start(3).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 16_000, &[1], 23).unwrap();
+
+    // Every pair of one patient's claims, from the landing lines.
+    let mut by_patient: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in std::fs::read_dir(data.join("landing/claims"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(file.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split(',').collect();
+            by_patient
+                .entry(f[1].to_owned())
+                .or_default()
+                .push(f[0].to_owned());
+        }
+    }
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for claims in by_patient.values() {
+        for a in claims {
+            for b in claims {
+                if a < b {
+                    expected.push((a.clone(), b.clone()));
+                }
+            }
+        }
+    }
+    expected.sort();
+    assert!(
+        !expected.is_empty(),
+        "the data has no patient with two claims"
+    );
+
+    let out = data.join("pairs");
+    let run_id = cluster
+        .submit(
+            SLOW_WRITE_JOB,
+            "slow_write.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_until(&run_id, "running its write stage", |run| {
+            status(run) != RunStatus::Running && status(run) != RunStatus::Queued
+                || run
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.stages_total > 1 && p.stages_done + 1 >= p.stages_total)
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let before_kill = cluster.run(&run_id).await;
+    assert_eq!(
+        status(&before_kill),
+        RunStatus::Running,
+        "the job ended before the kill: {before_kill:?}"
+    );
+    cluster.kill_executor(0);
+    let killed_at = std::time::Instant::now();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(
+        status(&run),
+        RunStatus::Succeeded,
+        "{run:?}{}",
+        cluster.logs()
+    );
+    eprintln!(
+        "Kill [0] in the write stage: run succeeded {:.1}s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert_no_recompute(&run);
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for batches in read_partitioned(&out).values() {
+        for batch in batches {
+            let a = batch.column_by_name("claim_id").unwrap().as_string::<i32>();
+            let b = batch
+                .column_by_name("later_claim_id")
+                .unwrap()
+                .as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                pairs.push((a.value(row).to_owned(), b.value(row).to_owned()));
+            }
+        }
+    }
+    pairs.sort();
+    assert_eq!(pairs.len(), expected.len(), "rows written");
     assert_eq!(pairs, expected);
+    assert!(
+        !out.join("_temporary").exists(),
+        "the superseded attempts' files were left in staging"
+    );
 }

@@ -136,17 +136,30 @@ impl Cluster {
         }
     }
 
-    /// Starts one more executor process.
+    /// Starts one more executor process, `executor-<index>`.
     pub fn start_executor(&mut self, index: usize) {
-        let log = File::create(self.log_path(&format!("executor-{index}"))).unwrap();
+        let child = self.spawn_executor(index, &format!("executor-{index}"));
+        self.executors.push(child);
+    }
+
+    /// SIGKILLs the executor started `index`-th and starts a new process under the same
+    /// id and work directory at once, as Kubernetes restarts a pod's container.
+    pub fn restart_executor(&mut self, index: usize) {
+        self.kill_executor(index);
+        self.executors[index] = self.spawn_executor(index, &format!("executor-{index}-restarted"));
+    }
+
+    fn spawn_executor(&self, index: usize, log: &str) -> Child {
+        let log = File::create(self.log_path(log)).unwrap();
         let work = self.dir.path().join(format!("executor-{index}"));
         std::fs::create_dir_all(&work).unwrap();
-        let child = Command::new(sluice_bin())
+        Command::new(sluice_bin())
             .args([
                 "executor",
                 "--scheduler",
                 &format!("127.0.0.1:{}", self.port),
             ])
+            .args(["--executor-id", &format!("executor-{index}")])
             .args(["--port", &free_port().to_string()])
             .args(["--grpc-port", &free_port().to_string()])
             .args(["--vcores", "2"])
@@ -157,8 +170,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.executors.push(child);
+            .unwrap()
     }
 
     /// Waits until `count` executors are registered and alive.

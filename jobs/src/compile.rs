@@ -10,6 +10,7 @@
 
 mod cleanse;
 mod output;
+mod overlap;
 mod source;
 mod steps;
 
@@ -250,12 +251,14 @@ impl PreparedJob {
             }
             None => None,
         };
-        Ok(CompiledJob {
+        let compiled = CompiledJob {
             sources,
             outputs,
             quality,
             quarantine,
-        })
+        };
+        compiled.check_overlaps(&self.origin, &[])?;
+        Ok(compiled)
     }
 
     /// Renders a mask step's key reference and checks that this process can read it,

@@ -183,10 +183,24 @@ impl JobSettings {
                          job; it has no effect on this run"
                     ));
                 }
-                "spark.sql.adaptive.enabled" | "spark.sql.adaptive.coalescePartitions.enabled" => {
-                    settings.warnings.push(format!(
-                        "conf {key}={text}: Ballista plans stages up front; it has no effect"
-                    ));
+                "spark.sql.adaptive.enabled"
+                | "spark.sql.adaptive.coalescePartitions.enabled"
+                | "spark.sql.adaptive.skewJoin.enabled"
+                | "spark.sql.adaptive.localShuffleReader.enabled"
+                | "ballista.planner.adaptive.enabled" => {
+                    let on: bool = text
+                        .parse()
+                        .map_err(|_| invalid(format!("`{text}` is not true or false")))?;
+                    // Off is what Sluice does; on is refused in words, not ignored.
+                    if on {
+                        settings.warnings.push(format!(
+                            "conf {key}=true: Sluice runs static stage plans (the stages and \
+                             their partition counts are fixed when the run starts, \
+                             `spark.sql.shuffle.partitions` sets them); adaptive re-planning \
+                             is not used, because Ballista's adaptive planner does not recover \
+                             from a lost executor — it has no effect"
+                        ));
+                    }
                 }
                 "sluice.run.timeout" => {
                     settings.timeout = Some(parse_duration(&text).map_err(invalid)?);
@@ -247,6 +261,39 @@ mod tests {
         assert_eq!(settings.compression, Compression::Zstd);
         assert_eq!(settings.warnings.len(), 1);
         assert!(settings.warnings[0].contains("spark.executor.memory"));
+    }
+
+    #[test]
+    fn adaptive_execution_is_off_and_turning_it_on_is_refused_in_words() {
+        let off = BTreeMap::from([
+            (
+                "spark.sql.adaptive.enabled".to_owned(),
+                Literal::Bool(false),
+            ),
+            (
+                "ballista.planner.adaptive.enabled".to_owned(),
+                Literal::Bool(false),
+            ),
+        ]);
+        let settings = JobSettings::from_conf(&off, "job.yaml").unwrap();
+        assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+        assert!(
+            !settings
+                .session
+                .contains_key("ballista.planner.adaptive.enabled")
+        );
+        let on = BTreeMap::from([("spark.sql.adaptive.enabled".to_owned(), Literal::Bool(true))]);
+        let settings = JobSettings::from_conf(&on, "job.yaml").unwrap();
+        assert_eq!(settings.warnings.len(), 1);
+        assert!(settings.warnings[0].contains("static stage plans"));
+        let config = crate::session::session_config(&settings.session).unwrap();
+        use ballista_core::extension::SessionConfigExt;
+        assert!(!config.ballista_adaptive_query_planner_enabled());
+        let bad = BTreeMap::from([(
+            "spark.sql.adaptive.enabled".to_owned(),
+            Literal::Text("sometimes".into()),
+        )]);
+        assert!(JobSettings::from_conf(&bad, "job.yaml").is_err());
     }
 
     #[test]

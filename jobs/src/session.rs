@@ -37,6 +37,13 @@ const SESSION_DEFAULTS: &[(&str, &str)] = &[
     // cost, and small references are broadcast anyway. A job whose join sides both
     // outgrow memory sets `spark.sql.join.preferSortMergeJoin: true`.
     ("datafusion.optimizer.prefer_hash_join", "true"),
+    // Static stage plans. Ballista 55 turns its adaptive planner on by default, but
+    // Sluice submits physical plans (the write operator on top), which Ballista always
+    // plans statically; saying so keeps a session from claiming otherwise. The static
+    // planner is also the one whose executor-loss recovery the kill matrix proves
+    // (Ballista's adaptive graph does not cover executor failure,
+    // apache/datafusion-ballista#1986).
+    ("ballista.planner.adaptive.enabled", "false"),
 ];
 
 /// A session config with Ballista's extensions, Sluice's codecs, Spark's defaults, and

@@ -83,6 +83,18 @@ pub enum CommitError {
         #[source]
         source: object_store::Error,
     },
+    /// A commit plan found in storage names a path outside its output: refused, not
+    /// applied.
+    #[error(
+        "the commit plan of run {run_id} names {path}, outside its output or its staging \
+         folder; refusing to apply it (remove the plan after checking what wrote it)"
+    )]
+    PlanOutsideOutput {
+        /// The run the plan claims to be from.
+        run_id: String,
+        /// The first path outside.
+        path: String,
+    },
     /// A stopped commit's plan is not a plan.
     #[error("the commit plan of run {run_id} is unreadable: {source}")]
     BadPlan {
@@ -149,7 +161,21 @@ pub async fn commit_output(
     }
     // What the new files replace: the previous files of each partition produced.
     let mut replaced: Vec<Path> = Vec::new();
-    if mode == WriteMode::OverwritePartitions {
+    if mode == WriteMode::OverwritePartitions && spec.partition_by.is_empty() {
+        // The files directly in the folder, never what lies in folders below it: a
+        // location given one level too high must not take other datasets with it.
+        let objects = match store.list_with_delimiter(Some(&root)).await {
+            Ok(listing) => listing.objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(fail(format!("listing {root}: {e}"))),
+        };
+        replaced.extend(
+            objects
+                .into_iter()
+                .map(|meta| meta.location)
+                .filter(|location| is_visible_data(&root, location)),
+        );
+    } else if mode == WriteMode::OverwritePartitions {
         for partition in &partitions {
             let folder = join(&root, partition);
             let mut listing = store.list(Some(&folder));
@@ -199,13 +225,44 @@ pub async fn commit_output(
         .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
         .await
         .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
-    apply(store.as_ref(), &plan)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    store
-        .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
-        .await
-        .map_err(|e| fail(format!("writing _SUCCESS: {e}")))?;
+    // Readers that wait for `_SUCCESS` never see a half-replaced output as complete.
+    match store.delete(&root.clone().join("_SUCCESS")).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::warn!(output = %spec.output, %e, "could not remove _SUCCESS before the commit")
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        let applied = match apply(store.as_ref(), &plan).await {
+            Ok(()) => store
+                .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
+                .await
+                .map(|_| ())
+                .map_err(|source| CommitError::Write {
+                    path: root.clone().join("_SUCCESS"),
+                    source,
+                }),
+            Err(err) => Err(err),
+        };
+        match applied {
+            Ok(()) => break,
+            Err(err) if attempt + 1 < APPLY_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(output = %spec.output, %err, attempt, "commit step failed; retrying the plan");
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            }
+            // The plan stays in the staging folder: the next commit on this output, or
+            // the next scheduler start, rolls it forward.
+            Err(err) => {
+                return Err(SchedulerError::CommitIncomplete {
+                    output: spec.output.clone(),
+                    location: spec.location.clone(),
+                    message: err.to_string(),
+                });
+            }
+        }
+    }
     discard_staging(Arc::clone(&store), spec).await;
     discard_stale_staging(store, spec).await;
     Ok(record)
@@ -246,6 +303,36 @@ struct CommitPlan {
     /// Files the commit replaces.
     deletes: Vec<String>,
 }
+
+impl CommitPlan {
+    /// The first path of the plan that a commit of `root` may not touch: a move from
+    /// outside the run's `staging` folder or to outside the output, or a delete outside
+    /// the output or inside its staging area. A plan found in storage is only applied
+    /// when this is `None`.
+    fn outside(&self, root: &Path, staging: &Path) -> Option<String> {
+        let temporary = root.clone().join(sluice_jobs::STAGING_DIR);
+        let below = |base: &Path, path: &str| {
+            let path = Path::from(path);
+            path.prefix_match(base)
+                .is_some_and(|mut rest| rest.next().is_some())
+        };
+        for (from, to) in &self.moves {
+            if !below(staging, from) {
+                return Some(from.clone());
+            }
+            if !below(root, to) || below(&temporary, to) {
+                return Some(to.clone());
+            }
+        }
+        self.deletes
+            .iter()
+            .find(|old| !below(root, old) || below(&temporary, old))
+            .cloned()
+    }
+}
+
+/// How many times a commit plan is applied before the run fails with it kept.
+const APPLY_ATTEMPTS: u32 = 4;
 
 /// The plan's name in a run's staging folder.
 // Not `_`-prefixed: listings through the Spark layout would hide it from cleanup.
@@ -306,6 +393,9 @@ pub async fn recover_interrupted_commits(
             Ok(plan) => plan,
             Err(source) => return Err(CommitError::BadPlan { run_id, source }),
         };
+        if let Some(path) = plan.outside(&root, &folder) {
+            return Err(CommitError::PlanOutsideOutput { run_id, path });
+        }
         tracing::warn!(output = %spec.output, %run_id, "completing a commit a stopped scheduler left half done");
         apply(store.as_ref(), &plan).await?;
         let _ = store
@@ -318,6 +408,18 @@ pub async fn recover_interrupted_commits(
         discard_staging(Arc::clone(&store), &finished).await;
     }
     Ok(())
+}
+
+/// Deletes a failed run's staging folder below an output unless it holds a commit
+/// plan: a commit that got that far is rolled forward later, never half-applied.
+pub async fn discard_uncommitted(store: Arc<dyn ObjectStore>, spec: &WriteSpec) {
+    if let Ok(staging) = spec.staging_root()
+        && store.head(&staging.clone().join(COMMIT_PLAN)).await.is_ok()
+    {
+        tracing::warn!(output = %spec.output, %staging, "keeping the commit plan of an incomplete commit for roll-forward");
+        return;
+    }
+    discard_staging(store, spec).await;
 }
 
 /// Deletes a run's staging folder below an output. Failures are logged, not raised:
@@ -465,6 +567,77 @@ mod tests {
                 "month=01/part-new-a.parquet",
                 "month=01/part-new-b.parquet",
                 "month=02/part-keep.parquet"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_planted_plan_reaching_outside_the_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let landing = dir.path().join("landing/claims.csv");
+        std::fs::create_dir_all(landing.parent().unwrap()).unwrap();
+        std::fs::write(&landing, "claim_id\n1\n").unwrap();
+        std::fs::create_dir_all(root.join("_temporary/r-planted")).unwrap();
+        let plan = CommitPlan {
+            moves: Vec::new(),
+            deletes: vec![Path::from_filesystem_path(&landing).unwrap().to_string()],
+        };
+        std::fs::write(
+            root.join("_temporary/r-planted").join(COMMIT_PLAN),
+            serde_json::to_vec(&plan).unwrap(),
+        )
+        .unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let err = recover_interrupted_commits(store, &spec(&root, "r-next"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CommitError::PlanOutsideOutput { run_id, .. } if run_id == "r-planted"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("claims.csv"), "{err}");
+        assert_eq!(std::fs::read_to_string(&landing).unwrap(), "claim_id\n1\n");
+    }
+
+    #[tokio::test]
+    async fn an_unpartitioned_overwrite_replaces_only_its_own_folders_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |relative: &str| {
+            let path = root.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, relative.as_bytes()).unwrap();
+        };
+        write("part-old.parquet");
+        write("other_dataset/part-0.parquet");
+        write("_temporary/r-new/part-new.parquet");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let spec = WriteSpec {
+            partition_by: Vec::new(),
+            ..spec(root, "r-new")
+        };
+        let record = commit_output(
+            store,
+            &spec,
+            WriteMode::OverwritePartitions,
+            &[WrittenFile {
+                output: "claims".into(),
+                partition: String::new(),
+                file: "part-new.parquet".into(),
+                rows: 1,
+                bytes: 16,
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(record.rows_written, 1);
+        assert_eq!(
+            files_below(root),
+            [
+                "_SUCCESS",
+                "other_dataset/part-0.parquet",
+                "part-new.parquet"
             ]
         );
     }

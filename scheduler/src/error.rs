@@ -76,8 +76,24 @@ pub enum SchedulerError {
         /// What is missing.
         problems: Vec<String>,
     },
-    /// Committing staged files failed; the output keeps its previous data.
-    #[error("output `{output}` ({location}): commit failed: {message}")]
+    /// A commit failed after its plan was written and retries did not finish it: the
+    /// plan stays and is rolled forward by the next commit on the output or the next
+    /// scheduler start.
+    #[error(
+        "output `{output}` ({location}): commit stopped part way: {message}; its plan is \
+         kept and the next commit on this output, or the next scheduler start, completes it"
+    )]
+    CommitIncomplete {
+        /// The output.
+        output: String,
+        /// Its location.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Committing staged files failed before anything was moved; the output keeps its
+    /// previous data.
+    #[error("output `{output}` ({location}): commit failed, nothing changed: {message}")]
     Commit {
         /// The output.
         output: String,

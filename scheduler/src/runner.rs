@@ -215,6 +215,10 @@ impl RunManager {
             .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
         let compiling = std::time::Instant::now();
         let compiled = prepared.compile(&ctx, &base_dir).await?;
+        compiled.check_overlaps(
+            &origin,
+            &[("the scheduler's state directory", self.runs.store.dir())],
+        )?;
         let compile_ms = elapsed_ms(compiling);
 
         // One run at a time per output location: claim them all, or none.

@@ -29,6 +29,11 @@ pub struct RunStore {
 }
 
 impl RunStore {
+    /// The folder that holds the store's file: no job may write there.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
+    }
+
     /// Opens (or creates) the store at `path` and marks runs left in flight by a
     /// previous scheduler as interrupted.
     pub fn open(path: &Path) -> Result<Self> {

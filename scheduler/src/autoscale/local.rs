@@ -7,6 +7,9 @@ use std::process::Stdio;
 use super::{AutoscalerSettings, ProviderSettings};
 use crate::runner::BallistaScheduler;
 
+/// How long a scaled-in executor may take to drain before it is killed.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Executor processes the local provider started.
 #[derive(Default)]
 pub(super) struct LocalExecutors {
@@ -70,32 +73,48 @@ impl LocalExecutors {
         }
     }
 
-    /// Stops up to `count` executors that run no task, after taking them out of
-    /// Ballista's view so no new task lands on them.
+    /// Stops up to `count` executors that run no task and hold no shuffle output a
+    /// running job reads: first out of Ballista's view, so no new task lands on one,
+    /// then told to stop (SIGTERM) as a spot interruption would, so a task bound to it
+    /// in the meantime still finishes and the executor reports itself stopped (which
+    /// reschedules anything of its that a job still needs). One that has not exited
+    /// after [`DRAIN_GRACE`] is killed.
     pub(super) async fn stop_idle(
         &mut self,
         count: usize,
         busy: &BTreeSet<String>,
         ballista: &BallistaScheduler,
     ) {
-        let mut stopped = 0;
+        let mut stopping = Vec::new();
         let mut kept = Vec::new();
-        for (id, mut child) in std::mem::take(&mut self.children) {
-            if stopped < count && !busy.contains(&id) {
-                let _ = ballista
+        for (id, child) in std::mem::take(&mut self.children) {
+            if stopping.len() < count && !busy.contains(&id) {
+                if let Err(err) = ballista
                     .state
                     .executor_manager
                     .remove_executor(&id, Some("scaled in by the autoscaler".into()))
-                    .await;
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                tracing::info!(executor = %id, "local executor stopped (idle)");
-                stopped += 1;
+                    .await
+                {
+                    tracing::warn!(executor = %id, %err, "could not take the executor out of scheduling");
+                }
+                terminate(&id, &child);
+                stopping.push((id, child));
             } else {
                 kept.push((id, child));
             }
         }
         self.children = kept;
+        let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+        for (id, mut child) in stopping {
+            match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(_) => tracing::info!(executor = %id, "local executor stopped (idle)"),
+                Err(_) => {
+                    tracing::warn!(executor = %id, "local executor did not drain in time; killing it");
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
     }
 
     pub(super) fn stop_all(&mut self) {
@@ -103,5 +122,19 @@ impl LocalExecutors {
             let _ = child.start_kill();
         }
         self.children.clear();
+    }
+}
+
+/// Sends SIGTERM to a child executor (it drains, then exits).
+fn terminate(id: &str, child: &tokio::process::Child) {
+    let Some(pid) = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return; // already exited
+    };
+    if let Err(err) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+        tracing::warn!(executor = %id, %err, "could not tell the executor to stop");
     }
 }

@@ -17,8 +17,13 @@
 //!   executors it waited on.
 //! - When a job ends, [`unaccounted`] checks its graph: every stage successful, every
 //!   partition's latest attempt successful, and every output that attempt reported
-//!   delivered to the stages that read it (or to the job's result). Anything missing
-//!   fails the run instead of being committed.
+//!   delivered to the stages that read it (or to the job's result); and every location
+//!   a stage read, and every location of the result, from the latest attempt of its
+//!   partitions, once. That last check is Sluice's OutputCommitCoordinator: a write task
+//!   that ran twice (its executor lost after it wrote) staged each attempt's files
+//!   under their own names, and only the manifest of the attempt the result holds is
+//!   committed. A job that recovered from a lost executor and passes is committed as it
+//!   ran; anything missing or read twice fails the run instead of being committed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -165,6 +170,109 @@ pub(super) fn unaccounted(graph: &dyn ExecutionGraph) -> Vec<String> {
                     ));
                 }
             }
+        }
+    }
+    problems.extend(stale_reads(graph));
+    problems
+}
+
+/// Reads of anything but exactly one latest attempt: every shuffle location a stage
+/// read, and every location of the job's result, must come from the latest successful
+/// attempt of its producer's partitions, once. A location of a superseded attempt, or
+/// two of one task, would count that task's rows twice — what Spark's
+/// OutputCommitCoordinator prevents for its writes. With this check a job that redid
+/// work after a lost executor is committed as it ran, not computed again.
+fn stale_reads(graph: &dyn ExecutionGraph) -> Vec<String> {
+    let stages = graph.stages();
+    let latest_tasks = |stage_id: usize| -> Option<std::collections::BTreeSet<usize>> {
+        let ExecutionStage::Successful(stage) = stages.get(&stage_id)? else {
+            return None;
+        };
+        Some(
+            latest_attempts(stage.partitions, &stage.task_infos)
+                .into_iter()
+                .flatten()
+                .map(|(task_id, _)| task_id)
+                .collect(),
+        )
+    };
+    let mut problems = Vec::new();
+    let mut check =
+        |reader: String,
+         producer: usize,
+         shuffle_partition: usize,
+         locations: &mut dyn Iterator<Item = (usize, Option<u64>, &str)>| {
+            let latest = latest_tasks(producer).unwrap_or_default();
+            let mut seen = std::collections::BTreeSet::new();
+            for (task_id, file, executor) in locations {
+                if !latest.contains(&task_id) {
+                    problems.push(format!(
+                        "{reader} reads stage {producer} task {task_id} on {executor} (partition \
+                     {shuffle_partition}), which is not the latest attempt of its partitions"
+                    ));
+                } else if !seen.insert((task_id, file)) {
+                    problems.push(format!(
+                        "{reader} reads stage {producer} task {task_id} on {executor} (partition \
+                     {shuffle_partition}) twice"
+                    ));
+                }
+            }
+        };
+    let mut ids: Vec<&usize> = stages.keys().collect();
+    ids.sort();
+    for id in ids {
+        let ExecutionStage::Successful(stage) = &stages[id] else {
+            continue;
+        };
+        let mut producers: Vec<&usize> = stage.inputs.keys().collect();
+        producers.sort();
+        for producer in producers {
+            let mut partitions: Vec<_> =
+                stage.inputs[producer].partition_locations.iter().collect();
+            partitions.sort_by_key(|(partition, _)| **partition);
+            for (partition, locations) in partitions {
+                check(
+                    format!("stage {id}"),
+                    *producer,
+                    *partition,
+                    &mut locations
+                        .iter()
+                        .map(|l| (l.map_partition_id, l.file_id, l.executor_meta.id.as_str())),
+                );
+            }
+        }
+    }
+    // The job's result: per partition, the location committed is the last one
+    // recorded (a rerun of the final stage appends its attempt's locations after the
+    // earlier attempt's, whose successful tasks Ballista keeps in the result); it must
+    // come from the latest attempt.
+    let final_stage = stages
+        .iter()
+        .find(|(_, stage)| match stage {
+            ExecutionStage::Successful(s) => s.output_links.is_empty(),
+            _ => false,
+        })
+        .map(|(id, _)| *id);
+    if let Some(final_stage) = final_stage {
+        let mut by_partition: BTreeMap<usize, Vec<(usize, Option<u64>, &str)>> = BTreeMap::new();
+        let result = graph.output_locations();
+        for location in &result {
+            by_partition
+                .entry(location.partition_id.partition_id)
+                .or_default()
+                .push((
+                    location.map_partition_id,
+                    location.file_id,
+                    location.executor_meta.id.as_str(),
+                ));
+        }
+        for (partition, locations) in by_partition {
+            check(
+                "the job's result".to_owned(),
+                final_stage,
+                partition,
+                &mut locations.into_iter().last().into_iter(),
+            );
         }
     }
     problems

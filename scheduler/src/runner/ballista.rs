@@ -303,6 +303,23 @@ fn first_task_start<'a>(stages: impl Iterator<Item = &'a ExecutionStage>) -> Opt
 }
 
 /// Reads the manifests the write tasks returned, from the executors that hold them.
+/// One result location per write partition: the last one recorded. When the final
+/// stage runs again after a lost executor, Ballista appends the new attempt's locations
+/// after those of the earlier attempt's tasks that had succeeded; each is a whole
+/// manifest of its partition, and exactly one of them is committed (the other
+/// attempt's files stay in staging and are deleted with it).
+pub(super) fn one_per_partition(locations: Vec<PartitionLocation>) -> Vec<PartitionLocation> {
+    let mut by_partition: BTreeMap<u32, PartitionLocation> = BTreeMap::new();
+    for location in locations {
+        let partition = location
+            .partition_id
+            .as_ref()
+            .map_or(u32::MAX, |p| p.partition_id);
+        by_partition.insert(partition, location);
+    }
+    by_partition.into_values().collect()
+}
+
 pub(super) async fn fetch_manifests(
     locations: &[PartitionLocation],
     output: &str,

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use super::accounting::with_accountable_leaves;
 use super::ballista::{
     BallistaScheduler, JobStatistics, alive_executors, fetch_manifests, job_statistics,
-    wait_for_job,
+    one_per_partition, wait_for_job,
 };
 use super::callback::report_task;
 use super::profile::{PlanMetrics, elapsed_ms};
@@ -30,7 +30,8 @@ use crate::commit;
 use crate::error::{Result, SchedulerError};
 use crate::record::{RunId, RunStatus};
 
-/// How many times an output is computed again after a job that lost an executor.
+/// How many times an output is computed again after a recovered job whose result
+/// cannot be accounted for.
 const MAX_RECOMPUTES: usize = 2;
 
 /// One run in flight.
@@ -117,7 +118,7 @@ impl Execution {
             Err(err) => {
                 for spec in &specs {
                     if let Ok(store) = self.store_for(spec) {
-                        commit::discard_staging(store, spec).await;
+                        commit::discard_uncommitted(store, spec).await;
                     }
                 }
                 let status = if matches!(err, SchedulerError::Cancelled) {
@@ -300,50 +301,51 @@ impl Execution {
                     run.ballista_jobs.push(job_id.to_string());
                     run.progress.current_output = output.name.clone();
                 })?;
-                let locations = self.wait(&job_id, &output.name, stages_before).await?;
+                let locations =
+                    one_per_partition(self.wait(&job_id, &output.name, stages_before).await?);
                 let statistics = job_statistics(self.job_state.as_ref(), &job_id).await;
                 let executors_after = self.alive_executor_ids().await;
                 let lost: Vec<&String> = executors_before.difference(&executors_after).collect();
-                // Ballista recovers from a lost executor by re-running stages, and its
-                // recovered results have been seen to count rows twice. A result that
-                // went through a recovery is not trusted: the output is computed again.
-                // (An executor gone by the end without redone work — an autoscaler
-                // stopping an idle one — is no reason to.)
-                if statistics.recovered {
-                    attempt += 1;
-                    let reason = format!(
-                        "output `{}`: executor(s) lost during the job ({}); {}",
-                        output.name,
-                        if lost.is_empty() {
-                            "stages re-run".to_owned()
-                        } else {
-                            lost.iter()
-                                .map(|e| e.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        },
-                        if attempt > MAX_RECOMPUTES {
-                            "giving up"
-                        } else {
-                            "computing the output again"
-                        }
-                    );
-                    tracing::warn!(run_id = %self.run_id, "{reason}");
-                    if attempt > MAX_RECOMPUTES {
-                        return Err(SchedulerError::JobFailed {
-                            output: output.name.clone(),
-                            message: reason,
-                        });
-                    }
-                    self.runs
-                        .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
-                    continue;
-                }
+                // A job that redid work after a lost executor is committed as it ran
+                // when its graph shows every partition read from exactly one latest
+                // attempt (`accounting::unaccounted`). One that cannot be accounted
+                // for is computed again if it went through a recovery (the problem
+                // lies in what the recovery left), and fails otherwise.
                 if !statistics.unaccounted.is_empty() {
+                    if statistics.recovered && attempt < MAX_RECOMPUTES {
+                        attempt += 1;
+                        let reason = format!(
+                            "output `{}`: the job recovered from a lost executor ({}) but \
+                             its result cannot be accounted for ({}); computing the \
+                             output again",
+                            output.name,
+                            if lost.is_empty() {
+                                "stages re-run".to_owned()
+                            } else {
+                                lost.iter()
+                                    .map(|e| e.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            },
+                            statistics.unaccounted.join("; ")
+                        );
+                        tracing::warn!(run_id = %self.run_id, "{reason}");
+                        self.runs
+                            .update(&self.run_id, |run| run.warnings.push(reason.clone()))?;
+                        continue;
+                    }
                     return Err(SchedulerError::Unaccounted {
                         output: output.name.clone(),
                         problems: statistics.unaccounted,
                     });
+                }
+                if statistics.recovered {
+                    tracing::info!(
+                        run_id = %self.run_id,
+                        output = %output.name,
+                        lost = ?lost,
+                        "the job recovered from a lost executor; every partition accounted for"
+                    );
                 }
                 let reports = fetch_manifests(&locations, &output.name).await?;
                 let mut partitions: Vec<u32> = locations

@@ -497,6 +497,42 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> SchedulerServer<T
     }
 
     async fn do_register_executor(&self, metadata: ExecutorMetadata) -> Result<()> {
+        // SLUICE PATCH (see patches/README.md): an executor registers once per
+        // process start, so a registration under an id the scheduler already knows is
+        // a restarted executor (a pod restarted under its name). The old process's
+        // running tasks and shuffle output are gone: handle it as lost first, or its
+        // tasks are never reported and the job waits forever.
+        if self
+            .state
+            .executor_manager
+            .get_executor_metadata(&metadata.id)
+            .await
+            .is_ok()
+        {
+            warn!(
+                "Executor {} registered again: its previous process is lost",
+                metadata.id
+            );
+            // What the `ExecutorLost` event does, done here before the new process is
+            // registered, so that no task bound to the new process is reset with the
+            // old one's.
+            let (tasks, freed) = self.state.task_manager.executor_lost(&metadata.id).await?;
+            self.state
+                .executor_manager
+                .remove_executor(
+                    &metadata.id,
+                    Some("the executor restarted under the same id".to_owned()),
+                )
+                .await?;
+            if !tasks.is_empty()
+                && let Err(e) = self.state.executor_manager.cancel_running_tasks(tasks).await
+            {
+                warn!("Fail to cancel running tasks due to {e:?}");
+            }
+            if !freed.is_empty() {
+                self.state.executor_manager.unbind_tasks(freed).await?;
+            }
+        }
         let executor_data = ExecutorData {
             executor_id: metadata.id.clone(),
             total_vcores: metadata.specification.vcores,

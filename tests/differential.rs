@@ -182,11 +182,14 @@ impl Rng {
 /// functions. Every query's answer is deterministic as a multiset (windows order by
 /// both columns; sorts are total).
 fn random_queries(seed: u64, count: usize) -> Vec<Query> {
-    let mut rng = Rng::new(seed);
+    let mut generator = Generator {
+        rng: Rng::new(seed),
+        aliases: 0,
+    };
     (0..count)
         .map(|index| {
-            let relation = random_relation(&mut rng, 2);
-            let (sql, ordered) = random_top(&mut rng, &relation);
+            let relation = generator.relation(2);
+            let (sql, ordered) = random_top(&mut generator.rng, &relation);
             Query {
                 name: format!("random_{seed}_{index}"),
                 sql,
@@ -197,53 +200,77 @@ fn random_queries(seed: u64, count: usize) -> Vec<Query> {
         .collect()
 }
 
-fn random_leaf(rng: &mut Rng) -> String {
-    let modulus = 2 + rng.below(4);
-    let rest = rng.below(modulus);
-    match rng.below(9) {
-        0 => "SELECT a AS k, b AS s FROM t1".to_owned(),
-        1 => format!("SELECT a AS k, g AS s FROM t1 WHERE a % {modulus} = {rest}"),
-        2 => "SELECT a AS k, CAST(c AS VARCHAR) AS s FROM t2".to_owned(),
-        3 => format!(
-            "SELECT CAST({} AS BIGINT) AS k, 'c{rest}' AS s",
-            rng.below(15)
-        ),
-        4 => "SELECT a AS k, b AS s FROM t1 WHERE a < 0".to_owned(),
-        5 => "SELECT max(a) AS k, min(b) AS s FROM t1".to_owned(),
-        6 => "SELECT a AS k, min(g) AS s FROM t1 GROUP BY a".to_owned(),
-        7 => format!("SELECT a + {rest} AS k, g AS s FROM t1 WHERE g <> 'y'"),
-        _ => "SELECT a AS k, CAST(count(*) AS VARCHAR) AS s FROM t2 GROUP BY a".to_owned(),
-    }
+/// Random relations; every derived table gets an alias of its own, and columns are
+/// qualified wherever two relations meet.
+struct Generator {
+    rng: Rng,
+    aliases: usize,
 }
 
-fn random_relation(rng: &mut Rng, depth: usize) -> String {
-    if depth == 0 || rng.below(3) == 0 {
-        return random_leaf(rng);
+impl Generator {
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("r{}", self.aliases)
     }
-    let left = random_relation(rng, depth - 1);
-    let right = random_relation(rng, depth - 1);
-    match rng.below(9) {
-        0..=3 => {
-            let op = rng.pick(&["UNION", "UNION ALL", "INTERSECT", "EXCEPT"]);
-            format!("SELECT k, s FROM ({left}) {op} SELECT k, s FROM ({right})")
+
+    fn leaf(&mut self) -> String {
+        let rng = &mut self.rng;
+        let modulus = 2 + rng.below(4);
+        let rest = rng.below(modulus);
+        match rng.below(9) {
+            0 => "SELECT a AS k, b AS s FROM t1".to_owned(),
+            1 => format!("SELECT a AS k, g AS s FROM t1 WHERE a % {modulus} = {rest}"),
+            2 => "SELECT a AS k, CAST(c AS VARCHAR) AS s FROM t2".to_owned(),
+            3 => format!(
+                "SELECT CAST({} AS BIGINT) AS k, 'c{rest}' AS s",
+                rng.below(15)
+            ),
+            4 => "SELECT a AS k, b AS s FROM t1 WHERE a < 0".to_owned(),
+            5 => "SELECT max(a) AS k, min(b) AS s FROM t1".to_owned(),
+            6 => "SELECT a AS k, min(g) AS s FROM t1 GROUP BY a".to_owned(),
+            7 => format!("SELECT a + {rest} AS k, g AS s FROM t1 WHERE g <> 'y'"),
+            _ => "SELECT a AS k, CAST(count(*) AS VARCHAR) AS s FROM t2 GROUP BY a".to_owned(),
         }
-        4..=6 => {
-            let join = rng.pick(&["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]);
-            let key = if join == "RIGHT JOIN" {
-                "y.k"
-            } else {
-                "coalesce(x.k, y.k)"
-            };
-            format!(
-                "SELECT {key} AS k, concat(coalesce(x.s, '-'), '/', coalesce(y.s, '-')) AS s \
-                 FROM ({left}) x {join} ({right}) y ON x.k = y.k"
-            )
+    }
+
+    fn relation(&mut self, depth: usize) -> String {
+        if depth == 0 || self.rng.below(3) == 0 {
+            return self.leaf();
         }
-        7 => format!("SELECT k, s FROM ({left}) WHERE k IN (SELECT k FROM ({right}))"),
-        _ => format!(
-            "SELECT k, s FROM ({left}) x WHERE NOT EXISTS (SELECT 1 FROM ({right}) y \
-             WHERE y.k = x.k)"
-        ),
+        let left = self.relation(depth - 1);
+        let right = self.relation(depth - 1);
+        let (l, r) = (self.alias(), self.alias());
+        match self.rng.below(9) {
+            0..=3 => {
+                let op = self
+                    .rng
+                    .pick(&["UNION", "UNION ALL", "INTERSECT", "EXCEPT"]);
+                format!(
+                    "SELECT {l}.k, {l}.s FROM ({left}) {l} {op} SELECT {r}.k, {r}.s FROM ({right}) {r}"
+                )
+            }
+            4..=6 => {
+                let join = self
+                    .rng
+                    .pick(&["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]);
+                let key = if join == "RIGHT JOIN" {
+                    format!("{r}.k")
+                } else {
+                    format!("coalesce({l}.k, {r}.k)")
+                };
+                format!(
+                    "SELECT {key} AS k, concat(coalesce({l}.s, '-'), '/', coalesce({r}.s, '-')) AS s \
+                     FROM ({left}) {l} {join} ({right}) {r} ON {l}.k = {r}.k"
+                )
+            }
+            7 => format!(
+                "SELECT {l}.k, {l}.s FROM ({left}) {l} WHERE {l}.k IN (SELECT {r}.k FROM ({right}) {r})"
+            ),
+            _ => format!(
+                "SELECT {l}.k, {l}.s FROM ({left}) {l} WHERE NOT EXISTS (SELECT 1 FROM ({right}) {r} \
+                 WHERE {r}.k = {l}.k)"
+            ),
+        }
     }
 }
 
@@ -381,14 +408,18 @@ fn definition(
         let tpch = tables.tpch.as_ref().expect("the TPC-H tables");
         return (text, vec![("tpch".to_owned(), tpch.display().to_string())]);
     }
-    let one_line = query.sql.replace('\n', " ");
+    let block: String = query
+        .sql
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect();
     let data = tables.small.display();
     (
         format!(
             "apiVersion: sluice/v1\nname: differential\nparams:\n  out: {{type: string, required: true}}\n\
              sources:\n  t1: {{format: csv, path: \"{data}/t1\", csv: {{infer_schema: true}}}}\n  \
              t2: {{format: csv, path: \"{data}/t2\", csv: {{infer_schema: true}}}}\n\
-             input: t1\nsteps:\n  - sql: \"{one_line}\"\noutputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\
+             input: t1\nsteps:\n  - sql: |\n{block}outputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\
              conf:\n  spark.sql.shuffle.partitions: {partitions}\n"
         ),
         Vec::new(),
@@ -425,7 +456,7 @@ fn format_rows(batch: &RecordBatch) -> Vec<String> {
 }
 
 /// Runs `query` with `sluice run` (`extra` arguments after the params) and returns the
-/// rows it wrote, sorted unless the query orders them.
+/// rows it wrote, sorted unless the query orders them; fails the test if the run fails.
 fn run_embedded(
     dir: &Path,
     query: &Query,
@@ -434,6 +465,19 @@ fn run_embedded(
     label: &str,
     extra: &[&str],
 ) -> Vec<String> {
+    try_run_embedded(dir, query, tables, partitions, label, extra)
+        .unwrap_or_else(|error| panic!("{} ({label}) failed:\n{}\n{error}", query.name, query.sql))
+}
+
+/// [`run_embedded`], with a failed run's error instead of a panic.
+fn try_run_embedded(
+    dir: &Path,
+    query: &Query,
+    tables: &Tables,
+    partitions: usize,
+    label: &str,
+    extra: &[&str],
+) -> Result<Vec<String>, String> {
     let (text, params) = definition(query, tables, partitions);
     let file = dir.join(format!("{}-{label}.yaml", query.name));
     std::fs::write(&file, text).unwrap();
@@ -452,14 +496,17 @@ fn run_embedded(
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{} ({label}) failed:\n{}\n{}",
-        query.name,
-        query.sql,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    answer(query, &out)
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error = stderr
+            .lines()
+            .rev()
+            .find(|line| line.starts_with("error:"))
+            .unwrap_or(&stderr)
+            .to_owned();
+        return Err(error);
+    }
+    Ok(answer(query, &out))
 }
 
 /// The rows below `out`, sorted unless the query orders them.
@@ -471,21 +518,42 @@ fn answer(query: &Query, out: &Path) -> Vec<String> {
     rows
 }
 
-/// The single-process answer of every query.
-fn one_process_answers(dir: &Path, corpus: &[Query], tables: &Tables) -> Vec<Vec<String>> {
-    corpus
-        .iter()
-        .map(|query| {
-            run_embedded(
-                dir,
-                query,
-                tables,
-                4,
-                "one-process",
-                &["--engine", "datafusion"],
-            )
-        })
-        .collect()
+/// The corpus answered in one process: each query with its single-process answer. A
+/// random query DataFusion cannot run in one process either (a planner limitation, not
+/// a distributed difference) is left out and named in the third list; any other query
+/// must run.
+fn one_process_answers(
+    dir: &Path,
+    corpus: Vec<Query>,
+    tables: &Tables,
+) -> (Vec<Query>, Vec<Vec<String>>, Vec<String>) {
+    let (mut kept, mut answers, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for query in corpus {
+        let extra = ["--engine", "datafusion"];
+        if query.name.starts_with("random") {
+            match try_run_embedded(dir, &query, tables, 4, "one-process", &extra) {
+                Ok(rows) => {
+                    kept.push(query);
+                    answers.push(rows);
+                }
+                Err(error) => skipped.push(format!("{}: {error}\n  {}", query.name, query.sql)),
+            }
+        } else {
+            answers.push(run_embedded(dir, &query, tables, 4, "one-process", &extra));
+            kept.push(query);
+        }
+    }
+    (kept, answers, skipped)
+}
+
+/// At most a quarter of the random queries may be ones DataFusion cannot run at all.
+fn assert_few_skipped(skipped: &[String], random: usize) {
+    assert!(
+        skipped.len() * 4 <= random,
+        "{} of {random} random queries fail in one process too:\n{}",
+        skipped.len(),
+        skipped.join("\n")
+    );
 }
 
 /// What differs between an answer and the single-process one, for the failure message.
@@ -526,7 +594,8 @@ fn distributed_runs_give_the_single_process_answer() {
     let tables = Tables::new(dir.path(), false);
     let mut corpus = hand_written();
     corpus.extend(random_queries(seed(), 12));
-    let expected = one_process_answers(dir.path(), &corpus, &tables);
+    let (corpus, expected, skipped) = one_process_answers(dir.path(), corpus, &tables);
+    assert_few_skipped(&skipped, 12);
     let mut differences = Vec::new();
     for (query, expected) in corpus.iter().zip(&expected) {
         assert!(
@@ -559,8 +628,7 @@ fn tpch_queries_give_the_single_process_answer() {
     let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let tables = Tables::new(dir.path(), true);
-    let corpus = tpch_queries();
-    let expected = one_process_answers(dir.path(), &corpus, &tables);
+    let (corpus, expected, _) = one_process_answers(dir.path(), tpch_queries(), &tables);
     let answered = expected.iter().filter(|rows| !rows.is_empty()).count();
     assert!(
         answered >= 20,
@@ -631,7 +699,7 @@ async fn executor_processes_give_the_single_process_answer() {
     let harness = Harness::from_env();
     let dir = tempfile::tempdir().unwrap();
     let seed = seed();
-    let (corpus, tables, expected) = {
+    let (corpus, tables, expected, skipped) = {
         let dir = dir.path().to_path_buf();
         let random = harness.random;
         tokio::task::spawn_blocking(move || {
@@ -639,12 +707,13 @@ async fn executor_processes_give_the_single_process_answer() {
             let mut corpus = hand_written();
             corpus.extend(tpch_queries());
             corpus.extend(random_queries(seed, random));
-            let expected = one_process_answers(&dir, &corpus, &tables);
-            (corpus, tables, expected)
+            let (corpus, expected, skipped) = one_process_answers(&dir, corpus, &tables);
+            (corpus, tables, expected, skipped)
         })
         .await
         .unwrap()
     };
+    assert_few_skipped(&skipped, harness.random);
     let started = std::time::Instant::now();
     let mut differences = Vec::new();
     let mut report_rows = Vec::new();
@@ -704,15 +773,17 @@ async fn executor_processes_give_the_single_process_answer() {
         writeln!(
             text,
             "{}, commit {}, {} cores (`tests/differential-harness`). Corpus: {} hand-written \
-             queries, TPC-H's 22 at scale 0.01, {} random queries (seed {seed}); each run \
-             on a scheduler with executor processes and compared with `--engine datafusion` \
-             (as multisets, in order where the query orders; floats within 1e-9 relative). \
-             {:.0} s in all.\n",
+             queries, TPC-H's 22 at scale 0.01, {} random queries (seed {seed}; {} of them \
+             fail in one process too, a DataFusion limitation, and are left out — listed \
+             at the end); each run on a scheduler with executor processes and compared \
+             with `--engine datafusion` (as multisets, in order where the query orders; \
+             floats within 1e-9 relative). {:.0} s in all.\n",
             chrono::Utc::now().format("%Y-%m-%dT%H:%MZ"),
             git_head(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             QUERIES.len(),
             harness.random,
+            skipped.len(),
             started.elapsed().as_secs_f64()
         )
         .unwrap();
@@ -728,6 +799,12 @@ async fn executor_processes_give_the_single_process_answer() {
         writeln!(text, "\n{} differences.", differences.len()).unwrap();
         for difference in &differences {
             writeln!(text, "\n```\n{difference}\n```").unwrap();
+        }
+        if !skipped.is_empty() {
+            writeln!(text, "\nRandom queries that fail in one process too:").unwrap();
+            for query in &skipped {
+                writeln!(text, "\n```\n{query}\n```").unwrap();
+            }
         }
         std::fs::write(report, text).unwrap();
     }
@@ -835,42 +912,82 @@ fn every_registered_function_runs_distributed_with_the_single_process_answer() {
     let (aggregates, rows): (Vec<&Call>, Vec<&Call>) = calls.iter().partition(|c| c.aggregate);
     let batches = rows.chunks(40).chain(aggregates.chunks(40));
     let mut differences = Vec::new();
+    let mut not_in_jobs = Vec::new();
+    let one_process = ["--engine", "datafusion"];
+    let mut queries: Vec<(Query, Vec<&str>)> = Vec::new();
     for (batch_index, batch) in batches.enumerate() {
-        let columns: Vec<String> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, call)| format!("{} AS c{i}", call.select))
-            .collect();
-        let grouped = batch.iter().any(|call| call.aggregate);
-        let sql = format!(
+        let query = function_query(&format!("functions_{batch_index}"), batch);
+        if try_run_embedded(dir.path(), &query, &tables, 2, "probe", &one_process).is_ok() {
+            queries.push((query, batch.iter().map(|call| call.name.as_str()).collect()));
+            continue;
+        }
+        // A call that runs in a bare session but not in a job (`input_file_name()` is
+        // evaluated in the scan): this batch runs one call at a time, and a call that
+        // fails alone too is left out and named.
+        for call in batch {
+            let alone = function_query(&format!("function_{}", call.name), &[call]);
+            match try_run_embedded(dir.path(), &alone, &tables, 2, "probe", &one_process) {
+                Ok(_) => queries.push((alone, vec![call.name.as_str()])),
+                Err(error) => not_in_jobs.push(format!("{}: {error}", call.name)),
+            }
+        }
+    }
+    for (query, names) in &queries {
+        let expected = run_embedded(dir.path(), query, &tables, 2, "one-process", &one_process);
+        match try_run_embedded(dir.path(), query, &tables, 2, "distributed", &[]) {
+            Ok(actual) if same_rows(&actual, &expected) => {}
+            Ok(actual) => differences.push(format!(
+                "{}\n  functions: {names:?}",
+                difference(query, "2 partitions", &actual, &expected)
+            )),
+            // Which call fails distributed: each alone.
+            Err(error) if names.len() > 1 => {
+                let calls: Vec<&Call> = calls
+                    .iter()
+                    .filter(|c| names.contains(&c.name.as_str()))
+                    .collect();
+                for call in calls {
+                    let alone = function_query(&format!("function_{}", call.name), &[call]);
+                    if let Err(error) =
+                        try_run_embedded(dir.path(), &alone, &tables, 2, "distributed", &[])
+                    {
+                        differences.push(format!("{} fails only distributed: {error}", call.name));
+                    }
+                }
+                if differences.is_empty() {
+                    differences.push(format!("{} fails distributed: {error}", query.name));
+                }
+            }
+            Err(error) => differences.push(format!("{names:?} fails only distributed: {error}")),
+        }
+    }
+    eprintln!("not callable in a job: {not_in_jobs:?}");
+    assert!(
+        not_in_jobs.len() <= 5,
+        "calls that run in a bare session fail in a job: {not_in_jobs:#?}"
+    );
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+/// One query selecting every call of `calls` over the typed table (grouped when they
+/// aggregate).
+fn function_query(name: &str, calls: &[&Call]) -> Query {
+    let columns: Vec<String> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| format!("{} AS c{i}", call.select))
+        .collect();
+    let grouped = calls.iter().any(|call| call.aggregate);
+    Query {
+        name: name.to_owned(),
+        sql: format!(
             "SELECT g, {} FROM ({TYPED}) t{}",
             columns.join(", "),
             if grouped { " GROUP BY g" } else { "" }
-        );
-        let query = Query {
-            name: format!("functions_{batch_index}"),
-            sql,
-            ordered: false,
-            tpch: None,
-        };
-        let expected = run_embedded(
-            dir.path(),
-            &query,
-            &tables,
-            2,
-            "one-process",
-            &["--engine", "datafusion"],
-        );
-        let actual = run_embedded(dir.path(), &query, &tables, 2, "distributed", &[]);
-        if !same_rows(&actual, &expected) {
-            let names: Vec<&str> = batch.iter().map(|call| call.name.as_str()).collect();
-            differences.push(format!(
-                "{}\n  functions: {names:?}",
-                difference(&query, "2 partitions", &actual, &expected)
-            ));
-        }
+        ),
+        ordered: false,
+        tpch: None,
     }
-    assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
 /// `t1` as a table of every common type; every column derives from `a`, `b` and `g`, so

@@ -16,7 +16,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::optimizer::OptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -89,6 +89,7 @@ pub fn session_state(
         .with_runtime_env(runtime_env(stores)?)
         .with_optimizer_rules(optimizer_rules())
         .build();
+    consistent_aliases(&mut state)?;
     // Spark's `/`; a logical rewrite, so plans reach executors already rewritten.
     state.register_function_rewrite(Arc::new(crate::functions::SparkDivision))?;
     Ok(state)
@@ -128,6 +129,68 @@ fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
     functions
 }
 
+/// Makes every alias plan the function its canonical name resolves to. Plans reach
+/// executors by the function's canonical name, so when a later registration takes over
+/// a name but not an alias (datafusion-spark's `avg` replaces DataFusion's, whose alias
+/// `mean` stayed DataFusion's), a query calling the alias was planned with one function
+/// and run with another: their partial-aggregate states differ and the task failed
+/// ("expected UInt64 but found Float64") — only when distributed.
+fn consistent_aliases(state: &mut SessionState) -> DataFusionResult<()> {
+    let scalar: Vec<Arc<ScalarUDF>> = state
+        .scalar_functions()
+        .iter()
+        .filter_map(|(key, f)| {
+            let canonical = state.scalar_functions().get(f.name())?;
+            (key != f.name() && canonical != f)
+                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
+        })
+        .collect();
+    for f in scalar {
+        state.register_udf(f)?;
+    }
+    let aggregate: Vec<Arc<AggregateUDF>> = state
+        .aggregate_functions()
+        .iter()
+        .filter_map(|(key, f)| {
+            let canonical = state.aggregate_functions().get(f.name())?;
+            (key != f.name() && canonical != f)
+                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
+        })
+        .collect();
+    for f in aggregate {
+        state.register_udaf(f)?;
+    }
+    let window: Vec<Arc<WindowUDF>> = state
+        .window_functions()
+        .iter()
+        .filter_map(|(key, f)| {
+            let canonical = state.window_functions().get(f.name())?;
+            (key != f.name() && canonical != f)
+                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
+        })
+        .collect();
+    for f in window {
+        state.register_udwf(f)?;
+    }
+    Ok(())
+}
+
+/// A function alias as the `'static` name DataFusion's alias lists take, allocated once
+/// per distinct alias for the life of the process.
+fn interned(alias: &str) -> &'static str {
+    static ALIASES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut aliases = ALIASES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(existing) = aliases.get(alias) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(alias.to_owned().into_boxed_str());
+    aliases.insert(leaked);
+    leaked
+}
+
 /// Spark functions that only exist until planning: their `simplify` rewrites them into
 /// DataFusion's, and they fail if ever executed. DataFusion's SQL planner also builds
 /// DataFusion's functions of these names directly (`EXTRACT` is `date_part`), and plans
@@ -141,7 +204,9 @@ const SIMPLIFIED_WHEN_PLANNED: [&str; 3] = ["date_part", "date_trunc", "trunc"];
 /// DataFusion's nested functions (`array_sort`, `array_distinct`, …), which made such
 /// plans fail only when distributed.
 pub fn function_registry() -> BallistaFunctionRegistry {
-    let planning = with_functions(SessionStateBuilder::new().with_default_features()).build();
+    let mut planning = with_functions(SessionStateBuilder::new().with_default_features()).build();
+    // Infallible for these functions; a registry without the fix-up would still decode.
+    let _ = consistent_aliases(&mut planning);
     let mut registry = BallistaFunctionRegistry {
         scalar_functions: planning.scalar_functions().clone(),
         aggregate_functions: planning.aggregate_functions().clone(),
@@ -153,6 +218,36 @@ pub fn function_registry() -> BallistaFunctionRegistry {
             registry
                 .scalar_functions
                 .insert(function.name().to_owned(), function);
+        }
+    }
+    // Sluice's Spark-compatible replacements reach executors tagged by the codec
+    // (`SluicePhysicalCodec::try_encode_udf`); a plan naming one of their names untagged
+    // was built by DataFusion's SQL planner itself (`SUBSTRING(s FROM 1 FOR 2)` is
+    // DataFusion's `substr`), so by name executors resolve the function the planner
+    // built, never Sluice's.
+    let base: std::collections::HashMap<String, Arc<ScalarUDF>> = ballista_scalar_functions()
+        .into_iter()
+        .flat_map(|f| {
+            let names: Vec<String> = std::iter::once(f.name().to_owned())
+                .chain(f.aliases().iter().cloned())
+                .collect();
+            names.into_iter().map(move |name| (name, Arc::clone(&f)))
+        })
+        .collect();
+    for function in crate::functions::spark_compat_functions() {
+        for name in
+            std::iter::once(function.name()).chain(function.aliases().iter().map(String::as_str))
+        {
+            match base.get(name) {
+                Some(planned) => {
+                    registry
+                        .scalar_functions
+                        .insert(name.to_owned(), Arc::clone(planned));
+                }
+                None => {
+                    registry.scalar_functions.remove(name);
+                }
+            }
         }
     }
     registry

@@ -1055,6 +1055,20 @@ const ARGUMENTS: &[&str] = &[
     "s, 's'",
     "s, 1, 's'",
     "arr, k, k",
+    "d, k",
+    "ts, k",
+    "k, arr",
+    "arr, 1, 2",
+    "arr, k, k, k",
+    "s, '-', 1",
+    "s, 256",
+    "ts, 'UTC'",
+    "s, 'base64'",
+    "'n', s",
+    "'n', k, 's', s",
+    "arr, arr, arr",
+    "x, 0, 10, 5",
+    "2024, 1, 15",
 ];
 
 /// Aggregates whose answer depends on the order rows arrive in, or that approximate.

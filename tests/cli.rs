@@ -137,3 +137,117 @@ fn schema_prints_a_json_schema() {
     let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(schema["title"], "Sluice job definition");
 }
+
+/// A job whose output equals, contains or lies inside its source — or whose quarantine
+/// lies inside its output — is refused by `validate` and by `run`, naming both
+/// locations; the landing files stay byte for byte as they were.
+#[test]
+fn an_output_over_what_the_job_reads_is_refused_and_landing_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(dir.path(), 50, &[1], 3).unwrap();
+    let landing = dir.path().join("landing/claims");
+    let before = landing_bytes(&landing);
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: sluice/v1\nname: overlap\nparams:\n  out: {type: string, required: true}\n  \
+         rejects: {type: string, default: rejects}\n\
+         sources:\n  claims: {format: csv, path: landing/claims}\n\
+         quality:\n  quarantine: {path: \"{{rejects}}\"}\n  rules:\n    - {name: quantity_present, not_null: [quantity]}\n\
+         outputs:\n  - {name: claims, path: \"{{out}}\"}\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "landing/claims",
+            "rejects",
+            "is the same location as source `claims`",
+        ),
+        (
+            "./landing/../landing/claims/",
+            "rejects",
+            "is the same location as source `claims`",
+        ),
+        ("landing", "rejects", "contains source `claims`"),
+        (
+            "landing/claims/cleansed",
+            "rejects",
+            "lies inside source `claims`",
+        ),
+        ("staging/claims", "staging/claims/rejects", "the quarantine"),
+    ];
+    for (out, rejects, expected) in cases {
+        for command in ["validate", "run"] {
+            let output = sluice(
+                &[
+                    command,
+                    job.to_str().unwrap(),
+                    "-p",
+                    &format!("out={out}"),
+                    "-p",
+                    &format!("rejects={rejects}"),
+                ],
+                dir.path(),
+            );
+            assert!(!output.status.success(), "{command} out={out} was accepted");
+            let message = stderr(&output);
+            assert!(
+                message.contains(expected) && message.contains("give each output a folder"),
+                "{command} out={out}: {message}"
+            );
+        }
+    }
+    assert_eq!(landing_bytes(&landing), before, "the landing files changed");
+    assert!(
+        !dir.path().join("staging").exists(),
+        "a refused job wrote something"
+    );
+}
+
+/// Every file below `dir` with its bytes.
+fn landing_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.path().is_file())
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no landing files in {}", dir.display());
+    files
+}
+
+/// A submission whose output is the scheduler's state directory is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_in_the_schedulers_state_directory_is_refused() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let cluster = common::Cluster::start(0).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 20, &[1], 4).unwrap();
+    let state = cluster.dir.path().join("state");
+    let err = cluster
+        .submit(
+            common::CLAIMS_BY_MONTH,
+            "claims_by_month.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("staging", state.display().to_string()),
+                ("month", "2024-01".to_owned()),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("the scheduler's state directory"),
+        "{err:?}"
+    );
+    assert!(
+        state.join("runs.redb").exists(),
+        "the run store is still there"
+    );
+}

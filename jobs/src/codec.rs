@@ -1,10 +1,11 @@
 //! Serialization of Sluice's physical operators, so plans that carry them run on remote
-//! executors: Ballista's codec for everything else. Sluice's Spark-compatible
-//! replacements of DataFusion functions (`substr`, `to_date`, …) travel tagged, because
-//! their names are also those of the DataFusion functions the SQL planner builds from
+//! executors: Ballista's codec for everything else. Spark's and Sluice's functions that
+//! share a name with one of DataFusion's (`substr`, `to_date`, `strpos`, …) travel
+//! tagged, because DataFusion's SQL planner builds its own functions of those names from
 //! syntax: by name alone an executor could not tell which of the two a plan called.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::error::{DataFusionError, Result};
@@ -18,8 +19,9 @@ use crate::write::{ParquetWriteExec, WriteTask};
 /// Tags a Sluice operator's bytes; Ballista's own nodes are protobuf and never start so.
 const WRITE_TAG: &[u8] = b"sluice.ParquetWriteExec/v2:";
 
-/// Marks a scalar function call as Sluice's Spark-compatible function of that name.
-const SPARK_COMPAT_TAG: &[u8] = b"sluice.spark_compat/v1";
+/// Marks a scalar function call as the planning session's function of that name, not
+/// DataFusion's.
+const PLANNED_TAG: &[u8] = b"sluice.planned_udf/v1";
 
 /// Sluice's physical codec: [`ParquetWriteExec`], then Ballista's operators.
 #[derive(Debug, Default)]
@@ -69,39 +71,60 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        // Tagged when an executor, resolving the name, would find another function: the
-        // only such functions are Sluice's Spark-compatible replacements (see
-        // `session::function_registry`).
-        static EXECUTOR_FUNCTIONS: std::sync::OnceLock<
-            std::collections::HashMap<String, Arc<ScalarUDF>>,
-        > = std::sync::OnceLock::new();
-        let executor =
-            EXECUTOR_FUNCTIONS.get_or_init(|| crate::session::function_registry().scalar_functions);
-        if executor
+        // By name, executors resolve DataFusion's function of that name (what the SQL
+        // planner builds from syntax); a call of another function under that name —
+        // Spark's or Sluice's — is tagged.
+        if syntax_functions()
             .get(node.name())
-            .is_none_or(|resolved| resolved.as_ref() != node)
-            && crate::functions::spark_compat_functions()
-                .iter()
-                .any(|function| function.name() == node.name())
+            .is_some_and(|datafusion| datafusion.as_ref() != node)
         {
-            buf.extend_from_slice(SPARK_COMPAT_TAG);
+            buf.extend_from_slice(PLANNED_TAG);
             return Ok(());
         }
         self.ballista.try_encode_udf(node, buf)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        if buf == SPARK_COMPAT_TAG {
-            return crate::functions::spark_compat_functions()
-                .into_iter()
-                .find(|function| function.name() == name)
-                .ok_or_else(|| {
-                    DataFusionError::Internal(format!(
-                        "this executor has no Spark-compatible function {name}: its Sluice \
-                         version differs from the scheduler's"
-                    ))
-                });
+        if buf == PLANNED_TAG {
+            return planned_functions().get(name).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "this executor has no function {name} as the scheduler planned it: \
+                     their Sluice versions differ"
+                ))
+            });
         }
         self.ballista.try_decode_udf(name, buf)
     }
+}
+
+/// DataFusion's own scalar functions (nested ones included) by name and alias: what its
+/// SQL planner builds from syntax, and what an untagged name resolves to.
+pub(crate) fn syntax_functions() -> &'static HashMap<String, Arc<ScalarUDF>> {
+    static FUNCTIONS: OnceLock<HashMap<String, Arc<ScalarUDF>>> = OnceLock::new();
+    FUNCTIONS.get_or_init(|| {
+        by_name(
+            datafusion::functions::all_default_functions()
+                .into_iter()
+                .chain(datafusion::functions_nested::all_default_nested_functions()),
+        )
+    })
+}
+
+/// The planning session's scalar functions by name and alias (the last registered wins):
+/// what a tagged name resolves to.
+fn planned_functions() -> &'static HashMap<String, Arc<ScalarUDF>> {
+    static FUNCTIONS: OnceLock<HashMap<String, Arc<ScalarUDF>>> = OnceLock::new();
+    FUNCTIONS.get_or_init(|| by_name(crate::functions::planning_scalar_functions()))
+}
+
+fn by_name(functions: impl IntoIterator<Item = Arc<ScalarUDF>>) -> HashMap<String, Arc<ScalarUDF>> {
+    let mut by_name = HashMap::new();
+    for function in functions {
+        for name in
+            std::iter::once(function.name()).chain(function.aliases().iter().map(String::as_str))
+        {
+            by_name.insert(name.to_owned(), Arc::clone(&function));
+        }
+    }
+    by_name
 }

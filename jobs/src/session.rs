@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ballista_core::extension::{
-    SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions,
-    ballista_window_functions,
+    SessionConfigExt, ballista_aggregate_functions, ballista_window_functions,
 };
 use ballista_core::registry::BallistaFunctionRegistry;
 use datafusion::error::Result as DataFusionResult;
@@ -109,24 +108,9 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 /// Sluice's. The planning session and the executors' registry both come from here.
 fn with_functions(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder
-        .with_scalar_functions(scalar_functions())
+        .with_scalar_functions(crate::functions::planning_scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
-}
-
-/// DataFusion's, Spark's and Sluice's scalar functions.
-fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    let mut functions = ballista_scalar_functions();
-    functions.extend(sluice_functions());
-    functions
-}
-
-/// Sluice's functions, then the Spark-compatible replacements (registered last, so they
-/// win over DataFusion's functions of the same name).
-fn sluice_functions() -> Vec<Arc<ScalarUDF>> {
-    let mut functions = crate::functions::sluice_scalar_functions();
-    functions.extend(crate::functions::spark_compat_functions());
-    functions
 }
 
 /// Makes every alias plan the function its canonical name resolves to. Plans reach
@@ -191,18 +175,14 @@ fn interned(alias: &str) -> &'static str {
     leaked
 }
 
-/// Spark functions that only exist until planning: their `simplify` rewrites them into
-/// DataFusion's, and they fail if ever executed. DataFusion's SQL planner also builds
-/// DataFusion's functions of these names directly (`EXTRACT` is `date_part`), and plans
-/// reach executors by function name, so executors must resolve these names to
-/// DataFusion's.
-const SIMPLIFIED_WHEN_PLANNED: [&str; 3] = ["date_part", "date_trunc", "trunc"];
-
-/// The functions executors resolve plans against: exactly the planning session's
-/// (plans reach executors by function name, so a function the scheduler can plan with
-/// must decode on every executor). Ballista's own default registry leaves out
-/// DataFusion's nested functions (`array_sort`, `array_distinct`, …), which made such
-/// plans fail only when distributed.
+/// The functions executors resolve plans against: the planning session's, except that
+/// a name DataFusion's own functions have resolves to DataFusion's. Plans reach executors
+/// by function name, and DataFusion's SQL planner builds its own functions from syntax
+/// (`SUBSTRING(s FROM 1 FOR 2)` is DataFusion's `substr`, `EXTRACT` its `date_part`)
+/// whatever the session registers under those names; a call planned with Spark's or
+/// Sluice's function of such a name travels tagged (`SluicePhysicalCodec::try_encode_udf`).
+/// Ballista's own default registry leaves out DataFusion's nested functions
+/// (`array_sort`, …), which made such plans fail only when distributed.
 pub fn function_registry() -> BallistaFunctionRegistry {
     let mut planning = with_functions(SessionStateBuilder::new().with_default_features()).build();
     // Infallible for these functions; a registry without the fix-up would still decode.
@@ -213,42 +193,10 @@ pub fn function_registry() -> BallistaFunctionRegistry {
         window_functions: planning.window_functions().clone(),
         ..Default::default()
     };
-    for function in datafusion::functions::all_default_functions() {
-        if SIMPLIFIED_WHEN_PLANNED.contains(&function.name()) {
-            registry
-                .scalar_functions
-                .insert(function.name().to_owned(), function);
-        }
-    }
-    // Sluice's Spark-compatible replacements reach executors tagged by the codec
-    // (`SluicePhysicalCodec::try_encode_udf`); a plan naming one of their names untagged
-    // was built by DataFusion's SQL planner itself (`SUBSTRING(s FROM 1 FOR 2)` is
-    // DataFusion's `substr`), so by name executors resolve the function the planner
-    // built, never Sluice's.
-    let base: std::collections::HashMap<String, Arc<ScalarUDF>> = ballista_scalar_functions()
-        .into_iter()
-        .flat_map(|f| {
-            let names: Vec<String> = std::iter::once(f.name().to_owned())
-                .chain(f.aliases().iter().cloned())
-                .collect();
-            names.into_iter().map(move |name| (name, Arc::clone(&f)))
-        })
-        .collect();
-    for function in crate::functions::spark_compat_functions() {
-        for name in
-            std::iter::once(function.name()).chain(function.aliases().iter().map(String::as_str))
-        {
-            match base.get(name) {
-                Some(planned) => {
-                    registry
-                        .scalar_functions
-                        .insert(name.to_owned(), Arc::clone(planned));
-                }
-                None => {
-                    registry.scalar_functions.remove(name);
-                }
-            }
-        }
+    for (name, function) in crate::codec::syntax_functions() {
+        registry
+            .scalar_functions
+            .insert(name.clone(), Arc::clone(function));
     }
     registry
 }
@@ -303,8 +251,9 @@ mod tests {
         let schema = Schema::new(vec![Field::new("x", DataType::Utf8, true)]);
         let mut missing = Vec::new();
         for (name, function) in planning.scalar_functions() {
+            // Plans carry the function's own name, whichever alias the query used.
             let expr: Arc<dyn PhysicalExpr> = Arc::new(ScalarFunctionExpr::new(
-                name,
+                function.name(),
                 Arc::clone(function),
                 vec![lit("a")],
                 Arc::new(Field::new(name, DataType::Utf8, true)),

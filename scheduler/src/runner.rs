@@ -309,6 +309,37 @@ impl RunManager {
             .count()
     }
 
+    /// Executors holding the result (the write manifests) of a finished Ballista job whose
+    /// run has not committed yet: the run still fetches the manifests from them.
+    pub async fn executors_holding_results(&self) -> std::collections::BTreeSet<String> {
+        let in_flight: Vec<RunId> = self
+            .cancels
+            .lock()
+            .map(|cancels| cancels.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut holding = std::collections::BTreeSet::new();
+        for run in in_flight.iter().filter_map(|id| self.runs.get(id).ok()) {
+            if run.status != RunStatus::Running {
+                continue;
+            }
+            for job in &run.ballista_jobs {
+                if let Ok(Some(graph)) = self
+                    .job_state
+                    .get_execution_graph(&ballista_core::JobId::new(job.clone()))
+                    .await
+                {
+                    holding.extend(
+                        graph
+                            .output_locations()
+                            .into_iter()
+                            .map(|location| location.executor_meta.id),
+                    );
+                }
+            }
+        }
+        holding
+    }
+
     /// The registered executors whose last heartbeat is recent and says active.
     pub async fn executors(&self) -> Vec<ExecutorInfo> {
         alive_executors(&self.ballista, self.executor_timeout).await

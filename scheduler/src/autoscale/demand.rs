@@ -38,9 +38,10 @@ impl Demand {
 pub struct DemandReading {
     /// The work there is.
     pub demand: Demand,
-    /// Executors running a task now, or holding shuffle output that a running job may
-    /// still read (a successful task of one of its stages): scaling one in would cost
-    /// the job a re-run of that stage.
+    /// Executors running a task now, holding shuffle output that a running job may still
+    /// read (a successful task of one of its stages: scaling one in would cost the job a
+    /// re-run of that stage), or holding the result of a finished job whose run has not
+    /// read it yet.
     pub busy_executors: BTreeSet<String>,
 }
 
@@ -64,6 +65,8 @@ pub async fn demand(ballista: &BallistaScheduler, manager: &RunManager) -> Deman
             }
         }
     }
+    // A finished job's result stays on its executors until the run has read it.
+    busy_executors.extend(manager.executors_holding_results().await);
     demand.queued_runs = manager.runs_waiting_for_ballista();
     DemandReading {
         demand,

@@ -1406,6 +1406,18 @@ impl StageOutput {
             .partition_locations
             .get_mut(&partition_location.partition_id.partition_id)
         {
+            // SLUICE PATCH (see patches/README.md): a location of the same map task
+            // (and file) replaces the one recorded before. A producer stage that
+            // completes again after a lost executor publishes the locations of all its
+            // tasks, the survivors' included, while only the lost executor's were
+            // removed: appended, the survivors' output was read twice.
+            if let Some(existing) = parts.iter_mut().find(|existing| {
+                existing.map_partition_id == partition_location.map_partition_id
+                    && existing.file_id == partition_location.file_id
+            }) {
+                *existing = partition_location;
+                return;
+            }
             parts.push(partition_location)
         } else {
             self.partition_locations.insert(

@@ -222,32 +222,55 @@ fn landing_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// A submission whose output is the scheduler's state directory is refused.
+/// A submission whose output is the scheduler's state directory, or holds it, is
+/// refused; one below it (the image keeps its state in its working directory) is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_output_in_the_schedulers_state_directory_is_refused() {
+async fn an_output_over_the_schedulers_state_directory_is_refused() {
     let _serial = common::one_cluster_at_a_time().await;
     let cluster = common::Cluster::start(0).await;
-    let data = cluster.dir.path().join("lake");
+    // The landing lies outside the cluster's folder, so only the state directory is hit.
+    let lake = tempfile::tempdir().unwrap();
+    let data = lake.path().to_path_buf();
     sluice_jobs::datagen::write_claims(&data, 20, &[1], 4).unwrap();
     let state = cluster.dir.path().join("state");
-    let err = cluster
-        .submit(
-            common::CLAIMS_BY_MONTH,
-            "claims_by_month.yaml",
-            &[
-                ("landing", data.join("landing").display().to_string()),
-                ("staging", state.display().to_string()),
-                ("month", "2024-01".to_owned()),
-            ],
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        err.message().contains("the scheduler's state directory"),
-        "{err:?}"
-    );
+    let job = "apiVersion: sluice/v1\nname: over_state\nparams:\n  landing: {type: string, required: true}\n  \
+               out: {type: string, required: true}\n\
+               sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+               outputs:\n  - {name: claims, path: \"{{out}}\"}\n";
+    for out in [state.clone(), cluster.dir.path().to_path_buf()] {
+        let err = cluster
+            .submit(
+                job,
+                "over_state.yaml",
+                &[
+                    ("landing", data.join("landing").display().to_string()),
+                    ("out", out.display().to_string()),
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains("the scheduler's state directory"),
+            "out={}: {err:?}",
+            out.display()
+        );
+    }
     assert!(
         state.join("runs.redb").exists(),
         "the run store is still there"
+    );
+    let below = cluster
+        .submit(
+            job,
+            "over_state.yaml",
+            &[
+                ("landing", data.join("landing").display().to_string()),
+                ("out", state.join("exports/claims").display().to_string()),
+            ],
+        )
+        .await;
+    assert!(
+        below.is_ok(),
+        "an output below the state directory: {below:?}"
     );
 }

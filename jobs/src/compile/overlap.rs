@@ -1,6 +1,6 @@
 //! No run writes where it reads: an output, the quarantine (and the staging folder
-//! below each) may not equal, contain or lie inside a source, another output, or a
-//! location the process protects (the scheduler's state directory). A commit replaces
+//! below each) may not equal, contain or lie inside a source or another output, nor
+//! equal or contain a location the process protects (the scheduler's state directory). A commit replaces
 //! what is below its output, so an output over its own landing files deletes them.
 //!
 //! Locations are compared canonically: `s3a://` and `s3n://` are `s3://`, bucket names
@@ -129,6 +129,9 @@ struct Place<'a> {
     location: &'a str,
     canonical: Canonical,
     writes: bool,
+    /// A protected place may hold outputs below it (the image keeps its state in its
+    /// working directory); only an output that is it, or holds it, is refused.
+    protected: bool,
 }
 
 impl CompiledJob {
@@ -143,6 +146,7 @@ impl CompiledJob {
                 location: &source.location,
                 canonical: Canonical::of(&source.location),
                 writes: false,
+                protected: false,
             });
         }
         let protected: Vec<(String, String)> = protected
@@ -159,6 +163,7 @@ impl CompiledJob {
                 location,
                 canonical: Canonical::of(location),
                 writes: false,
+                protected: true,
             });
         }
         for (index, output) in self.outputs.iter().enumerate() {
@@ -168,6 +173,7 @@ impl CompiledJob {
                 location: &output.location,
                 canonical: Canonical::of(&output.location),
                 writes: true,
+                protected: false,
             });
         }
         if let Some(quarantine) = &self.quarantine {
@@ -177,6 +183,7 @@ impl CompiledJob {
                 location: &quarantine.location,
                 canonical: Canonical::of(&quarantine.location),
                 writes: true,
+                protected: false,
             });
         }
         for (i, written) in places.iter().enumerate().filter(|(_, p)| p.writes) {
@@ -185,7 +192,9 @@ impl CompiledJob {
                 if i == j || (other.writes && j < i) {
                     continue;
                 }
-                if let Some(relation) = written.canonical.relation(&other.canonical) {
+                if let Some(relation) = written.canonical.relation(&other.canonical)
+                    && !(other.protected && relation == "lies inside")
+                {
                     return Err(JobError::Invalid {
                         at: Position {
                             origin: origin.to_owned(),

@@ -257,6 +257,16 @@ pub(crate) fn date_from_days(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
 }
 
+/// Every scalar function the planning session registers, in registration order (a later
+/// one takes over an earlier one's names): DataFusion's and Spark's (what Ballista
+/// registers), Sluice's, then Sluice's Spark-compatible replacements.
+pub fn planning_scalar_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> {
+    let mut functions = ballista_core::extension::ballista_scalar_functions();
+    functions.extend(sluice_scalar_functions());
+    functions.extend(spark_compat_functions());
+    functions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,14 +321,4 @@ mod tests {
         assert_eq!(zip3("02134-1234").as_deref(), Some("021"));
         assert_eq!(zip3("bad"), None);
     }
-}
-
-/// Every scalar function the planning session registers, in registration order (a later
-/// one takes over an earlier one's names): DataFusion's and Spark's (what Ballista
-/// registers), Sluice's, then Sluice's Spark-compatible replacements.
-pub fn planning_scalar_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> {
-    let mut functions = ballista_core::extension::ballista_scalar_functions();
-    functions.extend(sluice_scalar_functions());
-    functions.extend(spark_compat_functions());
-    functions
 }

@@ -176,6 +176,9 @@ pub(super) fn unaccounted(graph: &dyn ExecutionGraph) -> Vec<String> {
     problems
 }
 
+/// A location as the exactly-once check sees it: map task, file, executor.
+type ReadLocation<'a> = (usize, Option<u64>, &'a str);
+
 /// Reads of anything but exactly one latest attempt: every shuffle location a stage
 /// read, and every location of the job's result, must come from the latest successful
 /// attempt of its producer's partitions, once. A location of a superseded attempt, or
@@ -254,7 +257,7 @@ fn stale_reads(graph: &dyn ExecutionGraph) -> Vec<String> {
         })
         .map(|(id, _)| *id);
     if let Some(final_stage) = final_stage {
-        let mut by_partition: BTreeMap<usize, Vec<(usize, Option<u64>, &str)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<usize, Vec<ReadLocation>> = BTreeMap::new();
         let result = graph.output_locations();
         for location in &result {
             by_partition

@@ -1119,23 +1119,60 @@ async fn vetted_calls(data: &Path) -> (Vec<Call>, Vec<String>, usize) {
         works(format!("SELECT * FROM ({TYPED}) t")).await,
         "the typed table does not plan"
     );
+    // Per function: its kind, whether it aggregates, and the calls to try in order.
+    let mut candidates: Vec<(&str, &String, bool, Vec<String>)> = Vec::new();
+    for (name, function) in state.scalar_functions() {
+        let deterministic = function.signature().volatility == Volatility::Immutable;
+        let selects = ARGUMENTS
+            .iter()
+            .map(|args| {
+                let call = format!("{name}({args})");
+                if deterministic {
+                    format!("CAST({call} AS VARCHAR)")
+                } else {
+                    format!("({call}) IS NULL")
+                }
+            })
+            .collect();
+        candidates.push(("scalar", name, false, selects));
+    }
+    for name in state.aggregate_functions().keys() {
+        let selects = ARGUMENTS
+            .iter()
+            .filter(|args| !args.is_empty())
+            .map(|args| {
+                let call = format!("{name}({args})");
+                if order_sensitive_aggregate(name) {
+                    format!("({call}) IS NULL")
+                } else {
+                    format!("CAST({call} AS VARCHAR)")
+                }
+            })
+            .collect();
+        candidates.push(("aggregate", name, true, selects));
+    }
+    for name in state.window_functions().keys() {
+        let selects = ["", "k", "k, 1", "s", "x, 2"]
+            .iter()
+            .map(|args| {
+                format!("CAST({name}({args}) OVER (PARTITION BY g ORDER BY k, s) AS VARCHAR)")
+            })
+            .collect();
+        candidates.push(("window", name, false, selects));
+    }
+    candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let total = candidates.len();
     let mut calls = Vec::new();
     let mut uncovered = Vec::new();
-    let mut total = 0;
-    let mut scalars: Vec<_> = state.scalar_functions().iter().collect();
-    scalars.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, function) in scalars {
-        total += 1;
-        let deterministic = function.signature().volatility == Volatility::Immutable;
+    for (kind, name, aggregate, selects) in candidates {
         let mut found = None;
-        for args in ARGUMENTS {
-            let call = format!("{name}({args})");
-            let select = if deterministic {
-                format!("CAST({call} AS VARCHAR)")
+        for select in selects {
+            let sql = if aggregate {
+                format!("SELECT g, {select} FROM ({TYPED}) t GROUP BY g")
             } else {
-                format!("({call}) IS NULL")
+                format!("SELECT {select} FROM ({TYPED}) t")
             };
-            if works(format!("SELECT {select} FROM ({TYPED}) t")).await {
+            if works(sql).await {
                 found = Some(select);
                 break;
             }
@@ -1144,57 +1181,9 @@ async fn vetted_calls(data: &Path) -> (Vec<Call>, Vec<String>, usize) {
             Some(select) => calls.push(Call {
                 name: name.clone(),
                 select,
-                aggregate: false,
+                aggregate,
             }),
-            None => uncovered.push(format!("scalar {name}")),
-        }
-    }
-    let mut aggregates: Vec<_> = state.aggregate_functions().keys().collect();
-    aggregates.sort();
-    for name in aggregates {
-        total += 1;
-        let mut found = None;
-        for args in ARGUMENTS.iter().filter(|args| !args.is_empty()) {
-            let call = format!("{name}({args})");
-            let select = if order_sensitive_aggregate(name) {
-                format!("({call}) IS NULL")
-            } else {
-                format!("CAST({call} AS VARCHAR)")
-            };
-            if works(format!("SELECT g, {select} FROM ({TYPED}) t GROUP BY g")).await {
-                found = Some(select);
-                break;
-            }
-        }
-        match found {
-            Some(select) => calls.push(Call {
-                name: name.clone(),
-                select,
-                aggregate: true,
-            }),
-            None => uncovered.push(format!("aggregate {name}")),
-        }
-    }
-    let mut windows: Vec<_> = state.window_functions().keys().collect();
-    windows.sort();
-    for name in windows {
-        total += 1;
-        let mut found = None;
-        for args in ["", "k", "k, 1", "s", "x, 2"] {
-            let select =
-                format!("CAST({name}({args}) OVER (PARTITION BY g ORDER BY k, s) AS VARCHAR)");
-            if works(format!("SELECT {select} FROM ({TYPED}) t")).await {
-                found = Some(select);
-                break;
-            }
-        }
-        match found {
-            Some(select) => calls.push(Call {
-                name: name.clone(),
-                select,
-                aggregate: false,
-            }),
-            None => uncovered.push(format!("window {name}")),
+            None => uncovered.push(format!("{kind} {name}")),
         }
     }
     (calls, uncovered, total)

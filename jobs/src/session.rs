@@ -120,43 +120,41 @@ fn with_functions(builder: SessionStateBuilder) -> SessionStateBuilder {
 /// and run with another: their partial-aggregate states differ and the task failed
 /// ("expected UInt64 but found Float64") — only when distributed.
 fn consistent_aliases(state: &mut SessionState) -> DataFusionResult<()> {
-    let scalar: Vec<Arc<ScalarUDF>> = state
-        .scalar_functions()
-        .iter()
-        .filter_map(|(key, f)| {
-            let canonical = state.scalar_functions().get(f.name())?;
-            (key != f.name() && canonical != f)
-                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
-        })
-        .collect();
-    for f in scalar {
+    for f in realigned(state.scalar_functions(), ScalarUDF::name, |f, alias| {
+        f.with_aliases([alias])
+    }) {
         state.register_udf(f)?;
     }
-    let aggregate: Vec<Arc<AggregateUDF>> = state
-        .aggregate_functions()
-        .iter()
-        .filter_map(|(key, f)| {
-            let canonical = state.aggregate_functions().get(f.name())?;
-            (key != f.name() && canonical != f)
-                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
-        })
-        .collect();
-    for f in aggregate {
+    for f in realigned(
+        state.aggregate_functions(),
+        AggregateUDF::name,
+        |f, alias| f.with_aliases([alias]),
+    ) {
         state.register_udaf(f)?;
     }
-    let window: Vec<Arc<WindowUDF>> = state
-        .window_functions()
-        .iter()
-        .filter_map(|(key, f)| {
-            let canonical = state.window_functions().get(f.name())?;
-            (key != f.name() && canonical != f)
-                .then(|| Arc::new((**canonical).clone().with_aliases([interned(key)])))
-        })
-        .collect();
-    for f in window {
+    for f in realigned(state.window_functions(), WindowUDF::name, |f, alias| {
+        f.with_aliases([alias])
+    }) {
         state.register_udwf(f)?;
     }
     Ok(())
+}
+
+/// For every alias in `functions` whose function is not the one its canonical name
+/// resolves to, that canonical function with the alias added.
+fn realigned<F: PartialEq + Clone>(
+    functions: &std::collections::HashMap<String, Arc<F>>,
+    name: fn(&F) -> &str,
+    with_alias: fn(F, &'static str) -> F,
+) -> Vec<Arc<F>> {
+    functions
+        .iter()
+        .filter_map(|(key, f)| {
+            let canonical = functions.get(name(f))?;
+            (key != name(f) && canonical != f)
+                .then(|| Arc::new(with_alias((**canonical).clone(), interned(key))))
+        })
+        .collect()
 }
 
 /// A function alias as the `'static` name DataFusion's alias lists take, allocated once

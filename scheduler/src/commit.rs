@@ -482,6 +482,13 @@ mod tests {
         }
     }
 
+    /// Writes a file below `root` holding its own relative path.
+    fn write_file(root: &std::path::Path, relative: &str) {
+        let path = root.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, relative.as_bytes()).unwrap();
+    }
+
     fn files_below(dir: &std::path::Path) -> Vec<String> {
         let mut found = Vec::new();
         let mut pending = vec![dir.to_owned()];
@@ -509,11 +516,7 @@ mod tests {
     async fn a_commit_stopped_halfway_is_completed_by_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let write = |relative: &str| {
-            let path = root.join(relative);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, relative.as_bytes()).unwrap();
-        };
+        let write = |relative: &str| write_file(root, relative);
         write("month=01/part-old.parquet");
         write("month=02/part-keep.parquet");
         write("_temporary/r-dead/month=01/part-new-a.parquet");
@@ -604,11 +607,7 @@ mod tests {
     async fn an_unpartitioned_overwrite_replaces_only_its_own_folders_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let write = |relative: &str| {
-            let path = root.join(relative);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, relative.as_bytes()).unwrap();
-        };
+        let write = |relative: &str| write_file(root, relative);
         write("part-old.parquet");
         write("other_dataset/part-0.parquet");
         write("_temporary/r-new/part-new.parquet");

@@ -83,6 +83,45 @@ const QUERIES: &[(&str, &str, bool)] = &[
         "SELECT g, array_sort(array_agg(a)) AS xs FROM t1 WHERE a IS NOT NULL GROUP BY g",
         false,
     ),
+    // Found by the random harness (seed 20261202, its queries 100, 173 and 197): the
+    // stage split demoted a `CollectLeft` semi or anti join over a one-row build side
+    // to a partitioned one, and the operators above it (a window that needed no sort
+    // because the row's columns were constants, a limit that needed one partition)
+    // failed at run time.
+    (
+        "window_over_a_constant_row_kept_by_in_and_not_exists",
+        "SELECT k, s, row_number() OVER (PARTITION BY s ORDER BY k, s) AS rn, rank() \
+         OVER (ORDER BY k NULLS FIRST) AS rk, sum(k) OVER (PARTITION BY s) AS total \
+         FROM (SELECT r301.k, r301.s FROM (SELECT r297.k, r297.s FROM (SELECT CAST(0 AS \
+         BIGINT) AS k, 'c0' AS s) r297 WHERE r297.k IN (SELECT r298.k FROM (SELECT \
+         min(a) AS k, min(b) AS s FROM t1) r298)) r301 WHERE NOT EXISTS (SELECT 1 FROM \
+         (SELECT coalesce(r299.k, r300.k) AS k, concat(coalesce(r299.s, '-'), '/', \
+         coalesce(r300.s, '-')) AS s FROM (SELECT a AS k, CAST(count(*) AS VARCHAR) AS \
+         s FROM t2 GROUP BY a) r299 JOIN (SELECT a + 1 AS k, g AS s FROM t1 WHERE g <> \
+         'y') r300 ON r299.k = r300.k) r302 WHERE r302.k = r301.k))",
+        false,
+    ),
+    (
+        "window_over_a_constant_row_kept_by_not_exists",
+        "SELECT k, s, row_number() OVER (PARTITION BY s ORDER BY k, s) AS rn, rank() \
+         OVER (ORDER BY k NULLS FIRST) AS rk, sum(k) OVER (PARTITION BY s) AS total \
+         FROM (SELECT r549.k, r549.s FROM (SELECT CAST(10 AS BIGINT) AS k, 'c3' AS s) \
+         r549 WHERE NOT EXISTS (SELECT 1 FROM (SELECT coalesce(r547.k, r548.k) AS k, \
+         concat(coalesce(r547.s, '-'), '/', coalesce(r548.s, '-')) AS s FROM (SELECT a \
+         AS k, b AS s FROM t1) r547 JOIN (SELECT a AS k, b AS s FROM t1 WHERE a < 0) \
+         r548 ON r547.k = r548.k) r550 WHERE r550.k = r549.k))",
+        false,
+    ),
+    (
+        "limit_offset_over_an_intersect_of_one_row_inputs",
+        "SELECT * FROM (SELECT k, s FROM (SELECT max(a) AS k, min(b) AS s FROM t1 \
+         INTERSECT SELECT CAST(12 AS BIGINT) AS k, 'b0' AS s) \
+         ORDER BY k NULLS FIRST, s NULLS FIRST LIMIT 1 OFFSET 1) \
+         UNION ALL SELECT * FROM (SELECT k, s FROM (SELECT max(a) AS k, min(b) AS s FROM t1 \
+         INTERSECT SELECT CAST(12 AS BIGINT) AS k, 'b0' AS s) \
+         ORDER BY k NULLS FIRST, s NULLS FIRST LIMIT 1 OFFSET 0)",
+        false,
+    ),
     (
         "distinct_and_a_one_row_input",
         "SELECT DISTINCT g FROM t1 UNION ALL SELECT max(g) FROM t1 WHERE a = 3",

@@ -35,6 +35,7 @@ use ballista_core::{
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
+use datafusion::error::DataFusionError;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::ensure_requirements::EnsureRequirements;
 use datafusion::physical_plan::StatisticsArgs;
@@ -118,8 +119,13 @@ impl DistributedPlanner for DefaultDistributedPlanner {
         config: &ConfigOptions,
     ) -> Result<Vec<Arc<dyn ShuffleWriter>>> {
         debug!("Planning query stages for job: [{job_id}]");
+        // SLUICE PATCH: join lowering first, over the whole plan, then the plan's
+        // requirements enforced again (see `lower_joins`).
+        let execution_plan = Self::lower_joins(execution_plan, config)?;
         let (new_plan, mut stages) =
             self.plan_query_stages_internal(job_id, execution_plan, config)?;
+        // SLUICE PATCH: the last stage, like every other, re-enforced after the split.
+        let new_plan = self.ensure_stage_requirements(new_plan, config)?;
         stages.push(create_shuffle_writer_with_config(
             job_id,
             self.next_stage_id(),
@@ -141,9 +147,6 @@ impl DefaultDistributedPlanner {
         execution_plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<PartialQueryStageResult> {
-        // Apply broadcast-join promotion before recursing.
-        let execution_plan = Self::maybe_promote_to_broadcast(execution_plan, config)?;
-
         // recurse down and replace children
         if execution_plan.children().is_empty() {
             return Ok((execution_plan, vec![]));
@@ -162,6 +165,8 @@ impl DefaultDistributedPlanner {
             }
             let (build, mut stages) =
                 self.plan_query_stages_internal(job_id, build, config)?;
+            // SLUICE PATCH (see patches/README.md): re-enforced after the split.
+            let build = self.ensure_stage_requirements(build, config)?;
             let build_partitions =
                 build.properties().output_partitioning().partition_count();
 
@@ -226,10 +231,12 @@ impl DefaultDistributedPlanner {
                 if can_stay_inline(child) {
                     continue;
                 }
+                // SLUICE PATCH (see patches/README.md): re-enforced after the split.
+                let branch = self.ensure_stage_requirements(child.clone(), config)?;
                 let writer = create_shuffle_writer_with_config(
                     job_id,
                     self.next_stage_id(),
-                    child.clone(),
+                    branch,
                     None,
                     config,
                 )?;
@@ -262,10 +269,12 @@ impl DefaultDistributedPlanner {
         } else if let Some(_sort_preserving_merge) =
             execution_plan.downcast_ref::<SortPreservingMergeExec>()
         {
+            // SLUICE PATCH (see patches/README.md): re-enforced after the split.
+            let input = self.ensure_stage_requirements(children[0].clone(), config)?;
             let shuffle_writer = create_shuffle_writer_with_config(
                 job_id,
                 self.next_stage_id(),
-                children[0].clone(),
+                input,
                 None,
                 config,
             )?;
@@ -306,6 +315,51 @@ impl DefaultDistributedPlanner {
                 stages,
             ))
         }
+    }
+
+    /// SLUICE PATCH: broadcast promotion and demotion of every join, applied over the
+    /// whole plan before it is split, followed by DataFusion's requirement enforcement
+    /// when a join changed. Demoting a `CollectLeft` join to a partitioned one (or
+    /// promoting one) changes the join's output partitioning and ordering, and the
+    /// operators above it were planned on the old ones: a `GlobalLimitExec` that needed
+    /// the one partition a one-row build side gave, a window that needed no sort
+    /// because the build side's columns were constants. Lowered inside the split, the
+    /// parents were never re-planned and failed at run time ("GlobalLimitExec requires
+    /// a single input partition", "Expects PARTITION BY expression to be ordered").
+    fn lower_joins(
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let lowered = plan.transform_up(|node| {
+            let lowered = Self::maybe_promote_to_broadcast(Arc::clone(&node), config)
+                .map_err(|err| DataFusionError::External(Box::new(err)))?;
+            Ok(if Arc::ptr_eq(&lowered, &node) {
+                Transformed::no(node)
+            } else {
+                Transformed::yes(lowered)
+            })
+        })?;
+        if lowered.transformed {
+            Ok(EnsureRequirements::default().optimize(lowered.data, config)?)
+        } else {
+            Ok(lowered.data)
+        }
+    }
+
+    /// SLUICE PATCH: a stage's plan, with DataFusion's distribution and ordering
+    /// requirements enforced against what its shuffle readers really provide. A
+    /// reader keeps its partitioning but none of the equivalences (constants,
+    /// orderings) its input stage had, and the optimizer may have elided a sort or a
+    /// coalesce on the strength of those. Round-robin repartitioning is not added: it
+    /// would change the stage's partition count after the split.
+    fn ensure_stage_requirements(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut config = config.clone();
+        config.optimizer.enable_round_robin_repartition = false;
+        Ok(self.optimizer_ensure_requirements.optimize(plan, &config)?)
     }
 
     /// Generate a new stage ID

@@ -88,10 +88,29 @@ impl CompiledOutput {
         &self,
         state: &datafusion::execution::SessionState,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        state
-            .create_physical_plan(&self.plan)
-            .await
-            .map_err(|err| JobError::datafusion(format!("planning output `{}`", self.name), err))
+        use futures::FutureExt;
+        let planned = std::panic::AssertUnwindSafe(state.create_physical_plan(&self.plan))
+            .catch_unwind()
+            .await;
+        match planned {
+            Ok(planned) => planned.map_err(|err| {
+                JobError::datafusion(format!("planning output `{}`", self.name), err)
+            }),
+            // Planning reads the files' footers (statistics): a reader library that
+            // panics on a malformed file fails the run, naming the file, and never
+            // leaves it hanging.
+            Err(panic) => {
+                let panic = source::panic_message(&*panic).to_owned();
+                Err(JobError::Output {
+                    output: self.name.clone(),
+                    path: self.location.clone(),
+                    message: format!(
+                        "planning it: {}",
+                        source::malformed_file(state, &self.plan, panic).await
+                    ),
+                })
+            }
+        }
     }
 }
 

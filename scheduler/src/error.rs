@@ -31,6 +31,13 @@ pub enum SchedulerError {
         #[source]
         source: Box<ballista_core::error::BallistaError>,
     },
+    /// Driving a run panicked (a bug, or a reader library on a malformed file); the run
+    /// failed and nothing was committed.
+    #[error("the run failed on an internal error: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
     /// A run's Ballista job failed on the executors.
     #[error("output `{output}`: the job failed: {message}")]
     JobFailed {

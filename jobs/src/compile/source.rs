@@ -15,7 +15,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
 use crate::compile::{PreparedJob, ResolvedSource, to_location};
@@ -125,11 +125,26 @@ impl PreparedJob {
             .take(SCHEMA_SAMPLE_FILES)
             .cloned()
             .collect();
-        let mut schema = options
-            .format
-            .infer_schema(&state, &store, &sample)
+        if sample.is_empty() {
+            let empty: Vec<String> = discovered
+                .files
+                .iter()
+                .take(3)
+                .map(|meta| meta.location.to_string())
+                .collect();
+            return Err(source_error(format!(
+                "every file it matched is empty (0 bytes): {}{}",
+                empty.join(", "),
+                if discovered.files.len() > empty.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let mut schema = infer_schema(&state, &store, options.format.as_ref(), &sample)
             .await
-            .map_err(|err| source_error(format!("reading its schema: {}", strip_context(&err))))?;
+            .map_err(|err| source_error(format!("reading its schema: {err}")))?;
         let reads_strings = spec.format == SourceFormat::Csv
             && !spec.csv.as_ref().is_some_and(|csv| csv.infer_schema);
         if reads_strings {
@@ -203,6 +218,107 @@ impl PreparedJob {
 
 /// Files whose schemas are read to type a source.
 const SCHEMA_SAMPLE_FILES: usize = 8;
+
+/// The schema of `files` in `format`. A reader library that panics on a malformed file
+/// (the parquet crate does on some footers) must not take the scheduler down: the
+/// panic becomes this source's error, naming the file (found by reading the files one
+/// at a time).
+async fn infer_schema(
+    state: &dyn datafusion::catalog::Session,
+    store: &Arc<dyn object_store::ObjectStore>,
+    format: &dyn FileFormat,
+    files: &[object_store::ObjectMeta],
+) -> std::result::Result<datafusion::arrow::datatypes::SchemaRef, String> {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
+    let read = |files: &[object_store::ObjectMeta]| {
+        let files = files.to_vec();
+        async move {
+            AssertUnwindSafe(format.infer_schema(state, store, &files))
+                .catch_unwind()
+                .await
+        }
+    };
+    let panic = match read(files).await {
+        Ok(result) => return result.map_err(|err| strip_context(&err)),
+        Err(panic) => panic,
+    };
+    // Which file: the first that panics alone (the first sampled file when none does).
+    for file in files.iter().filter(|_| files.len() > 1) {
+        if let Err(panic) = read(std::slice::from_ref(file)).await {
+            return Err(reader_panicked(&file.location, &*panic));
+        }
+    }
+    Err(reader_panicked(&files[0].location, &*panic))
+}
+
+/// Which source file of `plan` makes its reader panic, as an error message; `panic` is
+/// what planning the whole plan raised. The files of each listed table are read one at
+/// a time (at most [`DIAGNOSED_FILES`] per table), on the failure path only.
+pub(super) async fn malformed_file(
+    state: &datafusion::execution::SessionState,
+    plan: &datafusion::logical_expr::LogicalPlan,
+    panic: String,
+) -> String {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::source_as_provider;
+
+    let mut tables: Vec<Arc<ListingTable>> = Vec::new();
+    let _ = plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<ListingTable>()
+        {
+            tables.push(Arc::new(table.clone()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    for table in tables {
+        let format = Arc::clone(&table.options().format);
+        for url in table.table_paths() {
+            let Ok(store) = state.runtime_env().object_store(url) else {
+                continue;
+            };
+            let Ok(listing) = url.list_all_files(state, store.as_ref(), "").await else {
+                continue;
+            };
+            let files: Vec<object_store::ObjectMeta> = listing
+                .take(DIAGNOSED_FILES)
+                .filter_map(|file| async move { file.ok() })
+                .collect()
+                .await;
+            for file in files.iter().filter(|file| file.size > 0) {
+                if let Err(message) =
+                    infer_schema(state, &store, format.as_ref(), std::slice::from_ref(file)).await
+                {
+                    return message;
+                }
+            }
+        }
+    }
+    format!("a reader failed on a malformed source file ({panic})")
+}
+
+/// Files of one table read one by one to find a malformed one.
+const DIAGNOSED_FILES: usize = 10_000;
+
+/// A panic's message.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
+/// The error of a file whose reader panicked, with the panic's message.
+fn reader_panicked(file: &object_store::path::Path, panic: &(dyn std::any::Any + Send)) -> String {
+    format!(
+        "{file}: the file is malformed: its reader failed ({})",
+        panic_message(panic)
+    )
+}
 
 /// What resolving a source found without reading every listing.
 struct Discovered {

@@ -95,6 +95,23 @@ impl Execution {
                 Err(err) => Err(err),
             }
         };
+        // A panic anywhere in planning or committing fails the run; it never leaves the
+        // run `running` with nobody driving it.
+        let work = async {
+            use futures::FutureExt;
+            std::panic::AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("no message")
+                        .to_owned();
+                    Err(SchedulerError::Panicked { message })
+                })
+        };
         let result = tokio::select! {
             result = work => result,
             // The timer only cancels; it never ends, so the work always answers.

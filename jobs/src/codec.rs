@@ -1,4 +1,4 @@
-//! Serialization of Sluice's physical operators, so plans that carry them run on remote
+//! Serialization of Sluice's physical operators (the write and the CSV scan), so plans that carry them run on remote
 //! executors: Ballista's codec for everything else. Spark's and Sluice's functions that
 //! share a name with one of DataFusion's (`substr`, `to_date`, `strpos`, …) travel
 //! tagged, because DataFusion's SQL planner builds its own functions of those names from
@@ -14,10 +14,14 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
+use crate::read::CsvScanExec;
 use crate::write::{ParquetWriteExec, WriteTask};
 
 /// Tags a Sluice operator's bytes; Ballista's own nodes are protobuf and never start so.
 const WRITE_TAG: &[u8] = b"sluice.ParquetWriteExec/v2:";
+
+/// Tags a [`CsvScanExec`]'s bytes.
+const CSV_SCAN_TAG: &[u8] = b"sluice.CsvScanExec/v1:";
 
 /// Marks a scalar function call as the planning session's function of that name, not
 /// DataFusion's.
@@ -51,6 +55,12 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
                 task,
             )?));
         }
+        if let Some(payload) = buf.strip_prefix(CSV_SCAN_TAG) {
+            let scan = serde_json::from_slice(payload).map_err(|err| {
+                DataFusionError::Internal(format!("cannot decode CsvScanExec: {err}"))
+            })?;
+            return Ok(Arc::new(CsvScanExec::new(scan)));
+        }
         self.ballista.try_decode(buf, inputs, ctx, proto_converter)
     }
 
@@ -64,6 +74,13 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             buf.extend_from_slice(WRITE_TAG);
             serde_json::to_writer(&mut *buf, write.task()).map_err(|err| {
                 DataFusionError::Internal(format!("cannot encode ParquetWriteExec: {err}"))
+            })?;
+            return Ok(());
+        }
+        if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
+            buf.extend_from_slice(CSV_SCAN_TAG);
+            serde_json::to_writer(&mut *buf, scan.scan()).map_err(|err| {
+                DataFusionError::Internal(format!("cannot encode CsvScanExec: {err}"))
             })?;
             return Ok(());
         }

@@ -9,6 +9,7 @@
 //! in expressions are found before anything runs) but no data.
 
 mod cleanse;
+mod malformed;
 mod output;
 mod overlap;
 mod source;
@@ -25,11 +26,14 @@ use datafusion::prelude::SessionContext;
 use crate::compile::steps::apply_step;
 use crate::conf::JobSettings;
 use crate::definition::{
-    JobDefinition, OutputFormat, OutputSpec, QualitySpec, Step, WriteMode, position,
+    JobDefinition, MalformedMode, OutputFormat, OutputSpec, QualitySpec, RuleAction, Step,
+    WriteMode, position,
 };
 use crate::error::{JobError, Position, Result};
 use crate::frame::{strip_context, visible_columns};
-use crate::layout::{QUARANTINE_COLUMNS, QUARANTINE_OUTPUT, SOURCE_FILE_COLUMN};
+use crate::layout::{
+    QUARANTINE_COLUMNS, QUARANTINE_LINE_COLUMNS, QUARANTINE_OUTPUT, SOURCE_FILE_COLUMN,
+};
 use crate::params::BoundParams;
 use crate::quality::{CompiledQuality, QualityBuilder, QualityError};
 use cleanse::StepEffects;
@@ -60,6 +64,21 @@ pub struct ResolvedSource {
     pub location: String,
     /// Hive partition columns found below it, with their types.
     pub partition_columns: Vec<(String, DataType)>,
+    /// For a CSV source read by Sluice's reader: the table of its rows with their file
+    /// and line (hidden columns).
+    pub(crate) lines: Option<String>,
+    /// For a CSV source read by Sluice's reader that keeps malformed rows: the table of
+    /// those rows, and the action of the `malformed_row` rule.
+    pub(crate) malformed: Option<MalformedRows>,
+}
+
+/// Where a source's malformed rows are, and what becomes of them.
+#[derive(Debug, Clone)]
+pub(crate) struct MalformedRows {
+    /// The session table of the malformed rows.
+    pub table: String,
+    /// `PERMISSIVE` (quarantined when the job has a quarantine) or `DROPMALFORMED`.
+    pub mode: crate::definition::MalformedMode,
 }
 
 /// One output's plan.
@@ -160,15 +179,20 @@ impl PreparedJob {
             field: "input".into(),
             message: "name the source the steps start from".into(),
         })?;
-        let mut frame = ctx
-            .table(input)
-            .await
-            .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
         let quarantines = definition
             .quality
             .as_ref()
             .is_some_and(|quality| quality.quarantine.is_some());
-        if quarantines {
+        let input_source = sources.iter().find(|source| source.name == input).cloned();
+        let lines = input_source
+            .as_ref()
+            .and_then(|source| source.lines.clone())
+            .filter(|_| quarantines);
+        let mut frame = ctx
+            .table(lines.as_deref().unwrap_or(input))
+            .await
+            .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
+        if quarantines && lines.is_none() {
             // Quarantined rows name their file; evaluated inside the scan, per file.
             frame = frame
                 .with_column(
@@ -202,10 +226,31 @@ impl PreparedJob {
         let columns = visible_columns(&frame);
         let no_quality = QualitySpec::default();
         let quality_spec = definition.quality.as_ref().unwrap_or(&no_quality);
-        let quality = if definition.quality.is_some() || !effects.parse_rules.is_empty() {
+        let malformed = input_source
+            .as_ref()
+            .and_then(|source| source.malformed.clone());
+        let quality = if definition.quality.is_some()
+            || !effects.parse_rules.is_empty()
+            || malformed.is_some()
+        {
             let mut builder = QualityBuilder::new(ctx, quality_spec, &effects.masked);
             for (name, column, action) in &effects.parse_rules {
                 builder.add_parse_rule(name.clone(), column, *action);
+            }
+            let malformed_flag = malformed.as_ref().map(|rows| {
+                let action = match rows.mode {
+                    MalformedMode::Permissive if quarantines => RuleAction::Quarantine,
+                    _ => RuleAction::Drop,
+                };
+                builder.add_malformed_rule(action)
+            });
+            if let Some(flag) = &malformed_flag {
+                frame = malformed::with_row_columns(frame, flag)
+                    .map_err(|message| JobError::Invalid {
+                        at: self.top(),
+                        field: format!("sources.{input}"),
+                        message,
+                    })?;
             }
             let dates = self.params.date_values();
             let today = chrono::Utc::now().date_naive();
@@ -224,6 +269,17 @@ impl PreparedJob {
                 },
             )?;
             frame = checked;
+            if let (Some(flag), Some(rows), Some(source)) =
+                (&malformed_flag, &malformed, &input_source)
+            {
+                frame = malformed::with_malformed_rows(ctx, frame, rows, flag, source)
+                    .await
+                    .map_err(|message| JobError::Invalid {
+                        at: self.top(),
+                        field: format!("sources.{input}"),
+                        message,
+                    })?;
+            }
             Some(quality)
         } else {
             None
@@ -247,6 +303,15 @@ impl PreparedJob {
             Some(spec) => {
                 let mut quarantine_columns = columns.clone();
                 quarantine_columns.extend(QUARANTINE_COLUMNS.iter().map(|c| (*c).to_owned()));
+                // Rows from Sluice's CSV reader keep their line (and, when malformed,
+                // their raw text and fault).
+                let schema = frame.schema();
+                quarantine_columns.extend(
+                    QUARANTINE_LINE_COLUMNS
+                        .iter()
+                        .filter(|(_, hidden)| schema.field_with_unqualified_name(hidden).is_ok())
+                        .map(|(written, _)| (*written).to_owned()),
+                );
                 let output = OutputSpec {
                     name: QUARANTINE_OUTPUT.into(),
                     path: spec.path.clone(),

@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["definition"],
     &["conf", "params"],
     &["frame", "optimizer"],
+    // Sluice's CSV reader (a table on the scheduler, an operator on executors).
+    &["read"],
     &["quality"],
     // The planner (on the scheduler) and the write operator (on executors): siblings.
     &["compile", "write"],

@@ -32,6 +32,30 @@ pub(crate) fn is_hidden(name: &str) -> bool {
 pub(crate) const RULE_FLAG_PREFIX: &str = "__sluice_rule_";
 /// The hidden column holding each row's source file.
 pub(crate) const SOURCE_FILE_COLUMN: &str = "__sluice_source_file";
+/// The hidden column holding each row's line in its (CSV) source file.
+pub(crate) const SOURCE_LINE_COLUMN: &str = "__sluice_source_line";
+/// The hidden column holding a malformed row's raw text.
+pub(crate) const RAW_RECORD_COLUMN: &str = "__sluice_raw_record";
+/// The hidden column saying what is wrong with a malformed row.
+pub(crate) const MALFORMED_COLUMN: &str = "__sluice_malformed";
+/// Quarantine columns written when the rows come from a CSV source read by Sluice's
+/// reader: each row's line, and a malformed row's raw text and fault. They are read
+/// from the hidden columns above.
+pub const QUARANTINE_LINE_COLUMNS: [(&str, &str); 3] = [
+    ("_dq_source_line", SOURCE_LINE_COLUMN),
+    ("_dq_raw_record", RAW_RECORD_COLUMN),
+    ("_dq_malformed", MALFORMED_COLUMN),
+];
+/// The hidden column a quarantine column of [`QUARANTINE_LINE_COLUMNS`] is read from.
+pub(crate) fn quarantine_line_source(written: &str) -> Option<&'static str> {
+    QUARANTINE_LINE_COLUMNS
+        .iter()
+        .find(|(name, _)| *name == written)
+        .map(|(_, hidden)| *hidden)
+}
+
+/// The rule malformed rows of a CSV source break.
+pub const MALFORMED_RULE: &str = "malformed_row";
 /// Prefix of the hidden column holding the raw text of a value that did not parse.
 pub(crate) const PARSE_FAILURE_PREFIX: &str = "__sluice_parse_";
 /// What a masked value shows in samples.

@@ -20,6 +20,7 @@
 //!  codec                        ParquetWriteExec on the wire
 //!  compile/ │ write/            the planner (scheduler) │ the write operator (executors)
 //!  quality/                     rules: build, plan, evaluate, report
+//!  read/                        Sluice's CSV reader: malformed rows, encodings
 //!  frame, optimizer             DataFrame helpers; Sluice's logical rules
 //!  conf, params                 a job's conf and bound params
 //!  definition/                  the model and its validation
@@ -62,6 +63,7 @@ mod layout;
 mod optimizer;
 mod params;
 pub mod quality;
+mod read;
 pub mod session;
 mod storage;
 mod write;

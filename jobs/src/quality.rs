@@ -17,7 +17,7 @@ mod plan;
 mod report;
 
 pub(crate) use build::{QualityBuilder, QualityError};
-pub use evaluate::evaluate_quality;
+pub use evaluate::{Excluded, evaluate_quality};
 pub(crate) use evaluate::flag_column;
 pub use plan::{QualityPlan, QualityStats, RowRule, SampleColumn};
 pub use report::{CompiledQuality, DatasetCheck, DqOutcome, DqReport, RuleInfo, RuleReport};
@@ -79,6 +79,7 @@ mod tests {
         let task = |rows, failed, sample: &str, newest| QualityStats {
             rows,
             quarantined: failed,
+            dropped: 0,
             failures: vec![failed],
             samples: vec![vec![sample.to_owned()]],
             maxima: vec![Some(newest)],

@@ -18,11 +18,12 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
-use crate::compile::{PreparedJob, ResolvedSource, to_location};
-use crate::definition::{SourceFormat, SourceSpec, parse_column_type};
+use crate::compile::{MalformedRows, PreparedJob, ResolvedSource, to_location};
+use crate::definition::{MalformedMode, SourceFormat, SourceSpec, parse_column_type};
+use crate::read::{CsvReadOptions, CsvTable, FileCompression, RowKind, TextEncoding, read_columns};
 use crate::error::{JobError, Position, Result};
 use crate::frame::{column, replace_columns, strip_context};
-use crate::layout::HIVE_DEFAULT_PARTITION;
+use crate::layout::{HIVE_DEFAULT_PARTITION, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
 
 impl PreparedJob {
     pub(super) async fn register_source(
@@ -89,6 +90,21 @@ impl PreparedJob {
             partition_columns.push((key, data_type));
         }
 
+        if let Some(options) = self.reader_options(spec, name, at, &partition_columns)? {
+            return self
+                .register_csv(
+                    ctx,
+                    (name, spec, at),
+                    options,
+                    &url,
+                    &store,
+                    &discovered.files,
+                    fixed_partitions,
+                    partition_columns,
+                    &location,
+                )
+                .await;
+        }
         let format: Arc<dyn FileFormat> = match spec.format {
             SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
             SourceFormat::Json => Arc::new(JsonFormat::default()),
@@ -126,21 +142,7 @@ impl PreparedJob {
             .cloned()
             .collect();
         if sample.is_empty() {
-            let empty: Vec<String> = discovered
-                .files
-                .iter()
-                .take(3)
-                .map(|meta| meta.location.to_string())
-                .collect();
-            return Err(source_error(format!(
-                "every file it matched is empty (0 bytes): {}{}",
-                empty.join(", "),
-                if discovered.files.len() > empty.len() {
-                    ", …"
-                } else {
-                    ""
-                }
-            )));
+            return Err(source_error(all_empty(&discovered.files)));
         }
         let mut schema = infer_schema(&state, &store, options.format.as_ref(), &sample)
             .await
@@ -161,14 +163,46 @@ impl PreparedJob {
             .with_schema(schema);
         let table =
             ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
+        let partition_columns = self
+            .register_files(ctx, name, spec, at, Arc::new(table), fixed_partitions, partition_columns, &location)
+            .await?;
+        Ok(ResolvedSource {
+            name: name.to_owned(),
+            location,
+            partition_columns,
+            lines: None,
+            malformed: None,
+        })
+    }
+
+    /// Registers a source's files table as the source: directly, or under a hidden name
+    /// behind a view that types the partition columns and adds those fixed by
+    /// `base_path`. Returns the partition columns, typed.
+    #[allow(clippy::too_many_arguments)]
+    async fn register_files(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        spec: &SourceSpec,
+        at: &Position,
+        table: Arc<dyn datafusion::datasource::TableProvider>,
+        fixed_partitions: Vec<(String, String)>,
+        mut partition_columns: Vec<(String, DataType)>,
+        location: &str,
+    ) -> Result<Vec<(String, DataType)>> {
+        let source_error = |message: String| JobError::Source {
+            source_name: name.to_owned(),
+            path: location.to_owned(),
+            message,
+        };
         if fixed_partitions.is_empty() && partition_columns.is_empty() {
-            ctx.register_table(name, Arc::new(table))
+            ctx.register_table(name, table)
                 .map_err(|err| source_error(strip_context(&err)))?;
         } else {
             // The files' table under a hidden name, and the source as a view that types
             // the partition columns and adds those fixed by `base_path`.
             let files = format!("__sluice_files_{name}");
-            ctx.register_table(files.as_str(), Arc::new(table))
+            ctx.register_table(files.as_str(), table)
                 .map_err(|err| source_error(strip_context(&err)))?;
             let mut frame = ctx
                 .table(files.as_str())
@@ -208,12 +242,174 @@ impl PreparedJob {
             ctx.register_table(name, frame.into_view())
                 .map_err(|err| source_error(strip_context(&err)))?;
         }
+        Ok(partition_columns)
+    }
+
+    /// The options of Sluice's CSV reader for a source it reads (CSV read as strings),
+    /// checked; `None` for sources DataFusion's readers read.
+    fn reader_options(
+        &self,
+        spec: &SourceSpec,
+        name: &str,
+        at: &Position,
+        partition_columns: &[(String, DataType)],
+    ) -> Result<Option<CsvReadOptions>> {
+        if spec.format != SourceFormat::Csv {
+            return Ok(None);
+        }
+        let csv = spec.csv.clone().unwrap_or_default();
+        let invalid = |field: &str, message: String| JobError::Invalid {
+            at: at.clone(),
+            field: format!("sources.{name}.csv.{field}"),
+            message,
+        };
+        if csv.infer_schema {
+            let string_only = [
+                ("mode", csv.mode.is_some_and(|m| m != MalformedMode::FailFast)),
+                ("encoding", csv.encoding.is_some()),
+                ("compression", csv.compression.is_some()),
+                ("schema_drift", csv.schema_drift.is_some()),
+            ];
+            if let Some((field, _)) = string_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    field,
+                    "applies to CSV read as strings; with infer_schema: true DataFusion's                      reader reads the files and fails on the first malformed row"
+                        .to_owned(),
+                ));
+            }
+            return Ok(None);
+        }
+        let encoding = match &csv.encoding {
+            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
+            None => TextEncoding::Utf8,
+        };
+        let compression = match &csv.compression {
+            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
+            None => FileCompression::Auto,
+        };
+        let byte = |field: &str, text: &str| -> Result<u8> {
+            match text.as_bytes() {
+                [byte] => Ok(*byte),
+                _ => Err(invalid(field, format!("`{text}` is not one ASCII character"))),
+            }
+        };
+        Ok(Some(CsvReadOptions {
+            source: name.to_owned(),
+            header: csv.header,
+            delimiter: byte("delimiter", &csv.delimiter)?,
+            quote: byte("quote", &csv.quote)?,
+            null_values: csv.null_values.clone(),
+            encoding,
+            compression,
+            mode: csv.mode.unwrap_or(MalformedMode::Permissive),
+            schema_drift: csv.schema_drift.unwrap_or_default(),
+            columns: Vec::new(),
+            partition_columns: partition_columns.iter().map(|(key, _)| key.clone()).collect(),
+        }))
+    }
+
+    /// Registers a CSV source read by Sluice's reader: its columns from the headers of
+    /// its first files, its valid rows as the source, and (unless it fails fast) its
+    /// malformed rows as a hidden table.
+    #[allow(clippy::too_many_arguments)]
+    async fn register_csv(
+        &self,
+        ctx: &SessionContext,
+        (name, spec, at): (&str, &SourceSpec, &Position),
+        mut options: CsvReadOptions,
+        url: &ListingTableUrl,
+        store: &Arc<dyn object_store::ObjectStore>,
+        files: &[object_store::ObjectMeta],
+        fixed_partitions: Vec<(String, String)>,
+        partition_columns: Vec<(String, DataType)>,
+        location: &str,
+    ) -> Result<ResolvedSource> {
+        let source_error = |message: String| JobError::Source {
+            source_name: name.to_owned(),
+            path: location.to_owned(),
+            message,
+        };
+        let sample: Vec<_> = files
+            .iter()
+            .filter(|meta| meta.size > 0)
+            .take(SCHEMA_SAMPLE_FILES)
+            .cloned()
+            .collect();
+        if sample.is_empty() {
+            return Err(source_error(all_empty(files)));
+        }
+        let columns = read_columns(store.as_ref(), &sample, &options)
+            .await
+            .map_err(|err| source_error(format!("reading its header: {err}")))?;
+        if columns.is_empty() {
+            return Err(source_error(format!(
+                "its first files hold only blank lines: {}",
+                sample[0].location
+            )));
+        }
+        if let Some(clash) = columns.iter().find(|c| options.partition_columns.contains(c)) {
+            return Err(source_error(format!(
+                "column `{clash}` is both in the files and a partition folder"
+            )));
+        }
+        options.columns = columns;
+        let mode = options.mode;
+        let valid = CsvTable::new(url.clone(), options.clone(), RowKind::Valid);
+        // The rows with their file and line under a hidden name (the steps read them
+        // when the job quarantines), and the source as those rows without the two.
+        let lines = format!("__sluice_lines_{name}");
+        let partition_columns = self
+            .register_files(
+                ctx,
+                &lines,
+                spec,
+                at,
+                Arc::new(valid),
+                fixed_partitions,
+                partition_columns,
+                location,
+            )
+            .await?;
+        let rows = ctx
+            .table(lines.as_str())
+            .await
+            .map_err(|err| source_error(strip_context(&err)))?;
+        let rows = rows
+            .drop_columns(&[SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN])
+            .map_err(|err| source_error(strip_context(&err)))?;
+        ctx.register_table(name, rows.into_view())
+            .map_err(|err| source_error(strip_context(&err)))?;
+        let malformed = if mode == MalformedMode::FailFast {
+            None
+        } else {
+            let table = format!("__sluice_malformed_{name}");
+            let rows = CsvTable::new(url.clone(), options, RowKind::Malformed);
+            ctx.register_table(table.as_str(), Arc::new(rows))
+                .map_err(|err| source_error(strip_context(&err)))?;
+            Some(MalformedRows { table, mode })
+        };
         Ok(ResolvedSource {
             name: name.to_owned(),
-            location,
+            location: location.to_owned(),
             partition_columns,
+            lines: Some(lines),
+            malformed,
         })
     }
+}
+
+/// The error of a source whose files are all empty.
+fn all_empty(files: &[object_store::ObjectMeta]) -> String {
+    let named: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|meta| meta.location.to_string())
+        .collect();
+    format!(
+        "every file it matched is empty (0 bytes): {}{}",
+        named.join(", "),
+        if files.len() > named.len() { ", …" } else { "" }
+    )
 }
 
 /// Files whose schemas are read to type a source.

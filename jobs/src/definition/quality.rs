@@ -17,6 +17,9 @@ pub enum RuleAction {
     Quarantine,
     /// The row stays; the run records a warning.
     Warn,
+    /// The row is left out of every output (the quarantine too); the run records a
+    /// warning with the count.
+    Drop,
 }
 
 impl RuleAction {
@@ -26,6 +29,7 @@ impl RuleAction {
             RuleAction::Fail => "fail",
             RuleAction::Quarantine => "quarantine",
             RuleAction::Warn => "warn",
+            RuleAction::Drop => "drop",
         }
     }
 }

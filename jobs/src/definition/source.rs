@@ -62,6 +62,54 @@ pub struct CsvOptions {
     /// Infer column types from the data instead of reading strings.
     #[serde(default)]
     pub infer_schema: bool,
+    /// What a malformed row does (too few or too many fields, an unclosed quote, bytes
+    /// the encoding cannot decode): Spark's names. The default is `PERMISSIVE` for
+    /// string-read CSV and `FAILFAST` with `infer_schema`.
+    #[serde(default)]
+    pub mode: Option<MalformedMode>,
+    /// The files' text encoding: `utf-8` (the default), `latin1` (ISO-8859-1),
+    /// `windows-1252`, `utf-16` (byte order from the BOM, else little-endian),
+    /// `utf-16le`, `utf-16be`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Compression of the files: `auto` (the default: by extension, `.gz`, `.bz2`,
+    /// `.xz`, `.zst`), `none`, `gzip`, `bzip2`, `xz` or `zstd`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// What happens when files' headers disagree: `union_by_name` (the default:
+    /// columns matched by name in any order, a column a file lacks is NULL),
+    /// `fail` (the run fails naming the first file that differs and how), or
+    /// `quarantine_file` (every row of such a file is a malformed row).
+    #[serde(default)]
+    pub schema_drift: Option<SchemaDrift>,
+}
+
+/// Spark's `mode` for malformed rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum MalformedMode {
+    /// Malformed rows go to the quarantine with rule `malformed_row`, their raw text,
+    /// file and line (dropped and counted as a warning when the job has no quarantine).
+    #[serde(rename = "PERMISSIVE", alias = "permissive")]
+    Permissive,
+    /// Malformed rows are dropped; the run reports how many as a warning.
+    #[serde(rename = "DROPMALFORMED", alias = "dropmalformed")]
+    DropMalformed,
+    /// The first malformed row fails the run, naming its file, line and fault.
+    #[serde(rename = "FAILFAST", alias = "failfast")]
+    FailFast,
+}
+
+/// What happens when CSV files' headers disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaDrift {
+    /// Columns matched by name; one a file lacks is NULL in its rows.
+    #[default]
+    UnionByName,
+    /// The run fails, naming the file and how its columns differ.
+    Fail,
+    /// The file's rows are all malformed rows (quarantined under `PERMISSIVE`).
+    QuarantineFile,
 }
 
 impl Default for CsvOptions {
@@ -72,6 +120,10 @@ impl Default for CsvOptions {
             quote: default_quote(),
             null_values: Vec::new(),
             infer_schema: false,
+            mode: None,
+            encoding: None,
+            compression: None,
+            schema_drift: None,
         }
     }
 }

@@ -11,7 +11,10 @@ use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::definition::{Literal, QualitySpec, RuleAction, RuleSpec, Thresholds};
 use crate::frame::{check_expr, column, parse_ordering, require_columns, strip_context};
-use crate::layout::{PARSE_FAILURE_PREFIX, RULE_FLAG_PREFIX, SOURCE_FILE_COLUMN};
+use crate::layout::{
+    MALFORMED_COLUMN, MALFORMED_RULE, PARSE_FAILURE_PREFIX, RULE_FLAG_PREFIX, SOURCE_FILE_COLUMN,
+    SOURCE_LINE_COLUMN,
+};
 use crate::quality::{
     CompiledQuality, DEFAULT_SAMPLES, DatasetCheck, QualityPlan, RowRule, RuleInfo, SampleColumn,
 };
@@ -80,6 +83,26 @@ impl<'a> QualityBuilder<'a> {
                 .filter(|s| s.column != column),
         );
         self.push_row_rule(name, "parse", action, samples);
+    }
+
+    /// Adds the rule malformed rows of the input source break; returns its flag column,
+    /// which the caller sets (false for the steps' rows, true for malformed ones).
+    /// Samples name the row's file, line and fault, never its raw text (which may hold
+    /// values a mask step would have hidden).
+    pub(crate) fn add_malformed_rule(&mut self, action: RuleAction) -> String {
+        let samples = [
+            (SOURCE_FILE_COLUMN, "file"),
+            (SOURCE_LINE_COLUMN, "line"),
+            (MALFORMED_COLUMN, "fault"),
+        ]
+        .into_iter()
+        .map(|(column, label)| SampleColumn {
+            column: column.to_owned(),
+            label: label.to_owned(),
+            masked: false,
+        })
+        .collect();
+        self.push_row_rule(MALFORMED_RULE.to_owned(), "malformed", action, samples)
     }
 
     fn push_row_rule(

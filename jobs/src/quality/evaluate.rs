@@ -11,17 +11,28 @@ use crate::definition::RuleAction;
 use crate::layout::MASKED_SAMPLE;
 use crate::quality::{QualityPlan, QualityStats};
 
+/// Which rows of a batch leave the outputs: those a rule quarantines, and those a rule
+/// drops (they go nowhere).
+#[derive(Debug)]
+pub struct Excluded {
+    /// Rows for the quarantine.
+    pub quarantined: BooleanArray,
+    /// Rows for no output at all.
+    pub dropped: BooleanArray,
+}
+
 /// Counts each rule's failures and samples in a batch, collects maxima, and returns
-/// which rows are quarantined: the write tasks' data-quality evaluation (public for the
-/// micro-benchmark).
+/// which rows are quarantined and dropped: the write tasks' data-quality evaluation
+/// (public for the micro-benchmark).
 pub fn evaluate_quality(
     plan: &QualityPlan,
     stats: &mut QualityStats,
     batch: &RecordBatch,
-) -> Result<BooleanArray> {
+) -> Result<Excluded> {
     let rows = batch.num_rows();
     stats.rows += rows as u64;
     let mut quarantined = BooleanArray::from(vec![false; rows]);
+    let mut dropped = BooleanArray::from(vec![false; rows]);
     for (index, rule) in plan.rules.iter().enumerate() {
         let flags = flag_column(batch, &rule.flag)?;
         let failed = flags.true_count();
@@ -29,8 +40,10 @@ pub fn evaluate_quality(
             continue;
         }
         stats.failures[index] += failed as u64;
-        if rule.action == RuleAction::Quarantine {
-            quarantined = or(&quarantined, &flags)?;
+        match rule.action {
+            RuleAction::Quarantine => quarantined = or(&quarantined, &flags)?,
+            RuleAction::Drop => dropped = or(&dropped, &flags)?,
+            RuleAction::Fail | RuleAction::Warn => {}
         }
         let samples = &mut stats.samples[index];
         if samples.len() < plan.samples {
@@ -70,8 +83,14 @@ pub fn evaluate_quality(
             stats.maxima[index] = Some(stats.maxima[index].map_or(newest, |m| m.max(newest)));
         }
     }
+    // A row both dropped and quarantined is quarantined: the quarantine keeps evidence.
+    let dropped = datafusion::arrow::compute::kernels::boolean::and_not(&dropped, &quarantined)?;
     stats.quarantined += quarantined.true_count() as u64;
-    Ok(quarantined)
+    stats.dropped += dropped.true_count() as u64;
+    Ok(Excluded {
+        quarantined,
+        dropped,
+    })
 }
 
 pub(crate) fn flag_column(batch: &RecordBatch, name: &str) -> Result<BooleanArray> {

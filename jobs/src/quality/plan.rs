@@ -51,6 +51,9 @@ pub struct QualityStats {
     pub rows: u64,
     /// Rows routed to the quarantine output.
     pub quarantined: u64,
+    /// Rows a rule dropped (written nowhere).
+    #[serde(default)]
+    pub dropped: u64,
     /// Per row rule, rows that broke it.
     pub failures: Vec<u64>,
     /// Per row rule, a few failing rows as `column=value` text.
@@ -65,6 +68,7 @@ impl QualityStats {
         Self {
             rows: 0,
             quarantined: 0,
+            dropped: 0,
             failures: vec![0; plan.rules.len()],
             samples: vec![Vec::new(); plan.rules.len()],
             maxima: vec![None; plan.maxima.len()],
@@ -76,6 +80,7 @@ impl QualityStats {
     pub fn merge(&mut self, other: &QualityStats, samples: usize) {
         self.rows += other.rows;
         self.quarantined += other.quarantined;
+        self.dropped += other.dropped;
         for (mine, theirs) in self.failures.iter_mut().zip(&other.failures) {
             *mine += theirs;
         }

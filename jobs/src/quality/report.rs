@@ -147,6 +147,7 @@ impl CompiledQuality {
                 match info.action {
                     RuleAction::Fail => failures.push(line),
                     RuleAction::Warn => warnings.push(line),
+                    RuleAction::Drop => warnings.push(format!("{line} (dropped)")),
                     RuleAction::Quarantine => {}
                 }
             }
@@ -190,7 +191,7 @@ impl CompiledQuality {
                 DqOutcome::Passed
             },
             rows_checked: stats.rows,
-            rows_valid: stats.rows - stats.quarantined,
+            rows_valid: stats.rows - stats.quarantined - stats.dropped,
             rows_quarantined: stats.quarantined,
             rules,
             failures,

@@ -15,7 +15,7 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 
-use crate::layout::QUARANTINE_COLUMNS;
+use crate::layout::{QUARANTINE_COLUMNS, quarantine_line_source};
 use crate::write::sink::SinkWriter;
 use crate::write::task::TaskWriter;
 use crate::write::{SinkSpec, WriteTask, manifest_schema};
@@ -83,11 +83,16 @@ impl ParquetWriteExec {
     }
 }
 
-/// The plan columns a sink reads (the quarantine's `_dq_*` columns are made, not read).
-fn sink_input_columns(sink: &SinkSpec) -> impl Iterator<Item = &String> {
+/// The plan columns a sink reads (the quarantine's `_dq_*` columns are made, or read
+/// from Sluice's hidden columns).
+fn sink_input_columns(sink: &SinkSpec) -> impl Iterator<Item = &str> {
     sink.columns
         .iter()
         .filter(move |c| !(sink.quarantine && QUARANTINE_COLUMNS.contains(&c.as_str())))
+        .map(move |c| match quarantine_line_source(c) {
+            Some(hidden) if sink.quarantine => hidden,
+            _ => c.as_str(),
+        })
 }
 
 impl DisplayAs for ParquetWriteExec {

@@ -16,7 +16,10 @@ use parquet::basic::{Compression as ParquetCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::conf::Compression;
-use crate::layout::{HIVE_DEFAULT_PARTITION, QUARANTINE_COLUMNS, escape_path_name, spark_type};
+use crate::layout::{
+    HIVE_DEFAULT_PARTITION, QUARANTINE_COLUMNS, escape_path_name, quarantine_line_source,
+    spark_type,
+};
 use crate::write::{SinkSpec, WriteSpec, WrittenFile};
 
 /// An open file of one Hive partition.
@@ -60,7 +63,16 @@ impl SinkWriter {
             if sink.quarantine && QUARANTINE_COLUMNS.contains(&name.as_str()) {
                 continue;
             }
-            fields.push(input_schema.field_with_name(name)?.clone());
+            match quarantine_line_source(name).filter(|_| sink.quarantine) {
+                Some(hidden) => fields.push(
+                    input_schema
+                        .field_with_name(hidden)?
+                        .as_ref()
+                        .clone()
+                        .with_name(name),
+                ),
+                None => fields.push(input_schema.field_with_name(name)?.clone()),
+            }
         }
         if sink.quarantine {
             fields.push(Field::new(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, ListBuilder, RecordBatch, StringArray, StringBuilder,
 };
-use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::kernels::boolean::{not, or};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::{DataFusionError, Result};
@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::metrics::{Count, Time};
 use futures::StreamExt;
 
-use crate::layout::QUARANTINE_COLUMNS;
+use crate::layout::{QUARANTINE_COLUMNS, QUARANTINE_LINE_COLUMNS};
 use crate::quality::{QualityStats, evaluate_quality, flag_column};
 use crate::write::sink::SinkWriter;
 use crate::write::{TaskReport, WriteTask, manifest_schema};
@@ -42,12 +42,19 @@ impl TaskWriter {
                 (Some(plan), Some(stats)) => Some(evaluate_quality(plan, stats, &batch)?),
                 _ => None,
             };
+            // The outputs' rows: neither quarantined nor dropped.
+            let kept = match &quarantined {
+                Some(excluded) => Some(not(&or(&excluded.quarantined, &excluded.dropped)?)?),
+                None => None,
+            };
             for sink in &mut self.sinks {
-                let rows = match (&quarantined, sink.quarantine) {
-                    (None, true) => continue,
-                    (None, false) => batch.clone(),
-                    (Some(mask), true) => filter_record_batch(&batch, mask)?,
-                    (Some(mask), false) => filter_record_batch(&batch, &not(mask)?)?,
+                let rows = match (&quarantined, &kept, sink.quarantine) {
+                    (Some(excluded), _, true) => {
+                        filter_record_batch(&batch, &excluded.quarantined)?
+                    }
+                    (_, Some(kept), false) => filter_record_batch(&batch, kept)?,
+                    (None, _, true) => continue,
+                    (_, None, false) => batch.clone(),
                 };
                 if rows.num_rows() == 0 {
                     continue;
@@ -130,6 +137,13 @@ fn quarantine_batch(task: &WriteTask, rows: &RecordBatch) -> Result<RecordBatch>
         None => Arc::new(StringArray::from(vec![None::<&str>; count])),
     };
     columns.push(source);
+    // The line, raw text and fault of rows from Sluice's CSV reader, under their names.
+    for (written, hidden) in QUARANTINE_LINE_COLUMNS {
+        if let Ok(index) = rows.schema().index_of(hidden) {
+            fields.push(rows.schema().field(index).clone().with_name(written));
+            columns.push(Arc::clone(rows.column(index)));
+        }
+    }
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(fields)),
         columns,

@@ -204,6 +204,7 @@ async fn every_cleansing_step_rule_and_mask_gives_the_answer_worked_out_by_hand(
             ("amount_range", 1), // 1234.50
             ("named", 1),        // N/A became NULL
             ("payer_mapped", 1), // Nobody
+            ("malformed_row", 0), // every line has as many fields as the header
         ])
     );
     assert_eq!(report.outcome, DqOutcome::PassedWithIssues);

@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod differential;
+mod landing;
 mod quality;
 mod s3;
 mod spark;

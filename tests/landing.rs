@@ -1,0 +1,447 @@
+//! Dirty landing files as vendors send them, run through `sluice run`: malformed CSV
+//! rows become quarantined rows with their file and line (or are dropped and counted,
+//! or fail the run naming the line), encodings and compression are read as declared,
+//! headers match by name, and a malformed or empty file is an error naming it — never a
+//! crashed or hung process. The landing files are byte-identical afterwards.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+
+/// A claims file with every kind of malformed row, and what each line is. Line 5-6 is
+/// one well-formed record whose quoted value spans two lines.
+const DIRTY: &[u8] = b"id,name,qty\n\
+1,alpha,10\n\
+2,beta\n\
+3,gamma,30,extra\n\
+4,\"del\nta\",40\n\
+5,caf\xe9,50\n\
+6,zeta,60\n\
+7,\"open,70";
+
+/// The well-formed rows of [`DIRTY`]: (id, name, qty).
+fn dirty_valid() -> Vec<(String, String, String)> {
+    [("1", "alpha", "10"), ("4", "del\nta", "40"), ("6", "zeta", "60")]
+        .iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect()
+}
+
+/// The malformed lines of [`DIRTY`]: (line, raw text).
+fn dirty_malformed() -> Vec<(i64, String)> {
+    vec![
+        (3, "2,beta".to_owned()),
+        (4, "3,gamma,30,extra".to_owned()),
+        (7, "5,caf\u{fffd},50".to_owned()),
+        (9, "7,\"open,70".to_owned()),
+    ]
+}
+
+fn sluice(args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
+    let mut command = Command::new(common::sluice_bin());
+    command.args(args).current_dir(cwd);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    eprintln!(
+        "sluice {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|line| line.starts_with("error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    output
+}
+
+fn write_job(dir: &Path, name: &str, text: &str) -> String {
+    let file = format!("{name}.yaml");
+    std::fs::write(dir.join(&file), text).unwrap();
+    file
+}
+
+/// Every file below `dir` with its bytes.
+fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push((
+                    path.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn batches(root: &Path) -> Vec<RecordBatch> {
+    common::read_partitioned(root)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// A string column's values (NULL as `None`), in row order.
+fn strings(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+    let mut values = Vec::new();
+    for batch in batches {
+        let column = batch.column(batch.schema().index_of(name).unwrap());
+        let column = datafusion::arrow::compute::cast(column, &DataType::Utf8).unwrap();
+        let column = column.as_string::<i32>();
+        for row in 0..column.len() {
+            values.push((!column.is_null(row)).then(|| column.value(row).to_owned()));
+        }
+    }
+    values
+}
+
+fn rows_of(root: &Path) -> Vec<(String, String, String)> {
+    let batches = batches(root);
+    let ids = strings(&batches, "id");
+    let names = strings(&batches, "name");
+    let qtys = strings(&batches, "qty");
+    let mut rows: Vec<(String, String, String)> = ids
+        .into_iter()
+        .zip(names)
+        .zip(qtys)
+        .map(|((a, b), c)| {
+            (
+                a.unwrap_or_default(),
+                b.unwrap_or_else(|| "NULL".into()),
+                c.unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The quarantine's (line, raw text, rules, file) per row, by line.
+fn quarantined(root: &Path) -> Vec<(i64, Option<String>, Vec<String>, String)> {
+    let mut rows = Vec::new();
+    for batch in batches(root) {
+        let schema = batch.schema();
+        let lines = batch
+            .column(schema.index_of("_dq_source_line").unwrap())
+            .as_primitive::<Int64Type>()
+            .clone();
+        let raw = strings(std::slice::from_ref(&batch), "_dq_raw_record");
+        let files = strings(std::slice::from_ref(&batch), "_dq_source_file");
+        let rules = batch
+            .column(schema.index_of("_dq_rules").unwrap())
+            .as_list::<i32>()
+            .clone();
+        for row in 0..batch.num_rows() {
+            let broke = rules.value(row);
+            let broke = broke.as_string::<i32>();
+            rows.push((
+                lines.value(row),
+                raw[row].clone(),
+                (0..broke.len()).map(|i| broke.value(i).to_owned()).collect(),
+                files[row].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn dirty_landing(dir: &Path) {
+    std::fs::create_dir_all(dir.join("landing/claims")).unwrap();
+    std::fs::write(dir.join("landing/claims/claims.csv"), DIRTY).unwrap();
+}
+
+#[test]
+fn malformed_csv_rows_are_quarantined_with_their_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    dirty_landing(dir.path());
+    let before = tree_bytes(&dir.path().join("landing"));
+    let job = write_job(
+        dir.path(),
+        "dirty",
+        "apiVersion: sluice/v1\nname: dirty\n\
+         sources:\n  claims: {format: csv, path: landing/claims}\n\
+         quality:\n  quarantine: {path: staging/quarantine}\n\
+         outputs:\n  - {name: claims, path: staging/claims}\n",
+    );
+    let output = sluice(&["run", &job], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("malformed_row") && stdout.contains("4 failed"),
+        "{stdout}"
+    );
+    assert_eq!(rows_of(&dir.path().join("staging/claims")), dirty_valid());
+    let quarantine = quarantined(&dir.path().join("staging/quarantine"));
+    let expected: Vec<(i64, Option<String>)> = dirty_malformed()
+        .into_iter()
+        .map(|(line, raw)| (line, Some(raw)))
+        .collect();
+    assert_eq!(
+        quarantine
+            .iter()
+            .map(|(line, raw, _, _)| (*line, raw.clone()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for (line, _, rules, file) in &quarantine {
+        assert_eq!(rules, &vec!["malformed_row".to_owned()], "line {line}");
+        assert!(file.ends_with("landing/claims/claims.csv"), "{file}");
+    }
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}
+
+#[test]
+fn dropmalformed_counts_the_rows_and_failfast_names_the_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    dirty_landing(dir.path());
+    let before = tree_bytes(&dir.path().join("landing"));
+    let job = |mode: &str| {
+        format!(
+            "apiVersion: sluice/v1\nname: dirty\n\
+             sources:\n  claims: {{format: csv, path: landing/claims, csv: {{mode: {mode}}}}}\n\
+             outputs:\n  - {{name: claims, path: staging/{mode}}}\n"
+        )
+    };
+    let dropping = write_job(dir.path(), "drop", &job("DROPMALFORMED"));
+    let output = sluice(&["run", &dropping], dir.path(), &[]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("4 of 7 rows") && stdout.contains("(dropped)"),
+        "{stdout}"
+    );
+    assert_eq!(rows_of(&dir.path().join("staging/DROPMALFORMED")), dirty_valid());
+
+    let failing = write_job(dir.path(), "fail", &job("FAILFAST"));
+    let output = sluice(&["run", &failing], dir.path(), &[]);
+    assert!(!output.status.success(), "FAILFAST ran through a malformed row");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("landing/claims/claims.csv: line 3: malformed row (2 fields where the header has 3)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("DataFusionError"), "{stderr}");
+    assert!(common::data_files(&dir.path().join("staging/FAILFAST")).is_empty());
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}
+
+/// `text` as UTF-16 little-endian with a BOM.
+fn utf16le(text: &str) -> Vec<u8> {
+    let mut bytes = vec![0xff, 0xfe];
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn encodings_compression_and_reordered_headers_read_as_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir_all(landing.join("mixed")).unwrap();
+    std::fs::create_dir_all(landing.join("latin")).unwrap();
+    std::fs::create_dir_all(landing.join("wide")).unwrap();
+    std::fs::write(landing.join("mixed/a.csv"), "id,name,qty\n1,a,10\n").unwrap();
+    // The second delivery: gzipped, its columns reordered and one left out.
+    std::fs::write(landing.join("mixed/b.csv"), "qty,id\r\n20,2\r\n").unwrap();
+    let gzip = Command::new("gzip")
+        .arg(landing.join("mixed/b.csv"))
+        .status()
+        .unwrap();
+    assert!(gzip.success());
+    std::fs::write(landing.join("latin/a.csv"), b"id,name,qty\n3,Jos\xe9,30\n").unwrap();
+    std::fs::write(landing.join("wide/a.csv"), utf16le("id,name,qty\n4,Zo\u{eb},40\n")).unwrap();
+    let before = tree_bytes(&landing);
+    let job = |name: &str, csv: &str| {
+        write_job(
+            dir.path(),
+            name,
+            &format!(
+                "apiVersion: sluice/v1\nname: {name}\n\
+                 sources:\n  s: {{format: csv, path: landing/{name}, csv: {csv}}}\n\
+                 outputs:\n  - {{name: o, path: staging/{name}}}\n"
+            ),
+        )
+    };
+    for (name, csv, expected) in [
+        (
+            "mixed",
+            "{}",
+            vec![("1", "a", "10"), ("2", "NULL", "20")],
+        ),
+        ("latin", "{encoding: latin1}", vec![("3", "José", "30")]),
+        ("wide", "{encoding: utf-16}", vec![("4", "Zoë", "40")]),
+    ] {
+        let file = job(name, csv);
+        let output = sluice(&["run", &file], dir.path(), &[]);
+        assert!(output.status.success(), "{name}");
+        let expected: Vec<(String, String, String)> = expected
+            .into_iter()
+            .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+            .collect();
+        assert_eq!(rows_of(&dir.path().join("staging").join(name)), expected, "{name}");
+    }
+    // Told to fail on drift, the run names the file that differs and how.
+    let file = write_job(
+        dir.path(),
+        "strict",
+        "apiVersion: sluice/v1\nname: strict\n\
+         sources:\n  s: {format: csv, path: landing/mixed, csv: {schema_drift: fail}}\n\
+         outputs:\n  - {name: o, path: staging/strict}\n",
+    );
+    let output = sluice(&["run", &file], dir.path(), &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("mixed/b.csv.gz") && stderr.contains("differs"), "{stderr}");
+    assert_eq!(tree_bytes(&landing), before);
+}
+
+#[test]
+fn a_malformed_or_empty_landing_file_is_named_and_nothing_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    // A Parquet file that the parquet crate's footer decoder panicked on, alone and in
+    // a second partition (read only when the run plans, after the schema is known).
+    std::fs::create_dir_all(landing.join("alone")).unwrap();
+    std::fs::write(landing.join("alone/x.parquet"), b"PAR1garbagePAR1").unwrap();
+    std::fs::create_dir_all(landing.join("parted/p=1")).unwrap();
+    std::fs::create_dir_all(landing.join("parted/p=2")).unwrap();
+    write_parquet(&landing.join("parted/p=1/good.parquet"));
+    std::fs::write(landing.join("parted/p=2/bad.parquet"), b"PAR1garbagePAR1").unwrap();
+    // A truncated copy of a good file.
+    std::fs::create_dir_all(landing.join("cut")).unwrap();
+    let good = std::fs::read(landing.join("parted/p=1/good.parquet")).unwrap();
+    std::fs::write(landing.join("cut/x.parquet"), &good[..good.len() / 2]).unwrap();
+    std::fs::create_dir_all(landing.join("empty")).unwrap();
+    std::fs::write(landing.join("empty/a.csv"), b"").unwrap();
+    let before = tree_bytes(&landing);
+    for (name, format, named) in [
+        ("alone", "parquet", "alone/x.parquet"),
+        ("parted", "parquet", "parted/p=2/bad.parquet"),
+        ("cut", "parquet", "cut/x.parquet"),
+        ("empty", "csv", "empty/a.csv"),
+    ] {
+        let file = write_job(
+            dir.path(),
+            name,
+            &format!(
+                "apiVersion: sluice/v1\nname: {name}\n\
+                 sources:\n  s: {{format: {format}, path: landing/{name}}}\n\
+                 outputs:\n  - {{name: o, path: staging/{name}}}\n"
+            ),
+        );
+        let started = std::time::Instant::now();
+        let output = sluice(&["run", &file], dir.path(), &[]);
+        assert!(!output.status.success(), "{name} ran");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error = stderr
+            .lines()
+            .find(|line| line.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(error.contains(named), "{name}: {stderr}");
+        assert!(!error.contains("h2 protocol"), "{name}: {error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{name} hung");
+        assert!(common::data_files(&dir.path().join("staging").join(name)).is_empty());
+    }
+    let empty = String::from_utf8_lossy(
+        &sluice(&["run", "empty.yaml"], dir.path(), &[]).stderr,
+    )
+    .to_string();
+    assert!(empty.contains("empty (0 bytes)"), "{empty}");
+    assert_eq!(tree_bytes(&landing), before);
+}
+
+/// A small Parquet file with one `a` column.
+fn write_parquet(path: &Path) {
+    use datafusion::arrow::array::Int64Array;
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter([(
+        "a",
+        Arc::new(Int64Array::from(vec![1, 2, 3])) as Arc<dyn Array>,
+    )])
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// The same dirty file in a bucket on moto: the same quarantine, and the landing
+/// object unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path as ObjectPath;
+
+    let dir = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(dir.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    store
+        .put(&ObjectPath::from("landing/claims/claims.csv"), DIRTY.to_vec().into())
+        .await
+        .unwrap();
+    let job = write_job(
+        dir.path(),
+        "dirty",
+        "apiVersion: sluice/v1\nname: dirty\n\
+         sources:\n  claims: {format: csv, path: \"s3://lake/landing/claims\"}\n\
+         quality:\n  quarantine: {path: \"s3://lake/staging/quarantine\"}\n\
+         outputs:\n  - {name: claims, path: \"s3://lake/staging/claims\"}\n",
+    );
+    let env = moto.env();
+    let cwd = dir.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || sluice(&["run", &job], &cwd, &env))
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    // Download what the run wrote and read it as a user would.
+    let local = dir.path().join("downloaded");
+    let mut listing = store.list(Some(&ObjectPath::from("staging")));
+    use futures::StreamExt;
+    let mut objects: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta.unwrap();
+        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        objects.insert(meta.location.to_string(), bytes.to_vec());
+    }
+    for (key, bytes) in &objects {
+        let path = local.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert_eq!(rows_of(&local.join("staging/claims")), dirty_valid());
+    let lines: Vec<(i64, Option<String>)> = quarantined(&local.join("staging/quarantine"))
+        .into_iter()
+        .map(|(line, raw, _, _)| (line, raw))
+        .collect();
+    let expected: Vec<(i64, Option<String>)> = dirty_malformed()
+        .into_iter()
+        .map(|(line, raw)| (line, Some(raw)))
+        .collect();
+    assert_eq!(lines, expected);
+    let landed = store
+        .get(&ObjectPath::from("landing/claims/claims.csv"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(landed.as_ref(), DIRTY);
+}

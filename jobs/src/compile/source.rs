@@ -437,7 +437,20 @@ async fn infer_schema(
         }
     };
     let panic = match read(files).await {
-        Ok(result) => return result.map_err(|err| strip_context(&err)),
+        Ok(Ok(schema)) => return Ok(schema),
+        // Which file: the first that fails alone (else the error as it came).
+        Ok(Err(err)) => {
+            for file in files {
+                match read(std::slice::from_ref(file)).await {
+                    Ok(Err(err)) => {
+                        return Err(format!("{}: {}", file.location, strip_context(&err)));
+                    }
+                    Err(panic) => return Err(reader_panicked(&file.location, &*panic)),
+                    Ok(Ok(_)) => {}
+                }
+            }
+            return Err(strip_context(&err));
+        }
         Err(panic) => panic,
     };
     // Which file: the first that panics alone (the first sampled file when none does).

@@ -168,7 +168,7 @@ pub(super) async fn wait_for_job(
                 }
                 return Err(SchedulerError::JobFailed {
                     output: output.to_owned(),
-                    message: failed.error,
+                    message: readable_failure(&failed.error),
                 });
             }
             _ => {}
@@ -320,6 +320,39 @@ pub(super) fn one_per_partition(locations: Vec<PartitionLocation>) -> Vec<Partit
     by_partition.into_values().collect()
 }
 
+/// Ballista's text of a failed job, readable: its "Job failed due to …" phrasing
+/// shortened, and DataFusion's debug wrappers around a task's error
+/// (`DataFusionError(Shared(External(…Execution("…"))))`) reduced to the message
+/// inside, unescaped.
+pub(super) fn readable_failure(text: &str) -> String {
+    let text = text
+        .replace("Job failed due to stage ", "stage ")
+        .replace("Task failed due to runtime execution error: ", "");
+    let Some(start) = text.find("DataFusionError(") else {
+        return text;
+    };
+    let rest = &text[start..];
+    // Wrappers carry no text of their own: the first string literal is the message.
+    let Some(open) = rest.find("(\"") else {
+        return text;
+    };
+    let mut message = String::new();
+    let mut chars = rest[open + 2..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => message.push('\n'),
+                Some('t') => message.push('\t'),
+                Some(other) => message.push(other),
+                None => break,
+            },
+            '"' => break,
+            c => message.push(c),
+        }
+    }
+    format!("{}{message}", &text[..start])
+}
+
 pub(super) async fn fetch_manifests(
     locations: &[PartitionLocation],
     output: &str,
@@ -378,4 +411,25 @@ pub(super) async fn fetch_manifests(
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_failure;
+
+    #[test]
+    fn a_tasks_error_reads_without_datafusions_wrappers() {
+        let ballista = r#"Job failed due to stage 1 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(DataFusionError(Execution("landing/a.csv: line 3: malformed row (2 fields where the header has 3); the source's mode is FAILFAST")))))"#;
+        assert_eq!(
+            readable_failure(ballista),
+            "stage 1 failed: landing/a.csv: line 3: malformed row (2 fields where the header \
+             has 3); the source's mode is FAILFAST"
+        );
+        let quoted = r#"Job failed due to stage 2 failed: Task failed due to runtime execution error: DataFusionError(ArrowError(CastError("Cannot cast string \"N/A\" to Int32"), None))"#;
+        assert_eq!(
+            readable_failure(quoted),
+            "stage 2 failed: Cannot cast string \"N/A\" to Int32"
+        );
+        assert_eq!(readable_failure("executor lost"), "executor lost");
+    }
 }

@@ -14,14 +14,14 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
-use crate::read::CsvScanExec;
+use crate::read::{as_csv_scan, csv_scan};
 use crate::write::{ParquetWriteExec, WriteTask};
 
 /// Tags a Sluice operator's bytes; Ballista's own nodes are protobuf and never start so.
 const WRITE_TAG: &[u8] = b"sluice.ParquetWriteExec/v2:";
 
-/// Tags a [`CsvScanExec`]'s bytes.
-const CSV_SCAN_TAG: &[u8] = b"sluice.CsvScanExec/v1:";
+/// Tags the bytes of a file scan by Sluice's CSV reader.
+const CSV_SCAN_TAG: &[u8] = b"sluice.LandingCsvScan/v1:";
 
 /// Marks a scalar function call as the planning session's function of that name, not
 /// DataFusion's.
@@ -57,9 +57,9 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
         }
         if let Some(payload) = buf.strip_prefix(CSV_SCAN_TAG) {
             let scan = serde_json::from_slice(payload).map_err(|err| {
-                DataFusionError::Internal(format!("cannot decode CsvScanExec: {err}"))
+                DataFusionError::Internal(format!("cannot decode a CSV scan: {err}"))
             })?;
-            return Ok(Arc::new(CsvScanExec::new(scan)));
+            return csv_scan(scan);
         }
         self.ballista.try_decode(buf, inputs, ctx, proto_converter)
     }
@@ -77,10 +77,10 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             })?;
             return Ok(());
         }
-        if let Some(scan) = node.downcast_ref::<CsvScanExec>() {
+        if let Some(scan) = as_csv_scan(node.as_ref()) {
             buf.extend_from_slice(CSV_SCAN_TAG);
-            serde_json::to_writer(&mut *buf, scan.scan()).map_err(|err| {
-                DataFusionError::Internal(format!("cannot encode CsvScanExec: {err}"))
+            serde_json::to_writer(&mut *buf, &scan).map_err(|err| {
+                DataFusionError::Internal(format!("cannot encode a CSV scan: {err}"))
             })?;
             return Ok(());
         }

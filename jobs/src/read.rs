@@ -6,8 +6,9 @@
 //!
 //! ```text
 //!  compile (scheduler): sample files' headers ──► the source's columns
-//!  CsvTable (a source)  ──► lists and prunes partitions ──► CsvScanExec (file groups)
-//!  CsvScanExec (executors): bytes ─► decompress ─► decode ─► records (quote-aware,
+//!  CsvTable (a source)  ──► lists and prunes partitions ──► a file scan whose source
+//!                           is LandingCsvSource (file groups, restricted per task)
+//!  LandingCsvSource (executors): bytes ─► decompress ─► decode ─► records (quote-aware,
 //!      line numbers) ─► fields by header name ─► string columns + file + line
 //!      `RowKind::Valid`: the well-formed rows; `RowKind::Malformed`: the others
 //! ```
@@ -21,7 +22,7 @@ mod exec;
 mod records;
 mod table;
 
-pub use exec::CsvScanExec;
+pub use exec::{as_csv_scan, csv_scan};
 pub(crate) use table::{CsvTable, read_columns};
 
 use serde::{Deserialize, Serialize};

@@ -1,24 +1,31 @@
-//! [`CsvScanExec`]: the leaf operator that reads a CSV source's file groups, one group
-//! per partition, each file streamed: fetched, decompressed, decoded, cut into records
-//! and split into fields by the file's own header.
+//! [`LandingCsvSource`]: Sluice's CSV reader as a DataFusion file source, so a scan is
+//! an ordinary `DataSourceExec` over a `FileScanConfig` — Ballista restricts its file
+//! groups to each task's partitions as it does for any file scan. Each file is
+//! streamed: fetched, decompressed, decoded, cut into records and split into fields by
+//! the file's own header.
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
+};
+use datafusion::datasource::projection::{ProjectionOpener, SplitProjection};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
+use datafusion::scalar::ScalarValue;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
@@ -36,6 +43,8 @@ use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
 pub struct CsvFile {
     /// The object store path.
     pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
     /// Values of the source's partition columns, in order.
     pub partition_values: Vec<String>,
 }
@@ -53,44 +62,82 @@ pub struct CsvScan {
     pub groups: Vec<Vec<CsvFile>>,
 }
 
-/// Reads a CSV source's files (see the module's overview).
-#[derive(Debug)]
-pub struct CsvScanExec {
-    scan: CsvScan,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
+/// The scan of `scan.groups` (one partition per group, at least one): a
+/// `DataSourceExec` over a `FileScanConfig` whose source is [`LandingCsvSource`].
+pub fn csv_scan(mut scan: CsvScan) -> Result<Arc<dyn ExecutionPlan>> {
+    if scan.groups.is_empty() {
+        scan.groups.push(Vec::new());
+    }
+    let source = LandingCsvSource::new(scan.options, scan.kind);
+    let groups: Vec<FileGroup> = scan
+        .groups
+        .into_iter()
+        .map(|files| {
+            FileGroup::new(
+                files
+                    .into_iter()
+                    .map(|file| {
+                        PartitionedFile::new(file.path, file.size).with_partition_values(
+                            file.partition_values
+                                .into_iter()
+                                .map(|value| ScalarValue::Utf8(Some(value)))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(
+        ObjectStoreUrl::parse(&scan.store_url)?,
+        Arc::new(source),
+    )
+    .with_file_groups(groups)
+    .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
-impl CsvScanExec {
-    /// A scan of `scan.groups`, one partition per group (at least one).
-    pub fn new(mut scan: CsvScan) -> Self {
-        if scan.groups.is_empty() {
-            scan.groups.push(Vec::new());
-        }
-        let schema = scan_schema(&scan.options, scan.kind);
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(scan.groups.len()),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            scan,
-            schema,
-            properties: Arc::new(properties),
-        }
-    }
-
-    /// What the scan reads, for the codec.
-    pub fn scan(&self) -> &CsvScan {
-        &self.scan
-    }
+/// The scan a plan node is, when it is a [`csv_scan`] (for the codec).
+pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
+    let exec = plan.downcast_ref::<DataSourceExec>()?;
+    let config = (exec.data_source().as_ref() as &dyn std::any::Any)
+        .downcast_ref::<FileScanConfig>()?;
+    let source = (config.file_source().as_ref() as &dyn std::any::Any)
+        .downcast_ref::<LandingCsvSource>()?;
+    let groups = config
+        .file_groups
+        .iter()
+        .map(|group| {
+            group
+                .files()
+                .iter()
+                .map(|file| CsvFile {
+                    path: file.object_meta.location.to_string(),
+                    size: file.object_meta.size,
+                    partition_values: file
+                        .partition_values
+                        .iter()
+                        .map(|value| match value {
+                            ScalarValue::Utf8(Some(text)) => text.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .collect();
+    Some(CsvScan {
+        store_url: config.object_store_url.as_str().to_owned(),
+        options: source.reader.options.clone(),
+        kind: source.reader.kind,
+        groups,
+    })
 }
 
-/// The columns a scan yields: the source's columns and partition columns as strings,
-/// then its file and line; malformed rows carry their raw text and fault instead of
-/// the source's columns.
-pub(crate) fn scan_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef {
+/// The columns a file yields: the source's columns as strings, then its file and line;
+/// malformed rows carry their raw text and fault instead of the source's columns. The
+/// partition columns follow (added from the folders).
+pub(crate) fn file_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::new();
     if kind == RowKind::Valid {
         fields.extend(
@@ -100,12 +147,6 @@ pub(crate) fn scan_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef 
                 .map(|name| Field::new(name, DataType::Utf8, true)),
         );
     }
-    fields.extend(
-        options
-            .partition_columns
-            .iter()
-            .map(|name| Field::new(name, DataType::Utf8, true)),
-    );
     fields.push(Field::new(SOURCE_FILE_COLUMN, DataType::Utf8, false));
     fields.push(Field::new(SOURCE_LINE_COLUMN, DataType::Int64, false));
     if kind == RowKind::Malformed {
@@ -115,89 +156,137 @@ pub(crate) fn scan_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef 
     Arc::new(Schema::new(fields))
 }
 
-impl DisplayAs for CsvScanExec {
-    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let files: usize = self.scan.groups.iter().map(Vec::len).sum();
-        write!(
-            f,
-            "CsvScanExec: source={}, rows={:?}, files={files}, partitions={}, mode={:?}",
-            self.scan.options.source,
-            self.scan.kind,
-            self.scan.groups.len(),
-            self.scan.options.mode
-        )
+/// The source's partition columns, as strings.
+fn partition_fields(options: &CsvReadOptions) -> Vec<FieldRef> {
+    options
+        .partition_columns
+        .iter()
+        .map(|name| Arc::new(Field::new(name, DataType::Utf8, true)))
+        .collect()
+}
+
+/// Sluice's CSV reader as a DataFusion [`FileSource`] (see the module's overview).
+#[derive(Clone)]
+pub struct LandingCsvSource {
+    reader: Arc<GroupReader>,
+    table_schema: TableSchema,
+    projection: SplitProjection,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl LandingCsvSource {
+    fn new(options: CsvReadOptions, kind: RowKind) -> Self {
+        let table_schema = TableSchema::builder(file_schema(&options, kind))
+            .with_table_partition_cols(partition_fields(&options))
+            .build();
+        Self {
+            reader: Arc::new(GroupReader {
+                schema: file_schema(&options, kind),
+                options,
+                kind,
+                batch_size: 8192,
+            }),
+            projection: SplitProjection::unprojected(&table_schema),
+            table_schema,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 }
 
-impl ExecutionPlan for CsvScanExec {
-    fn name(&self) -> &str {
-        "CsvScanExec"
+impl FileSource for LandingCsvSource {
+    fn create_file_opener(
+        &self,
+        object_store: Arc<dyn ObjectStore>,
+        _base_config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        let opener = Arc::new(CsvFileOpener {
+            reader: Arc::clone(&self.reader),
+            store: object_store,
+        }) as Arc<dyn FileOpener>;
+        // Appends the partition columns from each file's values.
+        ProjectionOpener::try_new(
+            self.projection.clone(),
+            opener,
+            self.table_schema.file_schema(),
+        )
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
+    fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        let mut source = self.clone();
+        let mut reader = (*self.reader).clone();
+        reader.batch_size = batch_size.max(1);
+        source.reader = Arc::new(reader);
+        Arc::new(source)
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "csv"
+    }
+
+    // Records may span lines and line numbers count from the file's start: a file is
+    // read whole, by one task.
+    fn supports_repartitioning(&self) -> bool {
+        false
     }
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        datafusion::physical_plan::apply_expression_roots(self.projection.source.iter(), f)
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "CsvScanExec takes no inputs".into(),
-            ))
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let files = self
-            .scan
-            .groups
-            .get(partition)
-            .cloned()
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!("CsvScanExec has no partition {partition}"))
-            })?;
-        let store = context
-            .runtime_env()
-            .object_store(ObjectStoreUrl::parse(&self.scan.store_url)?)?;
-        let batch_size = context.session_config().batch_size();
-        let mut builder = RecordBatchReceiverStreamBuilder::new(Arc::clone(&self.schema), 2);
-        let sender = builder.tx();
-        let reader = GroupReader {
-            options: self.scan.options.clone(),
-            kind: self.scan.kind,
-            schema: Arc::clone(&self.schema),
-            batch_size,
-        };
-        builder.spawn(async move {
-            for file in files {
-                reader.read_file(store.as_ref(), &file, &sender).await?;
-            }
-            Ok(())
-        });
-        Ok(builder.build())
+    fn fmt_extra(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            ", reader=sluice, rows={:?}, mode={:?}",
+            self.reader.kind, self.reader.options.mode
+        )
     }
 }
 
-/// Reads files of one partition and sends their rows as batches.
+/// Opens one file of a scan: its rows, streamed from a task that reads it.
+struct CsvFileOpener {
+    reader: Arc<GroupReader>,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl FileOpener for CsvFileOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let reader = Arc::clone(&self.reader);
+        let store = Arc::clone(&self.store);
+        Ok(Box::pin(async move {
+            let file = CsvFile {
+                path: file.object_meta.location.to_string(),
+                size: file.object_meta.size,
+                partition_values: Vec::new(),
+            };
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+            // Aborted when the stream is dropped (a LIMIT stops reading the file).
+            let task = SpawnedTask::spawn(async move {
+                if let Err(err) = reader.read_file(store.as_ref(), &file, &sender).await {
+                    let _ = sender.send(Err(err)).await;
+                }
+            });
+            let rows = futures::stream::unfold((receiver, task), |(mut receiver, task)| async {
+                receiver.recv().await.map(|batch| (batch, (receiver, task)))
+            });
+            Ok(rows.boxed())
+        }))
+    }
+}
+
+/// Reads files and sends their rows as batches.
+#[derive(Debug, Clone)]
 struct GroupReader {
     options: CsvReadOptions,
     kind: RowKind,
@@ -533,7 +622,6 @@ struct RowBuilder {
     schema: SchemaRef,
     kind: RowKind,
     columns: Vec<StringBuilder>,
-    partitions: Vec<String>,
     path: String,
     lines: Int64Builder,
     raw: StringBuilder,
@@ -552,7 +640,6 @@ impl RowBuilder {
             schema: Arc::clone(&reader.schema),
             kind: reader.kind,
             columns: (0..columns).map(|_| StringBuilder::new()).collect(),
-            partitions: file.partition_values.clone(),
             path: file.path.clone(),
             lines: Int64Builder::new(),
             raw: StringBuilder::new(),
@@ -592,13 +679,6 @@ impl RowBuilder {
         for builder in &mut self.columns {
             arrays.push(Arc::new(builder.finish()));
         }
-        for value in &self.partitions {
-            let mut builder = StringBuilder::with_capacity(rows, value.len() * rows);
-            for _ in 0..rows {
-                builder.append_value(value);
-            }
-            arrays.push(Arc::new(builder.finish()));
-        }
         let mut files = StringBuilder::with_capacity(rows, self.path.len() * rows);
         for _ in 0..rows {
             files.append_value(&self.path);
@@ -610,5 +690,109 @@ impl RowBuilder {
             arrays.push(Arc::new(self.faults.finish()));
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), arrays)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Random and truncated bytes through the reader: every file ends in rows, malformed
+    //! rows or an error naming it — never a panic or a hang.
+
+    use datafusion::prelude::SessionContext;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::{CsvFile, CsvScan, csv_scan};
+    use crate::definition::{MalformedMode, SchemaDrift};
+    use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
+
+    /// Bytes that look like CSV often enough to reach every branch: delimiters, quotes,
+    /// CR, LF, non-ASCII and invalid UTF-8.
+    fn random_csv(rng: &mut StdRng) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ab1,,,\"\"\n\n\r \t\xe9\xff\xc3\xa9x";
+        let mut bytes = b"a,b,c\n".to_vec();
+        let len = rng.random_range(0..400);
+        bytes.extend((0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]));
+        bytes
+    }
+
+    fn options(mode: MalformedMode, encoding: TextEncoding) -> CsvReadOptions {
+        CsvReadOptions {
+            source: "fuzz".into(),
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            null_values: Vec::new(),
+            encoding,
+            compression: FileCompression::Auto,
+            mode,
+            schema_drift: SchemaDrift::QuarantineFile,
+            columns: vec!["a".into(), "b".into(), "c".into()],
+            partition_columns: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn random_and_truncated_files_never_panic() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ctx = SessionContext::new();
+        let mut rng = StdRng::seed_from_u64(20261202);
+        let encodings = [
+            TextEncoding::Utf8,
+            TextEncoding::Latin1,
+            TextEncoding::Windows1252,
+            TextEncoding::Utf16Le,
+        ];
+        let mut gzip = Vec::new();
+        {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::GzEncoder::new(&mut gzip, flate2::Compression::default());
+            encoder.write_all(b"a,b,c\n1,2,3\n4,5\n").expect("gzip");
+            encoder.finish().expect("gzip");
+        }
+        for case in 0..300 {
+            let (name, bytes) = match case % 3 {
+                0 => (format!("f{case}.csv"), random_csv(&mut rng)),
+                // A gzip stream cut anywhere.
+                1 => {
+                    let cut = rng.random_range(0..gzip.len());
+                    (format!("f{case}.csv.gz"), gzip[..cut].to_vec())
+                }
+                _ => {
+                    let mut bytes = random_csv(&mut rng);
+                    bytes.truncate(rng.random_range(0..bytes.len().max(1)));
+                    (format!("f{case}.csv"), bytes)
+                }
+            };
+            let path = dir.path().join(&name);
+            std::fs::write(&path, &bytes).expect("a file");
+            let file = CsvFile {
+                path: path.display().to_string().trim_start_matches('/').to_owned(),
+                size: bytes.len() as u64,
+                partition_values: Vec::new(),
+            };
+            for kind in [RowKind::Valid, RowKind::Malformed] {
+                for mode in [MalformedMode::Permissive, MalformedMode::FailFast] {
+                    let exec = csv_scan(CsvScan {
+                        store_url: "file:///".into(),
+                        options: options(mode, encodings[case % encodings.len()]),
+                        kind,
+                        groups: vec![vec![file.clone()]],
+                    })
+                    .expect("a scan");
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        datafusion::physical_plan::collect(exec, ctx.task_ctx()),
+                    )
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} hung: {bytes:?}"));
+                    if let Err(err) = read {
+                        // An error names the file.
+                        assert!(err.to_string().contains(&name), "{name}: {err}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -16,9 +16,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use futures::TryStreamExt;
 
-use crate::read::exec::{CsvFile, CsvScan, scan_schema};
+use crate::read::exec::{CsvFile, CsvScan, csv_scan, file_schema};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode};
-use crate::read::{CsvReadOptions, CsvScanExec, RowKind};
+use crate::read::{CsvReadOptions, RowKind};
 
 /// A CSV source's valid or malformed rows (see the module's overview).
 #[derive(Debug)]
@@ -31,7 +31,19 @@ pub(crate) struct CsvTable {
 
 impl CsvTable {
     pub(crate) fn new(url: ListingTableUrl, options: CsvReadOptions, kind: RowKind) -> Self {
-        let schema = scan_schema(&options, kind);
+        // The file's columns, then the partition columns (as the file scan appends them).
+        let mut fields: Vec<datafusion::arrow::datatypes::Field> = file_schema(&options, kind)
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(
+            options
+                .partition_columns
+                .iter()
+                .map(|name| datafusion::arrow::datatypes::Field::new(name, DataType::Utf8, true)),
+        );
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
         Self {
             url,
             options,
@@ -110,6 +122,7 @@ impl TableProvider for CsvTable {
                 file.object_meta.size,
                 CsvFile {
                     path: file.object_meta.location.to_string(),
+                    size: file.object_meta.size,
                     partition_values,
                 },
             )))
@@ -126,12 +139,12 @@ impl TableProvider for CsvTable {
                 group.1.push(file);
             }
         }
-        let scan: Arc<dyn ExecutionPlan> = Arc::new(CsvScanExec::new(CsvScan {
+        let scan = csv_scan(CsvScan {
             store_url: self.url.object_store().as_str().to_owned(),
             options: self.options.clone(),
             kind: self.kind,
             groups: groups.into_iter().map(|(_, files)| files).collect(),
-        }));
+        })?;
         match projection {
             None => Ok(scan),
             Some(indices) => {

@@ -299,7 +299,8 @@ def wait_serving(ctx: Context, ports: list[int], what: str) -> None:
 def load_rows(path: Path) -> tuple[pa.Table, dict[str, str]]:
     """An output folder's rows, Hive partition columns included, with types made
     comparable across engines — numbers as float64, everything else as text (timestamps in
-    UTC, lists joined, source files by name), the run id dropped — and each number
+    UTC, lists joined, source files by name), the run id and Sluice's line columns
+    dropped — and each number
     column's kind (`int`, `float` or `decimal:<scale>`)."""
     files = [p for p in path.rglob("*.parquet")
              if not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)]
@@ -309,7 +310,9 @@ def load_rows(path: Path) -> tuple[pa.Table, dict[str, str]]:
     table = dataset.to_table()
     columns, kinds = {}, {}
     for name in sorted(table.column_names):
-        if name == "_dq_run_id":
+        # The run id differs by construction; the line, raw text and fault of a CSV row
+        # are columns only Sluice's reader gives the quarantine (Spark has no line).
+        if name in ("_dq_run_id", "_dq_source_line", "_dq_raw_record", "_dq_malformed"):
             continue
         column = table[name]
         kind = column.type

@@ -445,3 +445,69 @@ async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
         .unwrap();
     assert_eq!(landed.as_ref(), DIRTY);
 }
+
+/// A string-read CSV source (its valid rows through the steps, its malformed rows in a
+/// union before the write) gives the single-process answer on the embedded cluster at
+/// several shuffle partition counts. The union's scan branch once reported an empty
+/// partition for tasks that owned none of it, which shifted the union's partitions and
+/// lost an aggregate partition.
+#[test]
+fn a_dirty_csv_aggregated_distributed_gives_the_single_process_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
+    let mut text = String::from("id,state,qty\n");
+    for i in 0..3000 {
+        let state = ["CA", "NY", " TX", "fl", "Ohio", ""][i % 6];
+        if i % 97 == 0 {
+            text.push_str(&format!("{i},{state}\n")); // malformed: a field short
+        } else {
+            text.push_str(&format!("{i},{state},{}\n", i % 13));
+        }
+    }
+    std::fs::write(dir.path().join("landing/claims/a.csv"), &text).unwrap();
+    let expected_malformed = (0..3000).filter(|i| i % 97 == 0).count();
+    let mut answers = Vec::new();
+    for (partitions, engine) in [(7, None), (2, None), (7, Some("datafusion"))] {
+        let name = format!("agg_{partitions}_{}", engine.unwrap_or("cluster"));
+        let file = write_job(
+            dir.path(),
+            &name,
+            &format!(
+                "apiVersion: sluice/v1\nname: agg\n\
+                 sources:\n  claims: {{format: csv, path: landing/claims}}\n\
+                 steps:\n  - sql: \"SELECT state, count(*) AS n, sum(CAST(qty AS INT)) AS q \
+                 FROM input GROUP BY state\"\n\
+                 outputs:\n  - {{name: o, path: staging/{name}}}\n\
+                 conf:\n  spark.sql.shuffle.partitions: {partitions}\n"
+            ),
+        );
+        let mut args = vec!["run", file.as_str()];
+        if let Some(engine) = engine {
+            args.extend(["--engine", engine]);
+        }
+        let output = sluice(&args, dir.path(), &[]);
+        assert!(output.status.success(), "{name}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // The rules count the rows that reach the write: 6 groups and the malformed rows.
+        assert!(
+            stdout.contains(&format!(
+                "{expected_malformed} of {} rows",
+                6 + expected_malformed
+            )),
+            "{name}: {stdout}"
+        );
+        let batches = batches(&dir.path().join("staging").join(&name));
+        let mut rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+            strings(&batches, "state")
+                .into_iter()
+                .zip(strings(&batches, "n"))
+                .zip(strings(&batches, "q"))
+                .map(|((a, b), c)| (a, b, c))
+                .collect();
+        rows.sort();
+        answers.push(rows);
+    }
+    assert_eq!(answers[0].len(), 6, "{:?}", answers[0]);
+    assert_eq!(answers[0], answers[2], "7 partitions distributed vs one process");
+    assert_eq!(answers[1], answers[2], "2 partitions distributed vs one process");
+}

@@ -184,10 +184,17 @@ impl PreparedJob {
             .as_ref()
             .is_some_and(|quality| quality.quarantine.is_some());
         let input_source = sources.iter().find(|source| source.name == input).cloned();
+        // Rows keep their line for the quarantine, unless a `sql` step could see it: a
+        // `SELECT DISTINCT *` over rows that each carry their own line would dedupe
+        // nothing.
+        let has_sql = definition
+            .steps
+            .iter()
+            .any(|step| matches!(step.value, Step::Sql(_)));
         let lines = input_source
             .as_ref()
             .and_then(|source| source.lines.clone())
-            .filter(|_| quarantines);
+            .filter(|_| quarantines && !has_sql);
         let mut frame = ctx
             .table(lines.as_deref().unwrap_or(input))
             .await

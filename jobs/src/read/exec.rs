@@ -62,12 +62,10 @@ pub struct CsvScan {
     pub groups: Vec<Vec<CsvFile>>,
 }
 
-/// The scan of `scan.groups` (one partition per group, at least one): a
-/// `DataSourceExec` over a `FileScanConfig` whose source is [`LandingCsvSource`].
-pub fn csv_scan(mut scan: CsvScan) -> Result<Arc<dyn ExecutionPlan>> {
-    if scan.groups.is_empty() {
-        scan.groups.push(Vec::new());
-    }
+/// The scan of `scan.groups`, one partition per group: a `DataSourceExec` over a
+/// `FileScanConfig` whose source is [`LandingCsvSource`]. No group is no partition (a
+/// task that owns none of the scan's partitions gets it so, and a union counts on it).
+pub fn csv_scan(scan: CsvScan) -> Result<Arc<dyn ExecutionPlan>> {
     let source = LandingCsvSource::new(scan.options, scan.kind);
     let groups: Vec<FileGroup> = scan
         .groups

@@ -526,3 +526,4 @@ impl Execution {
         Ok(())
     }
 }
+

@@ -437,7 +437,9 @@ async fn scale_in_waits_for_the_shuffle_output_a_running_job_reads() {
     let cluster =
         Cluster::start_with(0, Vec::new(), args.iter().map(|a| a.to_string()).collect()).await;
     let data = cluster.dir.path().join("lake");
-    sluice_jobs::datagen::write_claims(&data, 14_000, &[1, 2, 3], 31).unwrap();
+    // Six monthly files: the CSV reader reads a file in one task, so the scans offer six
+    // tasks — enough demand for three executors of two slots.
+    sluice_jobs::datagen::write_claims(&data, 14_000, &[1, 2, 3, 4, 5, 6], 31).unwrap();
     let expected = crate::cluster::expected_pairs(&data.join("landing"));
     let out = data.join("pairs");
     let job = format!(

@@ -749,7 +749,6 @@ async fn a_job_keeping_malformed_rows_gives_the_right_answer_after_a_lost_execut
     lose_executors_running(&job, &[1], 1, Stop::Kill).await;
 }
 
-
 async fn lose_executors_running(job: &str, kill: &[usize], stages_done: u32, stop: Stop) {
     let _serial = common::one_cluster_at_a_time().await;
     let mut cluster = Cluster::start(3).await;

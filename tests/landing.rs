@@ -26,10 +26,14 @@ const DIRTY: &[u8] = b"id,name,qty\n\
 
 /// The well-formed rows of [`DIRTY`]: (id, name, qty).
 fn dirty_valid() -> Vec<(String, String, String)> {
-    [("1", "alpha", "10"), ("4", "del\nta", "40"), ("6", "zeta", "60")]
-        .iter()
-        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
-        .collect()
+    [
+        ("1", "alpha", "10"),
+        ("4", "del\nta", "40"),
+        ("6", "zeta", "60"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect()
 }
 
 /// The malformed lines of [`DIRTY`]: (line, raw text).
@@ -152,7 +156,9 @@ fn quarantined(root: &Path) -> Vec<(i64, Option<String>, Vec<String>, String)> {
             rows.push((
                 lines.value(row),
                 raw[row].clone(),
-                (0..broke.len()).map(|i| broke.value(i).to_owned()).collect(),
+                (0..broke.len())
+                    .map(|i| broke.value(i).to_owned())
+                    .collect(),
                 files[row].clone().unwrap_or_default(),
             ));
         }
@@ -226,14 +232,22 @@ fn dropmalformed_counts_the_rows_and_failfast_names_the_first_line() {
         stdout.contains("4 of 7 rows") && stdout.contains("(dropped)"),
         "{stdout}"
     );
-    assert_eq!(rows_of(&dir.path().join("staging/DROPMALFORMED")), dirty_valid());
+    assert_eq!(
+        rows_of(&dir.path().join("staging/DROPMALFORMED")),
+        dirty_valid()
+    );
 
     let failing = write_job(dir.path(), "fail", &job("FAILFAST"));
     let output = sluice(&["run", &failing], dir.path(), &[]);
-    assert!(!output.status.success(), "FAILFAST ran through a malformed row");
+    assert!(
+        !output.status.success(),
+        "FAILFAST ran through a malformed row"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("landing/claims/claims.csv: line 3: malformed row (2 fields where the header has 3)"),
+        stderr.contains(
+            "landing/claims/claims.csv: line 3: malformed row (2 fields where the header has 3)"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("DataFusionError"), "{stderr}");
@@ -266,7 +280,11 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
         .unwrap();
     assert!(gzip.success());
     std::fs::write(landing.join("latin/a.csv"), b"id,name,qty\n3,Jos\xe9,30\n").unwrap();
-    std::fs::write(landing.join("wide/a.csv"), utf16le("id,name,qty\n4,Zo\u{eb},40\n")).unwrap();
+    std::fs::write(
+        landing.join("wide/a.csv"),
+        utf16le("id,name,qty\n4,Zo\u{eb},40\n"),
+    )
+    .unwrap();
     let before = tree_bytes(&landing);
     let job = |name: &str, csv: &str| {
         write_job(
@@ -280,11 +298,7 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
         )
     };
     for (name, csv, expected) in [
-        (
-            "mixed",
-            "{}",
-            vec![("1", "a", "10"), ("2", "NULL", "20")],
-        ),
+        ("mixed", "{}", vec![("1", "a", "10"), ("2", "NULL", "20")]),
         ("latin", "{encoding: latin1}", vec![("3", "José", "30")]),
         ("wide", "{encoding: utf-16}", vec![("4", "Zoë", "40")]),
     ] {
@@ -295,7 +309,11 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
             .into_iter()
             .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
             .collect();
-        assert_eq!(rows_of(&dir.path().join("staging").join(name)), expected, "{name}");
+        assert_eq!(
+            rows_of(&dir.path().join("staging").join(name)),
+            expected,
+            "{name}"
+        );
     }
     // Told to fail on drift, the run names the file that differs and how.
     let file = write_job(
@@ -308,7 +326,10 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
     let output = sluice(&["run", &file], dir.path(), &[]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("mixed/b.csv.gz") && stderr.contains("differs"), "{stderr}");
+    assert!(
+        stderr.contains("mixed/b.csv.gz") && stderr.contains("differs"),
+        "{stderr}"
+    );
     assert_eq!(tree_bytes(&landing), before);
 }
 
@@ -356,13 +377,14 @@ fn a_malformed_or_empty_landing_file_is_named_and_nothing_crashes() {
             .unwrap_or_default();
         assert!(error.contains(named), "{name}: {stderr}");
         assert!(!error.contains("h2 protocol"), "{name}: {error}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{name} hung");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{name} hung"
+        );
         assert!(common::data_files(&dir.path().join("staging").join(name)).is_empty());
     }
-    let empty = String::from_utf8_lossy(
-        &sluice(&["run", "empty.yaml"], dir.path(), &[]).stderr,
-    )
-    .to_string();
+    let empty = String::from_utf8_lossy(&sluice(&["run", "empty.yaml"], dir.path(), &[]).stderr)
+        .to_string();
     assert!(empty.contains("empty (0 bytes)"), "{empty}");
     assert_eq!(tree_bytes(&landing), before);
 }
@@ -394,7 +416,10 @@ async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
     moto.create_bucket("lake");
     let store = moto.store("lake");
     store
-        .put(&ObjectPath::from("landing/claims/claims.csv"), DIRTY.to_vec().into())
+        .put(
+            &ObjectPath::from("landing/claims/claims.csv"),
+            DIRTY.to_vec().into(),
+        )
         .await
         .unwrap();
     let job = write_job(
@@ -418,7 +443,13 @@ async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
     let mut objects: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     while let Some(meta) = listing.next().await {
         let meta = meta.unwrap();
-        let bytes = store.get(&meta.location).await.unwrap().bytes().await.unwrap();
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         objects.insert(meta.location.to_string(), bytes.to_vec());
     }
     for (key, bytes) in &objects {
@@ -508,6 +539,12 @@ fn a_dirty_csv_aggregated_distributed_gives_the_single_process_answer() {
         answers.push(rows);
     }
     assert_eq!(answers[0].len(), 6, "{:?}", answers[0]);
-    assert_eq!(answers[0], answers[2], "7 partitions distributed vs one process");
-    assert_eq!(answers[1], answers[2], "2 partitions distributed vs one process");
+    assert_eq!(
+        answers[0], answers[2],
+        "7 partitions distributed vs one process"
+    );
+    assert_eq!(
+        answers[1], answers[2],
+        "2 partitions distributed vs one process"
+    );
 }

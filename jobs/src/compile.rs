@@ -252,12 +252,13 @@ impl PreparedJob {
                 builder.add_malformed_rule(action)
             });
             if let Some(flag) = &malformed_flag {
-                frame = malformed::with_row_columns(frame, flag)
-                    .map_err(|message| JobError::Invalid {
+                frame = malformed::with_row_columns(frame, flag).map_err(|message| {
+                    JobError::Invalid {
                         at: self.top(),
                         field: format!("sources.{input}"),
                         message,
-                    })?;
+                    }
+                })?;
             }
             let dates = self.params.date_values();
             let today = chrono::Utc::now().date_naive();

@@ -17,8 +17,8 @@ mod plan;
 mod report;
 
 pub(crate) use build::{QualityBuilder, QualityError};
-pub use evaluate::{Excluded, evaluate_quality};
 pub(crate) use evaluate::flag_column;
+pub use evaluate::{Excluded, evaluate_quality};
 pub use plan::{QualityPlan, QualityStats, RowRule, SampleColumn};
 pub use report::{CompiledQuality, DatasetCheck, DqOutcome, DqReport, RuleInfo, RuleReport};
 

@@ -198,12 +198,12 @@ async fn every_cleansing_step_rule_and_mask_gives_the_answer_worked_out_by_hand(
             ("filled_parses", 1),      // 2024-13-45
             ("amount_is_a_number", 1), // abc
             ("born_parses", 0),
-            ("one_per_id", 2),   // both rows of id 4
-            ("known_state", 0),  // ZZ is no state: NULL, not checked
-            ("code_shape", 1),   // XY99
-            ("amount_range", 1), // 1234.50
-            ("named", 1),        // N/A became NULL
-            ("payer_mapped", 1), // Nobody
+            ("one_per_id", 2),    // both rows of id 4
+            ("known_state", 0),   // ZZ is no state: NULL, not checked
+            ("code_shape", 1),    // XY99
+            ("amount_range", 1),  // 1234.50
+            ("named", 1),         // N/A became NULL
+            ("payer_mapped", 1),  // Nobody
             ("malformed_row", 0), // every line has as many fields as the header
         ])
     );

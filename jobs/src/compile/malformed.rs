@@ -21,10 +21,22 @@ pub(super) fn with_row_columns(frame: DataFrame, flag: &str) -> Result<DataFrame
     let fail = |err: datafusion::error::DataFusionError| strip_context(&err);
     let mut frame = frame.with_column(flag, lit(false)).map_err(fail)?;
     for (name, data_type) in [
-        (SOURCE_FILE_COLUMN, datafusion::arrow::datatypes::DataType::Utf8),
-        (SOURCE_LINE_COLUMN, datafusion::arrow::datatypes::DataType::Int64),
-        (RAW_RECORD_COLUMN, datafusion::arrow::datatypes::DataType::Utf8),
-        (MALFORMED_COLUMN, datafusion::arrow::datatypes::DataType::Utf8),
+        (
+            SOURCE_FILE_COLUMN,
+            datafusion::arrow::datatypes::DataType::Utf8,
+        ),
+        (
+            SOURCE_LINE_COLUMN,
+            datafusion::arrow::datatypes::DataType::Int64,
+        ),
+        (
+            RAW_RECORD_COLUMN,
+            datafusion::arrow::datatypes::DataType::Utf8,
+        ),
+        (
+            MALFORMED_COLUMN,
+            datafusion::arrow::datatypes::DataType::Utf8,
+        ),
     ] {
         if frame.schema().field_with_unqualified_name(name).is_err() {
             frame = frame

@@ -20,10 +20,10 @@ use object_store::ObjectStoreExt;
 
 use crate::compile::{MalformedRows, PreparedJob, ResolvedSource, to_location};
 use crate::definition::{MalformedMode, SourceFormat, SourceSpec, parse_column_type};
-use crate::read::{CsvReadOptions, CsvTable, FileCompression, RowKind, TextEncoding, read_columns};
 use crate::error::{JobError, Position, Result};
 use crate::frame::{column, replace_columns, strip_context};
 use crate::layout::{HIVE_DEFAULT_PARTITION, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
+use crate::read::{CsvReadOptions, CsvTable, FileCompression, RowKind, TextEncoding, read_columns};
 
 impl PreparedJob {
     pub(super) async fn register_source(
@@ -164,7 +164,16 @@ impl PreparedJob {
         let table =
             ListingTable::try_new(config).map_err(|err| source_error(strip_context(&err)))?;
         let partition_columns = self
-            .register_files(ctx, name, spec, at, Arc::new(table), fixed_partitions, partition_columns, &location)
+            .register_files(
+                ctx,
+                name,
+                spec,
+                at,
+                Arc::new(table),
+                fixed_partitions,
+                partition_columns,
+                &location,
+            )
             .await?;
         Ok(ResolvedSource {
             name: name.to_owned(),
@@ -265,7 +274,10 @@ impl PreparedJob {
         };
         if csv.infer_schema {
             let string_only = [
-                ("mode", csv.mode.is_some_and(|m| m != MalformedMode::FailFast)),
+                (
+                    "mode",
+                    csv.mode.is_some_and(|m| m != MalformedMode::FailFast),
+                ),
                 ("encoding", csv.encoding.is_some()),
                 ("compression", csv.compression.is_some()),
                 ("schema_drift", csv.schema_drift.is_some()),
@@ -290,7 +302,10 @@ impl PreparedJob {
         let byte = |field: &str, text: &str| -> Result<u8> {
             match text.as_bytes() {
                 [byte] => Ok(*byte),
-                _ => Err(invalid(field, format!("`{text}` is not one ASCII character"))),
+                _ => Err(invalid(
+                    field,
+                    format!("`{text}` is not one ASCII character"),
+                )),
             }
         };
         Ok(Some(CsvReadOptions {
@@ -304,7 +319,10 @@ impl PreparedJob {
             mode: csv.mode.unwrap_or(MalformedMode::Permissive),
             schema_drift: csv.schema_drift.unwrap_or_default(),
             columns: Vec::new(),
-            partition_columns: partition_columns.iter().map(|(key, _)| key.clone()).collect(),
+            partition_columns: partition_columns
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect(),
         }))
     }
 
@@ -347,7 +365,10 @@ impl PreparedJob {
                 sample[0].location
             )));
         }
-        if let Some(clash) = columns.iter().find(|c| options.partition_columns.contains(c)) {
+        if let Some(clash) = columns
+            .iter()
+            .find(|c| options.partition_columns.contains(c))
+        {
             return Err(source_error(format!(
                 "column `{clash}` is both in the files and a partition folder"
             )));
@@ -408,7 +429,11 @@ fn all_empty(files: &[object_store::ObjectMeta]) -> String {
     format!(
         "every file it matched is empty (0 bytes): {}{}",
         named.join(", "),
-        if files.len() > named.len() { ", …" } else { "" }
+        if files.len() > named.len() {
+            ", …"
+        } else {
+            ""
+        }
     )
 }
 

@@ -12,7 +12,6 @@ use datafusion::arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilde
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{
@@ -23,6 +22,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use datafusion::scalar::ScalarValue;
@@ -32,9 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 
 use crate::definition::{MalformedMode, SchemaDrift};
-use crate::layout::{
-    MALFORMED_COLUMN, RAW_RECORD_COLUMN, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN,
-};
+use crate::layout::{MALFORMED_COLUMN, RAW_RECORD_COLUMN, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode, raw_text};
 use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
 
@@ -86,22 +84,20 @@ pub fn csv_scan(scan: CsvScan) -> Result<Arc<dyn ExecutionPlan>> {
             )
         })
         .collect();
-    let config = FileScanConfigBuilder::new(
-        ObjectStoreUrl::parse(&scan.store_url)?,
-        Arc::new(source),
-    )
-    .with_file_groups(groups)
-    .build();
+    let config =
+        FileScanConfigBuilder::new(ObjectStoreUrl::parse(&scan.store_url)?, Arc::new(source))
+            .with_file_groups(groups)
+            .build();
     Ok(DataSourceExec::from_data_source(config))
 }
 
 /// The scan a plan node is, when it is a [`csv_scan`] (for the codec).
 pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
     let exec = plan.downcast_ref::<DataSourceExec>()?;
-    let config = (exec.data_source().as_ref() as &dyn std::any::Any)
-        .downcast_ref::<FileScanConfig>()?;
-    let source = (config.file_source().as_ref() as &dyn std::any::Any)
-        .downcast_ref::<LandingCsvSource>()?;
+    let config =
+        (exec.data_source().as_ref() as &dyn std::any::Any).downcast_ref::<FileScanConfig>()?;
+    let source =
+        (config.file_source().as_ref() as &dyn std::any::Any).downcast_ref::<LandingCsvSource>()?;
     let groups = config
         .file_groups
         .iter()
@@ -316,8 +312,7 @@ impl GroupReader {
             .into_stream()
             .map_err(|err| DataFusionError::External(Box::new(err)))
             .boxed();
-        let compression: FileCompressionType = match self.options.compression.of_file(&file.path)
-        {
+        let compression: FileCompressionType = match self.options.compression.of_file(&file.path) {
             FileCompression::Gzip => FileCompressionType::GZIP,
             FileCompression::Bzip2 => FileCompressionType::BZIP2,
             FileCompression::Xz => FileCompressionType::XZ,
@@ -343,7 +338,10 @@ impl GroupReader {
             match stream.next().await {
                 Some(chunk) => {
                     let chunk = chunk.map_err(|err| {
-                        file_error(file, format!("cannot read it: {}", crate::frame::strip_context(&err)))
+                        file_error(
+                            file,
+                            format!("cannot read it: {}", crate::frame::strip_context(&err)),
+                        )
                     })?;
                     text.push(&chunk, &mut buffer);
                 }
@@ -448,7 +446,8 @@ impl GroupReader {
         }
         if self.kind == RowKind::Malformed {
             // Only the encoding can still make it malformed.
-            let undecodable = (0..fields.len()).find(|&i| decode(fields.get(i), encoding).is_none());
+            let undecodable =
+                (0..fields.len()).find(|&i| decode(fields.get(i), encoding).is_none());
             if let Some(index) = undecodable {
                 let fault = format!("field {} is not valid {encoding:?} text", index + 1);
                 return self.malformed(file, line, bytes, Some(fault), rows);
@@ -598,14 +597,20 @@ impl TextStream {
         }
     }
 
-    fn decode(decoder: &mut encoding_rs::Decoder, mut input: &[u8], last: bool, buffer: &mut Vec<u8>) {
+    fn decode(
+        decoder: &mut encoding_rs::Decoder,
+        mut input: &[u8],
+        last: bool,
+        buffer: &mut Vec<u8>,
+    ) {
         loop {
             let room = decoder
                 .max_utf8_buffer_length(input.len())
                 .unwrap_or(input.len() * 3 + 16);
             let start = buffer.len();
             buffer.resize(start + room, 0);
-            let (result, read, written, _) = decoder.decode_to_utf8(input, &mut buffer[start..], last);
+            let (result, read, written, _) =
+                decoder.decode_to_utf8(input, &mut buffer[start..], last);
             buffer.truncate(start + written);
             input = &input[read..];
             if matches!(result, encoding_rs::CoderResult::InputEmpty) {
@@ -650,7 +655,12 @@ impl RowBuilder {
         self.rows
     }
 
-    fn push_valid(&mut self, line: u64, values: &[Option<std::borrow::Cow<'_, str>>], nulls: &[String]) {
+    fn push_valid(
+        &mut self,
+        line: u64,
+        values: &[Option<std::borrow::Cow<'_, str>>],
+        nulls: &[String],
+    ) {
         for (builder, value) in self.columns.iter_mut().zip(values) {
             match value {
                 Some(text) if !text.is_empty() && !nulls.iter().any(|n| n == text) => {
@@ -766,7 +776,11 @@ mod tests {
             let path = dir.path().join(&name);
             std::fs::write(&path, &bytes).expect("a file");
             let file = CsvFile {
-                path: path.display().to_string().trim_start_matches('/').to_owned(),
+                path: path
+                    .display()
+                    .to_string()
+                    .trim_start_matches('/')
+                    .to_owned(),
                 size: bytes.len() as u64,
                 partition_values: Vec::new(),
             };

@@ -163,21 +163,27 @@ impl FieldSplitter {
 pub(super) fn decode(bytes: &[u8], encoding: TextEncoding) -> Option<std::borrow::Cow<'_, str>> {
     match encoding {
         TextEncoding::Utf8 | TextEncoding::Utf16Le | TextEncoding::Utf16Be => {
-            std::str::from_utf8(bytes).ok().map(std::borrow::Cow::Borrowed)
+            std::str::from_utf8(bytes)
+                .ok()
+                .map(std::borrow::Cow::Borrowed)
         }
         TextEncoding::Latin1 => {
             if bytes.is_ascii() {
                 // ASCII is valid UTF-8.
-                std::str::from_utf8(bytes).ok().map(std::borrow::Cow::Borrowed)
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .map(std::borrow::Cow::Borrowed)
             } else {
                 Some(std::borrow::Cow::Owned(
                     bytes.iter().map(|&b| char::from(b)).collect(),
                 ))
             }
         }
-        TextEncoding::Windows1252 => {
-            Some(encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0)
-        }
+        TextEncoding::Windows1252 => Some(
+            encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0,
+        ),
     }
 }
 

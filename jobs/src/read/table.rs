@@ -131,7 +131,11 @@ impl TableProvider for CsvTable {
         .await?;
         // Largest files first, each to the group with the fewest bytes so far.
         files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.path.cmp(&b.1.path)));
-        let partitions = state.config().target_partitions().max(1).min(files.len().max(1));
+        let partitions = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(files.len().max(1));
         let mut groups: Vec<(u64, Vec<CsvFile>)> = vec![(0, Vec::new()); partitions];
         for (size, file) in files {
             if let Some(group) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
@@ -183,7 +187,10 @@ pub(crate) async fn read_columns(
         let names = first_record(store, meta, options).await?;
         let Some(names) = names else { continue };
         let names: Vec<String> = if options.header {
-            names.into_iter().map(|name| name.trim().to_owned()).collect()
+            names
+                .into_iter()
+                .map(|name| name.trim().to_owned())
+                .collect()
         } else {
             (0..names.len()).map(|index| format!("_c{index}")).collect()
         };

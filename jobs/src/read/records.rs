@@ -37,8 +37,13 @@ impl RecordCutter {
     /// The next complete record of `buffer`, if one ends in it.
     pub(super) fn next<'a>(&mut self, buffer: &'a [u8], quote: u8) -> Option<RawRecord<'a>> {
         while self.scanned < buffer.len() {
-            let byte = buffer[self.scanned];
-            self.scanned += 1;
+            // Only quotes and newlines matter: jump to the next one.
+            let Some(offset) = memchr::memchr2(quote, b'\n', &buffer[self.scanned..]) else {
+                self.scanned = buffer.len();
+                break;
+            };
+            let byte = buffer[self.scanned + offset];
+            self.scanned += offset + 1;
             if byte == quote {
                 self.in_quote = !self.in_quote;
             } else if byte == b'\n' {

@@ -174,6 +174,8 @@ fn dirty_landing(dir: &Path) {
 
 #[test]
 fn malformed_csv_rows_are_quarantined_with_their_file_and_line() {
+    // `sluice run` starts an embedded cluster: one at a time.
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     dirty_landing(dir.path());
     let before = tree_bytes(&dir.path().join("landing"));
@@ -214,6 +216,8 @@ fn malformed_csv_rows_are_quarantined_with_their_file_and_line() {
 
 #[test]
 fn dropmalformed_counts_the_rows_and_failfast_names_the_first_line() {
+    // `sluice run` starts an embedded cluster: one at a time.
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     dirty_landing(dir.path());
     let before = tree_bytes(&dir.path().join("landing"));
@@ -266,6 +270,8 @@ fn utf16le(text: &str) -> Vec<u8> {
 
 #[test]
 fn encodings_compression_and_reordered_headers_read_as_declared() {
+    // `sluice run` starts an embedded cluster: one at a time.
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let landing = dir.path().join("landing");
     std::fs::create_dir_all(landing.join("mixed")).unwrap();
@@ -335,6 +341,8 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
 
 #[test]
 fn a_malformed_or_empty_landing_file_is_named_and_nothing_crashes() {
+    // `sluice run` starts an embedded cluster: one at a time.
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     let landing = dir.path().join("landing");
     // A Parquet file that the parquet crate's footer decoder panicked on, alone and in
@@ -408,6 +416,7 @@ fn write_parquet(path: &Path) {
 /// object unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
+    let _serial = common::one_cluster_at_a_time().await;
     use object_store::ObjectStoreExt;
     use object_store::path::Path as ObjectPath;
 
@@ -484,6 +493,8 @@ async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
 /// lost an aggregate partition.
 #[test]
 fn a_dirty_csv_aggregated_distributed_gives_the_single_process_answer() {
+    // `sluice run` starts an embedded cluster: one at a time.
+    let _serial = common::one_cluster_at_a_time_blocking();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
     let mut text = String::from("id,state,qty\n");

@@ -134,16 +134,7 @@ impl PreparedJob {
                     .collect(),
             );
         // The schema from the files the walk found, not from a listing of every file.
-        let sample: Vec<_> = discovered
-            .files
-            .iter()
-            .filter(|meta| meta.size > 0)
-            .take(SCHEMA_SAMPLE_FILES)
-            .cloned()
-            .collect();
-        if sample.is_empty() {
-            return Err(source_error(all_empty(&discovered.files)));
-        }
+        let sample = schema_sample(&discovered.files).map_err(source_error)?;
         let mut schema = infer_schema(&state, &store, options.format.as_ref(), &sample)
             .await
             .map_err(|err| source_error(format!("reading its schema: {err}")))?;
@@ -347,15 +338,7 @@ impl PreparedJob {
             path: location.to_owned(),
             message,
         };
-        let sample: Vec<_> = files
-            .iter()
-            .filter(|meta| meta.size > 0)
-            .take(SCHEMA_SAMPLE_FILES)
-            .cloned()
-            .collect();
-        if sample.is_empty() {
-            return Err(source_error(all_empty(files)));
-        }
+        let sample = schema_sample(files).map_err(source_error)?;
         let columns = read_columns(store.as_ref(), &sample, &options)
             .await
             .map_err(|err| source_error(format!("reading its header: {err}")))?;
@@ -417,6 +400,23 @@ impl PreparedJob {
             malformed,
         })
     }
+}
+
+/// The files whose schemas (or headers) type a source: its first non-empty ones; an
+/// error when every file is empty.
+fn schema_sample(
+    files: &[object_store::ObjectMeta],
+) -> std::result::Result<Vec<object_store::ObjectMeta>, String> {
+    let sample: Vec<_> = files
+        .iter()
+        .filter(|meta| meta.size > 0)
+        .take(SCHEMA_SAMPLE_FILES)
+        .cloned()
+        .collect();
+    if sample.is_empty() {
+        return Err(all_empty(files));
+    }
+    Ok(sample)
 }
 
 /// The error of a source whose files are all empty.

@@ -304,22 +304,9 @@ impl GroupReader {
         file: &CsvFile,
         sender: &Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let path = object_store::path::Path::from(file.path.as_str());
-        let stream = store
-            .get(&path)
+        let mut stream = file_bytes(store, &file.path, self.options.compression)
             .await
-            .map_err(|err| file_error(file, format!("cannot read it: {err}")))?
-            .into_stream()
-            .map_err(|err| DataFusionError::External(Box::new(err)))
-            .boxed();
-        let compression: FileCompressionType = match self.options.compression.of_file(&file.path) {
-            FileCompression::Gzip => FileCompressionType::GZIP,
-            FileCompression::Bzip2 => FileCompressionType::BZIP2,
-            FileCompression::Xz => FileCompressionType::XZ,
-            FileCompression::Zstd => FileCompressionType::ZSTD,
-            FileCompression::Auto | FileCompression::None => FileCompressionType::UNCOMPRESSED,
-        };
-        let mut stream = compression.convert_stream(stream)?;
+            .map_err(|message| file_error(file, message))?;
         let mut text = TextStream::new(self.options.encoding);
         let mut rows = RowBuilder::new(self, file);
         let mut buffer: Vec<u8> = Vec::new();
@@ -543,6 +530,32 @@ fn describe_difference(missing: &[&String], extra: &[&String]) -> String {
         (true, false) => format!("it adds {}", list(extra)),
         (false, false) => format!("it lacks {} and adds {}", list(missing), list(extra)),
     }
+}
+
+/// A file's bytes as they stream from the store, decompressed as `compression` (or its
+/// extension) says; the error says what failed, for the caller to name the file.
+pub(super) async fn file_bytes(
+    store: &dyn ObjectStore,
+    path: &str,
+    compression: FileCompression,
+) -> std::result::Result<futures::stream::BoxStream<'static, Result<Bytes>>, String> {
+    let stream = store
+        .get(&object_store::path::Path::from(path))
+        .await
+        .map_err(|err| format!("cannot read it: {err}"))?
+        .into_stream()
+        .map_err(|err| DataFusionError::External(Box::new(err)))
+        .boxed();
+    let decompressed = match compression.of_file(path) {
+        FileCompression::Gzip => FileCompressionType::GZIP,
+        FileCompression::Bzip2 => FileCompressionType::BZIP2,
+        FileCompression::Xz => FileCompressionType::XZ,
+        FileCompression::Zstd => FileCompressionType::ZSTD,
+        FileCompression::Auto | FileCompression::None => FileCompressionType::UNCOMPRESSED,
+    };
+    decompressed
+        .convert_stream(stream)
+        .map_err(|err| crate::frame::strip_context(&err))
 }
 
 /// An error of one file, naming the source and the file.

@@ -235,28 +235,12 @@ async fn first_record(
     meta: &object_store::ObjectMeta,
     options: &CsvReadOptions,
 ) -> std::result::Result<Option<Vec<String>>, String> {
-    use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
     use futures::StreamExt;
-    use object_store::ObjectStoreExt;
 
     let fail = |message: String| format!("{}: {message}", meta.location);
-    let stream = store
-        .get(&meta.location)
+    let mut stream = super::exec::file_bytes(store, meta.location.as_ref(), options.compression)
         .await
-        .map_err(|err| fail(format!("cannot read it: {err}")))?
-        .into_stream()
-        .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))
-        .boxed();
-    let compression = match options.compression.of_file(meta.location.as_ref()) {
-        crate::read::FileCompression::Gzip => FileCompressionType::GZIP,
-        crate::read::FileCompression::Bzip2 => FileCompressionType::BZIP2,
-        crate::read::FileCompression::Xz => FileCompressionType::XZ,
-        crate::read::FileCompression::Zstd => FileCompressionType::ZSTD,
-        _ => FileCompressionType::UNCOMPRESSED,
-    };
-    let mut stream = compression
-        .convert_stream(stream)
-        .map_err(|err| fail(crate::frame::strip_context(&err)))?;
+        .map_err(fail)?;
     let mut text = super::exec::TextStream::new(options.encoding);
     let mut buffer = Vec::new();
     let mut cutter = RecordCutter::new();

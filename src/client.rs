@@ -25,6 +25,9 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
+/// How long a client keeps trying to reach a scheduler that refuses connections.
+const CONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to the scheduler at `url` (`http://host:port` or `host:port`).
 pub async fn connect(url: &str) -> Result<Client> {
     let url = normalize_url(url);
@@ -35,15 +38,26 @@ pub async fn connect(url: &str) -> Result<Client> {
     let endpoint = Channel::from_shared(url.clone())
         .map_err(|err| unreachable(err.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|err| {
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            message = format!("{message}: {cause}");
-            source = cause.source();
+    // A scheduler started a moment ago (`sluice scheduler & sluice submit …`) is given a
+    // few seconds to listen before the scheduler counts as unreachable.
+    let deadline = std::time::Instant::now() + CONNECT_GRACE;
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(err) => {
+                let mut message = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    message = format!("{message}: {cause}");
+                    source = cause.source();
+                }
+                return Err(unreachable(message));
+            }
         }
-        unreachable(message)
-    })?;
+    };
     Ok(JobServiceClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024))

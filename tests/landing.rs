@@ -559,3 +559,185 @@ fn a_dirty_csv_aggregated_distributed_gives_the_single_process_answer() {
         "2 partitions distributed vs one process"
     );
 }
+
+/// A multi-record fixed-width pharmacy feed (header, detail and trailer lines) in
+/// Latin-1: the detail lines become rows by position, a short detail line is quarantined
+/// with its line, the others are skipped, the landing file is unchanged.
+#[test]
+fn a_fixed_width_feed_reads_by_position_and_quarantines_short_lines() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/rx")).unwrap();
+    // Columns: record type 1, rx id 2-6, pharmacy 7-16 (Latin-1 é in one line), qty 17-20.
+    let mut feed = Vec::new();
+    feed.extend_from_slice(b"H2024-03-01 ACME PHARMACY FEED\n");
+    feed.extend_from_slice(b"D00001Caf\xe9 Rx   0030\n");
+    feed.extend_from_slice(b"D00002Main St   0090\n");
+    feed.extend_from_slice(b"D00003Short\n");
+    feed.extend_from_slice(b"D00004   N/A    0010\n");
+    feed.extend_from_slice(b"T0000004\n");
+    std::fs::write(dir.path().join("landing/rx/feed.txt"), &feed).unwrap();
+    let before = tree_bytes(&dir.path().join("landing"));
+    let job = write_job(
+        dir.path(),
+        "rx",
+        "apiVersion: sluice/v1\nname: rx\n\
+         sources:\n  rx:\n    format: fixed_width\n    path: landing/rx\n    fixed_width:\n\
+         \x20     encoding: latin1\n      null_values: [N/A]\n\
+         \x20     record_type: {start: 1, width: 1, values: [D]}\n\
+         \x20     columns:\n\
+         \x20       - {name: rx_id, start: 2, width: 5}\n\
+         \x20       - {name: pharmacy, start: 7, width: 10}\n\
+         \x20       - {name: qty, start: 17, width: 4}\n\
+         steps:\n  - cast: {qty: int}\n\
+         quality:\n  quarantine: {path: staging/quarantine}\n\
+         outputs:\n  - {name: rx, path: staging/rx}\n",
+    );
+    let output = sluice(&["run", &job], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let rows = batches(&dir.path().join("staging/rx"));
+    let mut got: Vec<(Option<String>, Option<String>, Option<String>)> = strings(&rows, "rx_id")
+        .into_iter()
+        .zip(strings(&rows, "pharmacy"))
+        .zip(strings(&rows, "qty"))
+        .map(|((a, b), c)| (a, b, c))
+        .collect();
+    got.sort();
+    let some = |text: &str| Some(text.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            (some("00001"), some("Café Rx"), some("30")),
+            (some("00002"), some("Main St"), some("90")),
+            (some("00004"), None, some("10")),
+        ]
+    );
+    let quarantine = quarantined(&dir.path().join("staging/quarantine"));
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    let (line, raw, rules, file) = &quarantine[0];
+    assert_eq!((*line, raw.as_deref()), (4, Some("D00003Short")));
+    assert_eq!(rules, &vec!["malformed_row".to_owned()]);
+    assert!(file.ends_with("landing/rx/feed.txt"), "{file}");
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}
+
+/// An ANSI cast that fails at run time names the file, the line, the step and the
+/// column (the value withheld when a mask step masks the column), not Arrow's bare
+/// `Cannot cast string …`; exit 1 and nothing written.
+#[test]
+fn a_failed_cast_names_the_file_line_step_and_column() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
+    std::fs::write(
+        dir.path().join("landing/claims/a.csv"),
+        "id,qty,ssn\n1,10,111\n2,20,222\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("landing/claims/b.csv"),
+        "id,qty,ssn\n3,30,333\n4,N/A,444\n5,50,x55\n",
+    )
+    .unwrap();
+    let job = |cast: &str| {
+        format!(
+            "apiVersion: sluice/v1\nname: strict\n\
+             sources:\n  claims: {{format: csv, path: landing/claims}}\n\
+             steps:\n  - trim: []\n  - cast: {{{cast}}}\n  - mask: {{columns: {{ssn: redact}}}}\n\
+             outputs:\n  - {{name: claims, path: staging/claims}}\n"
+        )
+    };
+    let strict = write_job(dir.path(), "strict", &job("qty: int"));
+    let output = sluice(&["run", &strict], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "landing/claims/b.csv: line 3: steps[1].cast: `qty` value 'N/A' is not a valid int"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("DataFusionError"), "{stderr}");
+    assert!(common::data_files(&dir.path().join("staging/claims")).is_empty());
+
+    // A masked column's value stays out of the error.
+    let masked = write_job(dir.path(), "masked", &job("ssn: int"));
+    let output = sluice(&["run", &masked], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("landing/claims/b.csv: line 4: steps[1].cast: `ssn` value <masked"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("x55"), "{stderr}");
+}
+
+/// JSON lines with a line that is not JSON, one that is not an object, and one whose
+/// value does not fit its column's inferred type: each quarantined with its line and
+/// raw text under PERMISSIVE, the run failed naming the first under FAILFAST.
+#[test]
+fn malformed_json_lines_are_quarantined_with_their_line() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/events")).unwrap();
+    // 1000 objects type the columns (id, qty: bigint; name: string); then the faults.
+    let mut text = String::new();
+    for id in 1..=1000 {
+        text.push_str(&format!(
+            "{{\"id\": {id}, \"name\": \"n{id}\", \"qty\": {}}}\n",
+            id % 7
+        ));
+    }
+    text.push_str("{\"id\": 1001, \"name\": \"lots\", \"qty\": \"many\"}\n"); // line 1001
+    text.push_str("{\"id\": 1002, \"name\": \"cut\"\n"); // line 1002
+    text.push_str("[1, 2, 3]\n"); // line 1003
+    text.push('\n'); // line 1004, blank: skipped
+    text.push_str("{\"id\": 1005, \"qty\": 5}\n"); // line 1005, name missing: NULL
+    std::fs::write(dir.path().join("landing/events/e.json"), &text).unwrap();
+    let before = tree_bytes(&dir.path().join("landing"));
+    let job = |mode: &str, out: &str| {
+        format!(
+            "apiVersion: sluice/v1\nname: events\n\
+             sources:\n  events: {{format: json, path: landing/events, json: {{mode: {mode}}}}}\n\
+             quality:\n  quarantine: {{path: staging/{out}_quarantine}}\n\
+             outputs:\n  - {{name: events, path: staging/{out}}}\n"
+        )
+    };
+    let permissive = write_job(dir.path(), "permissive", &job("PERMISSIVE", "events"));
+    let output = sluice(&["run", &permissive], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let rows = batches(&dir.path().join("staging/events"));
+    let ids = strings(&rows, "id");
+    assert_eq!(ids.len(), 1001, "1000 objects and line 1005");
+    assert_eq!(
+        rows[0].schema().field_with_name("qty").unwrap().data_type(),
+        &DataType::Int64
+    );
+    let quarantine = quarantined(&dir.path().join("staging/events_quarantine"));
+    let lines: Vec<(i64, Option<String>)> = quarantine
+        .iter()
+        .map(|(line, raw, _, _)| (*line, raw.clone()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (
+                1001,
+                Some("{\"id\": 1001, \"name\": \"lots\", \"qty\": \"many\"}".to_owned())
+            ),
+            (1002, Some("{\"id\": 1002, \"name\": \"cut\"".to_owned())),
+            (1003, Some("[1, 2, 3]".to_owned())),
+        ]
+    );
+
+    let failing = write_job(dir.path(), "failing", &job("FAILFAST", "failfast"));
+    let output = sluice(&["run", &failing], dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("landing/events/e.json: line 1001: malformed row"),
+        "{stderr}"
+    );
+    assert!(common::data_files(&dir.path().join("staging/failfast")).is_empty());
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}

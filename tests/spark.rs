@@ -158,6 +158,70 @@ async fn sluice_reads_what_spark_wrote_with_the_same_answers() {
     assert_eq!(ours, theirs);
 }
 
+const TIMESTAMPS_FROM_SPARK: &str = r#"
+apiVersion: sluice/v1
+name: spark_timestamps
+params:
+  input: {type: string, required: true}
+  out: {type: string, required: true}
+sources:
+  int96: {format: parquet, path: "{{input}}/int96"}
+  micros: {format: parquet, path: "{{input}}/micros"}
+input: int96
+steps:
+  - sql: "SELECT 'int96' AS kind, id, ts FROM int96 UNION ALL SELECT 'micros' AS kind, id, ts FROM micros"
+outputs:
+  - {name: both, path: "{{out}}", mode: error_if_exists}
+"#;
+
+/// Spark's INT96 and INT64 (micros) timestamps read back as one type, Timestamp(us, UTC),
+/// with the instants Spark reads from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_int96_and_micros_timestamps_read_as_one_type_with_sparks_instants() {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+    let _serial = common::one_cluster_at_a_time().await;
+    let dir = tempfile::tempdir().unwrap();
+    let written = dir.path().join("spark_ts");
+    let spark = common::pyspark(&["timestamps", written.to_str().unwrap()]);
+    let job = dir.path().join("timestamps.yaml");
+    std::fs::write(&job, TIMESTAMPS_FROM_SPARK).unwrap();
+    let out = dir.path().join("both");
+    let record = sluice_run(
+        dir.path(),
+        &job,
+        &[
+            ("input", written.display().to_string()),
+            ("out", out.display().to_string()),
+        ],
+    );
+    assert_eq!(record["status"], "succeeded");
+    let mut ours: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for batches in common::read_partitioned(&out).values() {
+        for batch in batches {
+            let ts = batch.column_by_name("ts").unwrap();
+            assert_eq!(
+                ts.data_type(),
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            );
+            let ts = ts.as_primitive::<TimestampMicrosecondType>();
+            let kind = batch.column_by_name("kind").unwrap().as_string::<i32>();
+            let id = batch
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                ours.entry(kind.value(row).to_owned())
+                    .or_default()
+                    .insert(id.value(row).to_string(), ts.value(row));
+            }
+        }
+    }
+    let theirs: BTreeMap<String, BTreeMap<String, i64>> =
+        serde_json::from_value(spark["micros"].clone()).unwrap();
+    assert_eq!(theirs.len(), 2, "{spark}");
+    assert_eq!(ours, theirs);
+}
+
 /// Spark SQL expressions of the kinds cleansing and aggregation jobs use.
 const EXPRESSIONS: &[&str] = &[
     "initcap('hello wORLD  foo')",

@@ -18,6 +18,7 @@ mod deploy;
 mod differential;
 mod landing;
 mod quality;
+mod readme;
 mod s3;
 mod spark;
 mod stepfunctions;

@@ -33,6 +33,7 @@ use crate::error::{JobError, Position, Result};
 use crate::frame::{strip_context, visible_columns};
 use crate::layout::{
     QUARANTINE_COLUMNS, QUARANTINE_LINE_COLUMNS, QUARANTINE_OUTPUT, SOURCE_FILE_COLUMN,
+    SOURCE_LINE_COLUMN,
 };
 use crate::params::BoundParams;
 use crate::quality::{CompiledQuality, QualityBuilder, QualityError};
@@ -191,10 +192,16 @@ impl PreparedJob {
             .steps
             .iter()
             .any(|step| matches!(step.value, Step::Sql(_)));
+        // A cast step's error names the failing row's file and line too; without a
+        // quarantine the two are dropped after the last cast step.
+        let last_cast = definition
+            .steps
+            .iter()
+            .rposition(|step| matches!(step.value, Step::Cast(_)));
         let lines = input_source
             .as_ref()
             .and_then(|source| source.lines.clone())
-            .filter(|_| quarantines && !has_sql);
+            .filter(|_| (quarantines || last_cast.is_some()) && !has_sql);
         let mut frame = ctx
             .table(lines.as_deref().unwrap_or(input))
             .await
@@ -209,6 +216,11 @@ impl PreparedJob {
                 .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
         }
         let mut effects = StepEffects::default();
+        for step in &definition.steps {
+            if let Step::Mask(mask) = &step.value {
+                effects.sensitive.extend(mask.columns.keys().cloned());
+            }
+        }
         for (index, step) in definition.steps.iter().enumerate() {
             let at = position(&self.origin, &step.referenced);
             let field = format!("steps[{index}].{}", step.value.kind());
@@ -229,6 +241,13 @@ impl PreparedJob {
             )
             .await
             .map_err(|message| JobError::Invalid { at, field, message })?;
+            if lines.is_some() && !quarantines && Some(index) == last_cast {
+                frame = frame
+                    .drop_columns(&[SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN])
+                    .map_err(|err| {
+                        JobError::datafusion(format!("reading source `{input}`"), err)
+                    })?;
+            }
         }
         let columns = visible_columns(&frame);
         let no_quality = QualitySpec::default();

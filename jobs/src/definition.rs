@@ -14,7 +14,9 @@ mod value;
 
 pub use output::{OutputFormat, OutputSpec, WriteMode};
 pub use quality::{QualitySpec, RuleAction, RuleSpec, Thresholds};
-pub use source::{CsvOptions, MalformedMode, SchemaDrift, SourceFormat, SourceSpec};
+pub use source::{
+    CsvOptions, FixedWidthOptions, MalformedMode, SchemaDrift, SourceFormat, SourceSpec,
+};
 pub use step::{
     CaseStyle, DedupeStep, DeriveStep, MaskMethod, MaskStep, NullsStep, ParseColumn,
     RegexReplaceStep, StandardizeStep, Step,

@@ -17,12 +17,14 @@
 //! | `redact(value)` | `REDACTED`, or NULL for NULL |
 //! | `generalize_date(date, 'month' \| 'year')` | the first day of the date's month or year |
 
+mod cast;
 mod claims;
 mod masking;
 mod spark_compat;
 mod text;
 mod udf;
 
+pub use cast::{CHECKED_CAST, checked_cast_udf};
 pub use claims::{normalize_ndc, npi_valid, us_state, zip3, zip5};
 pub use masking::{MIN_KEY_BYTES, REDACTED, SecretKey, SecretRef};
 pub use spark_compat::{SparkDivision, spark_compat_functions};
@@ -74,6 +76,7 @@ pub fn sluice_scalar_functions() -> Vec<Arc<ScalarUDF>> {
             Value::Text(Some(Cow::Borrowed(REDACTED)))
         }),
         key_bucket_udf(),
+        checked_cast_udf(),
         Function::udf(
             "parse_date",
             Signature::variadic_any(Volatility::Immutable),

@@ -13,16 +13,27 @@
 //!      `RowKind::Valid`: the well-formed rows; `RowKind::Malformed`: the others
 //! ```
 //!
+//! JSON lines go through it too (`json`): lines that are not JSON objects, or whose
+//! values do not fit the source's inferred types, are malformed rows.
+//!
+//! Fixed-width (positional) files go through the same reader: their records are lines,
+//! their fields character ranges of a layout, and a line shorter than the layout is a
+//! malformed row like a CSV row with too few fields.
+//!
 //! The steps start from the valid rows; the malformed ones join the steps' result as
 //! rows that only the `malformed_row` rule flags, so they reach the quarantine (or are
 //! dropped and counted) in the same write as every other row. A source is parsed once
 //! per kind of row it feeds.
 
+mod bytes;
 mod exec;
+mod json;
 mod records;
 mod table;
 
 pub use exec::{as_csv_scan, csv_scan};
+pub use json::JsonColumns;
+pub(crate) use json::infer_columns as infer_json_columns;
 pub(crate) use table::{CsvTable, read_columns};
 
 use serde::{Deserialize, Serialize};
@@ -148,4 +159,35 @@ pub struct CsvReadOptions {
     pub columns: Vec<String>,
     /// Hive partition columns, read from the folders (as strings).
     pub partition_columns: Vec<String>,
+    /// For a fixed-width source: where each column is in a line (the records are lines,
+    /// without quotes or delimiters).
+    pub fixed_width: Option<FixedLayout>,
+    /// For a JSON lines source: its columns' types (the records are lines, decoded by
+    /// arrow-json; `columns` holds the same names).
+    pub json: Option<JsonColumns>,
+}
+
+/// The layout of a fixed-width (positional) file's lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixedLayout {
+    /// Each column's first character (0-based) and width, in the source's column order.
+    pub columns: Vec<(usize, usize)>,
+    /// Only lines whose characters at (start, width) are one of these values are rows;
+    /// the others (headers, trailers, other record types) are skipped.
+    pub record_type: Option<(usize, usize, Vec<String>)>,
+    /// Spaces around a value are removed.
+    pub trim: bool,
+    /// Lines at the start of each file that are not records.
+    pub skip_lines: u64,
+}
+
+impl FixedLayout {
+    /// The characters a line must have: the end of the column that ends last.
+    pub fn record_length(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|(start, width)| start + width)
+            .max()
+            .unwrap_or(0)
+    }
 }

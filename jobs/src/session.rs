@@ -43,6 +43,11 @@ const SESSION_DEFAULTS: &[(&str, &str)] = &[
     // (Ballista's adaptive graph does not cover executor failure,
     // apache/datafusion-ballista#1986).
     ("ballista.planner.adaptive.enabled", "false"),
+    // Spark writes INT96 timestamps as UTC instants, and its INT64 (micros) ones as
+    // UTC-adjusted: both read as one type, Timestamp(us, UTC), as Spark reads both as one
+    // TIMESTAMP. (DataFusion's default reads INT96 as naive nanoseconds.)
+    ("datafusion.execution.parquet.coerce_int96", "us"),
+    ("datafusion.execution.parquet.coerce_int96_tz", "UTC"),
 ];
 
 /// A session config with Ballista's extensions, Sluice's codecs, Spark's defaults, and

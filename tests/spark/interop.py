@@ -3,6 +3,7 @@
     spark-submit --master local[2] interop.py read  SLUICE_OUTPUT_DIR
     spark-submit --master local[2] interop.py write LANDING_CLAIMS_DIR SPARK_OUTPUT_DIR
     spark-submit --master local[2] interop.py eval  EXPRESSIONS_JSON
+    spark-submit --master local[2] interop.py timestamps OUTPUT_DIR
 
 Prints one JSON line prefixed with `RESULT ` for the test to parse.
 """
@@ -65,6 +66,27 @@ def main() -> None:
                 value = "ERROR"
             results.append(value)
         result = {"results": results}
+    elif mode == "timestamps":
+        # The same instants written as INT96 (Spark's legacy default, still Glue's and
+        # Hive's) and as INT64 micros, with their epoch micros as Spark reads them back.
+        spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+        frame = spark.sql(
+            "SELECT id, timestamp_micros(1709290800123456 + id * 86400000001) AS ts "
+            "FROM range(5)"
+        )
+        for kind, setting in [("int96", "INT96"), ("micros", "TIMESTAMP_MICROS")]:
+            spark.conf.set("spark.sql.parquet.outputTimestampType", setting)
+            frame.write.mode("overwrite").parquet(f"{sys.argv[2]}/{kind}")
+        micros = {
+            kind: {
+                str(row["id"]): row["m"]
+                for row in spark.read.parquet(f"{sys.argv[2]}/{kind}")
+                .select("id", F.unix_micros("ts").alias("m"))
+                .collect()
+            }
+            for kind in ["int96", "micros"]
+        }
+        result = {"micros": micros}
     else:
         raise SystemExit(f"unknown mode {mode}")
     print("RESULT " + json.dumps(result, sort_keys=True, default=str))

@@ -29,6 +29,8 @@ pub(crate) struct StepEffects {
     pub parse_rules: Vec<(String, String, RuleAction)>,
     /// Columns masked so far.
     pub masked: BTreeSet<String>,
+    /// Columns any mask step of the job masks: a failed cast withholds their values.
+    pub sensitive: BTreeSet<String>,
 }
 
 fn fail(err: datafusion::error::DataFusionError) -> String {

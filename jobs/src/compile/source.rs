@@ -8,7 +8,6 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -23,7 +22,10 @@ use crate::definition::{MalformedMode, SourceFormat, SourceSpec, parse_column_ty
 use crate::error::{JobError, Position, Result};
 use crate::frame::{column, replace_columns, strip_context};
 use crate::layout::{HIVE_DEFAULT_PARTITION, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
-use crate::read::{CsvReadOptions, CsvTable, FileCompression, RowKind, TextEncoding, read_columns};
+use crate::read::{
+    CsvReadOptions, CsvTable, FileCompression, FixedLayout, JsonColumns, RowKind, TextEncoding,
+    infer_json_columns, read_columns,
+};
 
 impl PreparedJob {
     pub(super) async fn register_source(
@@ -107,7 +109,13 @@ impl PreparedJob {
         }
         let format: Arc<dyn FileFormat> = match spec.format {
             SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
-            SourceFormat::Json => Arc::new(JsonFormat::default()),
+            // Read by Sluice's reader (`reader_options` above).
+            SourceFormat::Json | SourceFormat::FixedWidth => {
+                return Err(source_error(format!(
+                    "a {} source is read by Sluice's reader",
+                    spec.format.name()
+                )));
+            }
             SourceFormat::Csv => {
                 let csv = spec.csv.clone().unwrap_or_default();
                 let mut nulls: Vec<String> = vec![String::new()];
@@ -254,6 +262,16 @@ impl PreparedJob {
         at: &Position,
         partition_columns: &[(String, DataType)],
     ) -> Result<Option<CsvReadOptions>> {
+        if spec.format == SourceFormat::FixedWidth {
+            return self
+                .fixed_width_options(spec, name, at, partition_columns)
+                .map(Some);
+        }
+        if spec.format == SourceFormat::Json {
+            return self
+                .json_options(spec, name, at, partition_columns)
+                .map(Some);
+        }
         if spec.format != SourceFormat::Csv {
             return Ok(None);
         }
@@ -314,7 +332,114 @@ impl PreparedJob {
                 .iter()
                 .map(|(key, _)| key.clone())
                 .collect(),
+            fixed_width: None,
+            json: None,
         }))
+    }
+
+    /// The reader's options for a JSON lines source (its columns are inferred when it
+    /// is registered).
+    fn json_options(
+        &self,
+        spec: &SourceSpec,
+        name: &str,
+        at: &Position,
+        partition_columns: &[(String, DataType)],
+    ) -> Result<CsvReadOptions> {
+        let invalid = |field: &str, message: String| JobError::Invalid {
+            at: at.clone(),
+            field: format!("sources.{name}.json.{field}"),
+            message,
+        };
+        let json = spec.json.clone().unwrap_or_default();
+        let encoding = match &json.encoding {
+            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
+            None => TextEncoding::Utf8,
+        };
+        let compression = match &json.compression {
+            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
+            None => FileCompression::Auto,
+        };
+        Ok(CsvReadOptions {
+            source: name.to_owned(),
+            header: false,
+            delimiter: b',',
+            quote: b'"',
+            null_values: Vec::new(),
+            encoding,
+            compression,
+            mode: json.mode.unwrap_or(MalformedMode::Permissive),
+            schema_drift: crate::definition::SchemaDrift::UnionByName,
+            columns: Vec::new(),
+            partition_columns: partition_columns
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect(),
+            fixed_width: None,
+            json: Some(JsonColumns(Arc::new(Schema::empty()))),
+        })
+    }
+
+    /// The reader's options for a fixed-width source: its columns from the layout (a
+    /// file has no header), records cut at newlines only.
+    fn fixed_width_options(
+        &self,
+        spec: &SourceSpec,
+        name: &str,
+        at: &Position,
+        partition_columns: &[(String, DataType)],
+    ) -> Result<CsvReadOptions> {
+        let invalid = |field: &str, message: String| JobError::Invalid {
+            at: at.clone(),
+            field: format!("sources.{name}.fixed_width.{field}"),
+            message,
+        };
+        let Some(layout) = &spec.fixed_width else {
+            return Err(invalid("columns", "the layout is missing".into()));
+        };
+        let encoding = match &layout.encoding {
+            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
+            None => TextEncoding::Utf8,
+        };
+        let compression = match &layout.compression {
+            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
+            None => FileCompression::Auto,
+        };
+        // Layouts count from 1; the reader from 0.
+        let fixed = FixedLayout {
+            columns: layout
+                .columns
+                .iter()
+                .map(|column| (column.start.saturating_sub(1), column.width))
+                .collect(),
+            record_type: layout.record_type.as_ref().map(|filter| {
+                (
+                    filter.start.saturating_sub(1),
+                    filter.width,
+                    filter.values.iter().map(|v| v.trim().to_owned()).collect(),
+                )
+            }),
+            trim: layout.trim,
+            skip_lines: layout.skip_lines,
+        };
+        Ok(CsvReadOptions {
+            source: name.to_owned(),
+            header: false,
+            delimiter: b',',
+            quote: b'"',
+            null_values: layout.null_values.clone(),
+            encoding,
+            compression,
+            mode: layout.mode.unwrap_or(MalformedMode::Permissive),
+            schema_drift: crate::definition::SchemaDrift::UnionByName,
+            columns: layout.columns.iter().map(|c| c.name.clone()).collect(),
+            partition_columns: partition_columns
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect(),
+            fixed_width: Some(fixed),
+            json: None,
+        })
     }
 
     /// Registers a CSV source read by Sluice's reader: its columns from the headers of
@@ -339,9 +464,20 @@ impl PreparedJob {
             message,
         };
         let sample = schema_sample(files).map_err(source_error)?;
-        let columns = read_columns(store.as_ref(), &sample, &options)
-            .await
-            .map_err(|err| source_error(format!("reading its header: {err}")))?;
+        let columns = if options.fixed_width.is_some() {
+            options.columns.clone()
+        } else if options.json.is_some() {
+            let schema = infer_json_columns(store.as_ref(), &sample, &options)
+                .await
+                .map_err(source_error)?;
+            let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+            options.json = Some(JsonColumns(Arc::new(schema)));
+            names
+        } else {
+            read_columns(store.as_ref(), &sample, &options)
+                .await
+                .map_err(|err| source_error(format!("reading its header: {err}")))?
+        };
         if columns.is_empty() {
             return Err(source_error(format!(
                 "its first files hold only blank lines: {}",

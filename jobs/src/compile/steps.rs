@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::logical_expr::{Expr, SortExpr, cast, col};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::scalar::ScalarValue;
 
 use super::cleanse::{self, StepEffects};
 use crate::definition::{DedupeStep, Step, parse_column_type};
@@ -12,7 +14,8 @@ use crate::frame::{
     check_expr, column, is_string, mark_repeated_keys, parse_ordering, replace_columns,
     require_columns, strip_context,
 };
-use crate::layout::is_hidden;
+use crate::functions::CHECKED_CAST;
+use crate::layout::{SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN, is_hidden};
 
 /// Applies one step; errors are the message to show beside the step's position.
 pub(super) async fn apply_step(
@@ -69,7 +72,18 @@ pub(super) async fn apply_step(
             let mut replacements = BTreeMap::new();
             for (name, ty) in columns {
                 let data_type = parse_column_type(&ty.0).map_err(|m| format!("`{name}`: {m}"))?;
-                replacements.insert(name.clone(), cast(column(name), data_type));
+                let field = frame
+                    .schema()
+                    .field_with_unqualified_name(name)
+                    .map_err(|err| strip_context(&err))?;
+                // Text is where ANSI casts fail on landing data: its cast names the step,
+                // the column and the row's file and line when it fails.
+                let cast = if is_string(field.data_type()) && !is_string(&data_type) {
+                    checked_cast(ctx, &frame, name, data_type, index, effects)?
+                } else {
+                    cast(column(name), data_type)
+                };
+                replacements.insert(name.clone(), cast);
             }
             replace_columns(frame, replacements)
         }
@@ -122,6 +136,38 @@ pub(super) async fn apply_step(
             Ok(result)
         }
     }
+}
+
+/// `__sluice_cast` of a text column, with the row's file and line when the frame carries
+/// them (see `functions::cast`).
+fn checked_cast(
+    ctx: &SessionContext,
+    frame: &DataFrame,
+    name: &str,
+    data_type: datafusion::arrow::datatypes::DataType,
+    index: usize,
+    effects: &StepEffects,
+) -> std::result::Result<Expr, String> {
+    let function = ctx
+        .udf(CHECKED_CAST)
+        .map_err(|err| format!("function `{CHECKED_CAST}`: {}", strip_context(&err)))?;
+    let target = ScalarValue::try_from(&data_type).map_err(|err| strip_context(&err))?;
+    let mut args = vec![
+        column(name),
+        lit(target),
+        lit(format!("steps[{index}].cast")),
+        lit(name),
+        lit(effects.sensitive.contains(name)),
+    ];
+    let schema = frame.schema();
+    if [SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN]
+        .iter()
+        .all(|hidden| schema.field_with_unqualified_name(hidden).is_ok())
+    {
+        args.push(column(SOURCE_FILE_COLUMN));
+        args.push(column(SOURCE_LINE_COLUMN));
+    }
+    Ok(function.call(args))
 }
 
 fn apply_dedupe(

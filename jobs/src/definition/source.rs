@@ -17,6 +17,22 @@ pub enum SourceFormat {
     Csv,
     /// Newline-delimited JSON.
     Json,
+    /// Fixed-width (positional) text: each line a record, each column a character range
+    /// (see `fixed_width`).
+    #[serde(rename = "fixed_width")]
+    FixedWidth,
+}
+
+impl SourceFormat {
+    /// The format as a definition names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Csv => "csv",
+            Self::Json => "json",
+            Self::FixedWidth => "fixed_width",
+        }
+    }
 }
 
 /// A dataset the job reads.
@@ -31,6 +47,12 @@ pub struct SourceSpec {
     /// Options for CSV sources.
     #[serde(default)]
     pub csv: Option<CsvOptions>,
+    /// The layout of a `fixed_width` source (required for that format).
+    #[serde(default)]
+    pub fixed_width: Option<FixedWidthOptions>,
+    /// Options for JSON lines sources.
+    #[serde(default)]
+    pub json: Option<JsonOptions>,
     /// Types of Hive partition columns, where the inferred type (date, int, else
     /// string) is not the one wanted.
     #[serde(default)]
@@ -110,6 +132,81 @@ pub enum SchemaDrift {
     Fail,
     /// The file's rows are all malformed rows (quarantined under `PERMISSIVE`).
     QuarantineFile,
+}
+
+/// How fixed-width (positional) files are read: every line is a record and every
+/// column a range of characters, read as a string (cast or `parse` it in a step).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FixedWidthOptions {
+    /// The columns, in order: each its name, first character (1-based, as record
+    /// layouts number them) and width in characters.
+    pub columns: Vec<FixedWidthColumn>,
+    /// For files that mix record types (header, detail, trailer lines): only lines whose
+    /// characters at `start`/`width` are one of `values` are rows; the others are skipped.
+    #[serde(default)]
+    pub record_type: Option<RecordTypeFilter>,
+    /// Remove spaces around each value (the default; an all-space value is NULL).
+    #[serde(default = "default_true")]
+    pub trim: bool,
+    /// Lines at the start of each file that are not records.
+    #[serde(default)]
+    pub skip_lines: u64,
+    /// Values read as null (an empty value is always null).
+    #[serde(default)]
+    pub null_values: Vec<String>,
+    /// What a malformed line does (shorter than the layout, or bytes the encoding cannot
+    /// decode): `PERMISSIVE` (the default), `DROPMALFORMED` or `FAILFAST`, as for CSV.
+    #[serde(default)]
+    pub mode: Option<MalformedMode>,
+    /// The files' text encoding, as for CSV (`utf-8`, `latin1`, `windows-1252`, `utf-16`…).
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Compression of the files, as for CSV (`auto` by extension, `none`, `gzip`…).
+    #[serde(default)]
+    pub compression: Option<String>,
+}
+
+/// How JSON lines files are read: one JSON object per line, the columns and their types
+/// inferred from the first files (up to 1000 lines of each), as Spark infers them.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonOptions {
+    /// What a malformed line does (not a JSON object, a value that does not fit the
+    /// column's type, bytes the encoding cannot decode): `PERMISSIVE` (the default),
+    /// `DROPMALFORMED` or `FAILFAST`, as for CSV.
+    #[serde(default)]
+    pub mode: Option<MalformedMode>,
+    /// The files' text encoding, as for CSV.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Compression of the files, as for CSV (`auto` by extension, `none`, `gzip`…).
+    #[serde(default)]
+    pub compression: Option<String>,
+}
+
+/// A column of a fixed-width layout.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FixedWidthColumn {
+    /// The column's name.
+    pub name: String,
+    /// Its first character, counting from 1.
+    pub start: usize,
+    /// Its width in characters.
+    pub width: usize,
+}
+
+/// The record-type field of a multi-record fixed-width file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordTypeFilter {
+    /// Its first character, counting from 1.
+    pub start: usize,
+    /// Its width in characters.
+    pub width: usize,
+    /// The record types that are rows (compared after trimming spaces).
+    pub values: Vec<String>,
 }
 
 impl Default for CsvOptions {

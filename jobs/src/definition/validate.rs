@@ -67,8 +67,37 @@ impl JobDefinition {
                         });
                     }
                 }
-            } else if source.value.format != SourceFormat::Csv {
-                // fine: csv options only apply to csv
+            }
+            let option_for = |field: &str, format: SourceFormat| JobError::Invalid {
+                at: at.clone(),
+                field: format!("sources.{name}.{field}"),
+                message: format!("applies to `format: {}` sources", format.name()),
+            };
+            if source.value.csv.is_some() && source.value.format != SourceFormat::Csv {
+                return Err(option_for("csv", SourceFormat::Csv));
+            }
+            if source.value.json.is_some() && source.value.format != SourceFormat::Json {
+                return Err(option_for("json", SourceFormat::Json));
+            }
+            match (&source.value.fixed_width, source.value.format) {
+                (Some(layout), SourceFormat::FixedWidth) => {
+                    check_fixed_width(layout).map_err(|(field, message)| JobError::Invalid {
+                        at: at.clone(),
+                        field: format!("sources.{name}.fixed_width.{field}"),
+                        message,
+                    })?;
+                }
+                (None, SourceFormat::FixedWidth) => {
+                    return Err(JobError::Invalid {
+                        at: at.clone(),
+                        field: format!("sources.{name}.fixed_width"),
+                        message: "a fixed_width source needs its layout: `fixed_width: \
+                                  {columns: [{name, start, width}, …]}`"
+                            .into(),
+                    });
+                }
+                (Some(_), _) => return Err(option_for("fixed_width", SourceFormat::FixedWidth)),
+                (None, _) => {}
             }
         }
         match &self.input {
@@ -396,4 +425,47 @@ pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A fixed-width layout's faults: (field, message).
+fn check_fixed_width(
+    layout: &crate::definition::FixedWidthOptions,
+) -> std::result::Result<(), (String, String)> {
+    if layout.columns.is_empty() {
+        return Err(("columns".into(), "name at least one column".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, column) in layout.columns.iter().enumerate() {
+        let field = format!("columns[{index}]");
+        if column.name.trim().is_empty() {
+            return Err((field, "a column needs a name".into()));
+        }
+        if !seen.insert(column.name.as_str()) {
+            return Err((field, format!("column `{}` is named twice", column.name)));
+        }
+        if column.start == 0 || column.width == 0 {
+            return Err((
+                field,
+                format!(
+                    "`{}`: start counts from 1 and width is at least 1 (start {}, width {})",
+                    column.name, column.start, column.width
+                ),
+            ));
+        }
+    }
+    if let Some(filter) = &layout.record_type {
+        if filter.start == 0 || filter.width == 0 {
+            return Err((
+                "record_type".into(),
+                "start counts from 1 and width is at least 1".into(),
+            ));
+        }
+        if filter.values.is_empty() {
+            return Err((
+                "record_type.values".into(),
+                "name the record types that are rows".into(),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -7,12 +7,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{ArrayRef, Int64Array, Int64Builder, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{
     FileGroup, FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
@@ -26,15 +24,17 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use datafusion::scalar::ScalarValue;
-use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures::StreamExt;
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 
 use crate::definition::{MalformedMode, SchemaDrift};
 use crate::layout::{MALFORMED_COLUMN, RAW_RECORD_COLUMN, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
+use crate::read::bytes::{TextStream, file_bytes};
+use crate::read::json::{JsonBatch, syntax_fault};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode, raw_text};
-use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
+use crate::read::{CsvReadOptions, FixedLayout, RowKind};
 
 /// One file of a scan, with its Hive partition values (as text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +133,16 @@ pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
 /// partition columns follow (added from the folders).
 pub(crate) fn file_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef {
     let mut fields: Vec<Field> = Vec::new();
-    if kind == RowKind::Valid {
+    if kind == RowKind::Valid
+        && let Some(json) = &options.json
+    {
+        fields.extend(
+            json.0
+                .fields()
+                .iter()
+                .map(|field| field.as_ref().clone().with_nullable(true)),
+        );
+    } else if kind == RowKind::Valid {
         fields.extend(
             options
                 .columns
@@ -148,6 +157,17 @@ pub(crate) fn file_schema(options: &CsvReadOptions, kind: RowKind) -> SchemaRef 
         fields.push(Field::new(MALFORMED_COLUMN, DataType::Utf8, false));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// A JSON source's columns as the decoder reads them: every one nullable.
+fn columns_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// The source's partition columns, as strings.
@@ -320,6 +340,18 @@ impl GroupReader {
                 (0..self.options.columns.len()).map(Some).collect(),
             ))
         };
+        // Fixed-width lines have no quotes: cutting with the newline as the quote makes
+        // every newline end a record.
+        let quote = if self.options.fixed_width.is_some() {
+            b'\n'
+        } else {
+            self.options.quote
+        };
+        let mut json = self
+            .options
+            .json
+            .as_ref()
+            .map(|columns| JsonBatch::new(columns_schema(&columns.0)));
         let mut done = false;
         while !done {
             match stream.next().await {
@@ -337,7 +369,23 @@ impl GroupReader {
                     done = true;
                 }
             }
-            while let Some(record) = cutter.next(&buffer, self.options.quote) {
+            if let Some(batch) = json.as_mut() {
+                while let Some(record) = cutter.next(&buffer, b'\n') {
+                    self.json_line(file, record.line, record.bytes, batch, &mut rows)?;
+                    if batch.len() >= self.batch_size {
+                        self.send_json(file, batch, &mut rows, sender).await?;
+                    }
+                }
+                if done && let Some((record, _)) = cutter.rest(&buffer) {
+                    self.json_line(file, record.line, record.bytes, batch, &mut rows)?;
+                }
+                if done {
+                    self.send_json(file, batch, &mut rows, sender).await?;
+                }
+                cutter.compact(&mut buffer);
+                continue;
+            }
+            while let Some(record) = cutter.next(&buffer, quote) {
                 self.record(
                     file,
                     record.line,
@@ -388,6 +436,9 @@ impl GroupReader {
         // Blank lines are skipped, as Spark does.
         if bytes.is_empty() || bytes.iter().all(|b| *b == b' ' || *b == b'\t') && !open_quote {
             return Ok(());
+        }
+        if let Some(fixed) = &self.options.fixed_width {
+            return self.fixed_width_record(file, line, bytes, fixed, rows);
         }
         let encoding = self.options.encoding;
         let Some(current) = layout.as_ref() else {
@@ -453,6 +504,158 @@ impl GroupReader {
                 }
             }
         }
+        rows.push_valid(line, &values, &self.options.null_values);
+        Ok(())
+    }
+
+    /// One line of a JSON lines file: skipped when blank, malformed when it is not a
+    /// JSON object (or not valid text), else kept for the batch's decode.
+    fn json_line(
+        &self,
+        file: &CsvFile,
+        line: u64,
+        bytes: &[u8],
+        batch: &mut JsonBatch,
+        rows: &mut RowBuilder,
+    ) -> Result<()> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let bytes = if line == 1 {
+            bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        let encoding = self.options.encoding;
+        let Some(text) = decode(bytes, encoding) else {
+            let fault = format!("the line is not valid {encoding:?} text");
+            return self.malformed(file, line, bytes, Some(fault), rows);
+        };
+        if let Some(fault) = syntax_fault(text.as_bytes()) {
+            if self.options.mode == MalformedMode::FailFast {
+                // The run fails at the file's first malformed line: one of the lines
+                // kept for decoding may come before this one.
+                if let Some((line, bytes, fault)) = batch.decode().faults.into_iter().next() {
+                    return self.malformed(file, line, &bytes, Some(fault), rows);
+                }
+            }
+            return self.malformed(file, line, bytes, Some(fault), rows);
+        }
+        batch.push(line, text.as_bytes());
+        Ok(())
+    }
+
+    /// Decodes the JSON lines kept so far: lines whose values do not fit the source's
+    /// types are malformed; the rest are sent as rows (valid scans).
+    async fn send_json(
+        &self,
+        file: &CsvFile,
+        batch: &mut JsonBatch,
+        rows: &mut RowBuilder,
+        sender: &Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let decoded = batch.decode();
+        for (line, bytes, fault) in decoded.faults {
+            self.malformed(file, line, &bytes, Some(fault), rows)?;
+        }
+        if self.kind == RowKind::Malformed {
+            if rows.len() > 0 {
+                send(sender, rows.finish()?).await;
+            }
+            return Ok(());
+        }
+        let Some((values, lines)) = decoded.rows else {
+            return Ok(());
+        };
+        let mut columns = values.columns().to_vec();
+        let mut files = StringBuilder::with_capacity(lines.len(), file.path.len() * lines.len());
+        for _ in 0..lines.len() {
+            files.append_value(&file.path);
+        }
+        columns.push(Arc::new(files.finish()));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            lines.iter().map(|line| *line as i64),
+        )));
+        send(
+            sender,
+            RecordBatch::try_new(Arc::clone(&self.schema), columns)?,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// One line of a fixed-width file: a row, a line of another record type (skipped),
+    /// or a malformed row (too short, or not valid text).
+    fn fixed_width_record(
+        &self,
+        file: &CsvFile,
+        line: u64,
+        bytes: &[u8],
+        fixed: &FixedLayout,
+        rows: &mut RowBuilder,
+    ) -> Result<()> {
+        if line <= fixed.skip_lines {
+            return Ok(());
+        }
+        let encoding = self.options.encoding;
+        let bytes = if line == 1 {
+            bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        let Some(text) = decode(bytes, encoding) else {
+            let fault = format!("the line is not valid {encoding:?} text");
+            return self.malformed(file, line, bytes, Some(fault), rows);
+        };
+        // Character offsets (not bytes): positions count characters in every encoding.
+        let ascii = text.is_ascii();
+        let offsets: Vec<usize> = if ascii {
+            Vec::new()
+        } else {
+            text.char_indices()
+                .map(|(at, _)| at)
+                .chain(std::iter::once(text.len()))
+                .collect()
+        };
+        let length = if ascii { text.len() } else { offsets.len() - 1 };
+        let slice = |start: usize, width: usize| -> Option<&str> {
+            let end = start + width;
+            if end > length {
+                return None;
+            }
+            Some(if ascii {
+                &text[start..end]
+            } else {
+                &text[offsets[start]..offsets[end]]
+            })
+        };
+        if let Some((start, width, values)) = &fixed.record_type {
+            match slice(*start, *width) {
+                Some(kind) if values.iter().any(|value| value == kind.trim()) => {}
+                // Another record type, or a line too short to have one: not a row.
+                _ => return Ok(()),
+            }
+        }
+        if length < fixed.record_length() {
+            let fault = format!(
+                "{length} characters where the layout needs {}",
+                fixed.record_length()
+            );
+            return self.malformed(file, line, bytes, Some(fault), rows);
+        }
+        if self.kind == RowKind::Malformed {
+            return Ok(());
+        }
+        let values: Vec<Option<std::borrow::Cow<'_, str>>> = fixed
+            .columns
+            .iter()
+            .map(|(start, width)| {
+                slice(*start, *width).map(|value| {
+                    let value = if fixed.trim { value.trim() } else { value };
+                    std::borrow::Cow::Borrowed(value)
+                })
+            })
+            .collect();
         rows.push_valid(line, &values, &self.options.null_values);
         Ok(())
     }
@@ -532,32 +735,6 @@ fn describe_difference(missing: &[&String], extra: &[&String]) -> String {
     }
 }
 
-/// A file's bytes as they stream from the store, decompressed as `compression` (or its
-/// extension) says; the error says what failed, for the caller to name the file.
-pub(super) async fn file_bytes(
-    store: &dyn ObjectStore,
-    path: &str,
-    compression: FileCompression,
-) -> std::result::Result<futures::stream::BoxStream<'static, Result<Bytes>>, String> {
-    let stream = store
-        .get(&object_store::path::Path::from(path))
-        .await
-        .map_err(|err| format!("cannot read it: {err}"))?
-        .into_stream()
-        .map_err(|err| DataFusionError::External(Box::new(err)))
-        .boxed();
-    let decompressed = match compression.of_file(path) {
-        FileCompression::Gzip => FileCompressionType::GZIP,
-        FileCompression::Bzip2 => FileCompressionType::BZIP2,
-        FileCompression::Xz => FileCompressionType::XZ,
-        FileCompression::Zstd => FileCompressionType::ZSTD,
-        FileCompression::Auto | FileCompression::None => FileCompressionType::UNCOMPRESSED,
-    };
-    decompressed
-        .convert_stream(stream)
-        .map_err(|err| crate::frame::strip_context(&err))
-}
-
 /// An error of one file, naming the source and the file.
 fn file_error(file: &CsvFile, message: String) -> DataFusionError {
     DataFusionError::Execution(format!("{}: {message}", file.path))
@@ -566,71 +743,6 @@ fn file_error(file: &CsvFile, message: String) -> DataFusionError {
 /// Sends a batch; a closed receiver (the query ended early) is not an error.
 async fn send(sender: &Sender<Result<RecordBatch>>, batch: RecordBatch) {
     let _ = sender.send(Ok(batch)).await;
-}
-
-/// Bytes decoded to UTF-8 before they are cut into records, for UTF-16 files; other
-/// encodings pass through (they are decoded per field).
-pub(super) struct TextStream {
-    decoder: Option<encoding_rs::Decoder>,
-    first: bool,
-    encoding: TextEncoding,
-}
-
-impl TextStream {
-    pub(super) fn new(encoding: TextEncoding) -> Self {
-        let decoder = match encoding {
-            TextEncoding::Utf16Le => Some(encoding_rs::UTF_16LE.new_decoder()),
-            TextEncoding::Utf16Be => Some(encoding_rs::UTF_16BE.new_decoder()),
-            _ => None,
-        };
-        Self {
-            decoder,
-            first: true,
-            encoding,
-        }
-    }
-
-    pub(super) fn push(&mut self, chunk: &Bytes, buffer: &mut Vec<u8>) {
-        let mut chunk: &[u8] = chunk;
-        if self.first {
-            self.first = false;
-            if self.encoding == TextEncoding::Utf8 {
-                chunk = chunk.strip_prefix(b"\xef\xbb\xbf").unwrap_or(chunk);
-            }
-        }
-        match &mut self.decoder {
-            None => buffer.extend_from_slice(chunk),
-            Some(decoder) => Self::decode(decoder, chunk, false, buffer),
-        }
-    }
-
-    pub(super) fn finish(&mut self, buffer: &mut Vec<u8>) {
-        if let Some(decoder) = &mut self.decoder {
-            Self::decode(decoder, &[], true, buffer);
-        }
-    }
-
-    fn decode(
-        decoder: &mut encoding_rs::Decoder,
-        mut input: &[u8],
-        last: bool,
-        buffer: &mut Vec<u8>,
-    ) {
-        loop {
-            let room = decoder
-                .max_utf8_buffer_length(input.len())
-                .unwrap_or(input.len() * 3 + 16);
-            let start = buffer.len();
-            buffer.resize(start + room, 0);
-            let (result, read, written, _) =
-                decoder.decode_to_utf8(input, &mut buffer[start..], last);
-            buffer.truncate(start + written);
-            input = &input[read..];
-            if matches!(result, encoding_rs::CoderResult::InputEmpty) {
-                break;
-            }
-        }
-    }
 }
 
 /// The rows of one file being built into a batch.
@@ -725,12 +837,12 @@ mod tests {
 
     use super::{CsvFile, CsvScan, csv_scan};
     use crate::definition::{MalformedMode, SchemaDrift};
-    use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
+    use crate::read::{CsvReadOptions, FileCompression, FixedLayout, RowKind, TextEncoding};
 
     /// Bytes that look like CSV often enough to reach every branch: delimiters, quotes,
     /// CR, LF, non-ASCII and invalid UTF-8.
     fn random_csv(rng: &mut StdRng) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"ab1,,,\"\"\n\n\r \t\xe9\xff\xc3\xa9x";
+        const ALPHABET: &[u8] = b"ab1,,,\"\"\n\n\r \t\xe9\xff\xc3\xa9x{}:[]";
         let mut bytes = b"a,b,c\n".to_vec();
         let len = rng.random_range(0..400);
         bytes.extend((0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]));
@@ -750,6 +862,8 @@ mod tests {
             schema_drift: SchemaDrift::QuarantineFile,
             columns: vec!["a".into(), "b".into(), "c".into()],
             partition_columns: Vec::new(),
+            fixed_width: None,
+            json: None,
         }
     }
 
@@ -773,7 +887,33 @@ mod tests {
             encoder.finish().expect("gzip");
         }
         for case in 0..300 {
-            let (name, bytes) = match case % 3 {
+            let (name, bytes) = match case % 4 {
+                // JSON lines of every type the columns may hold, cut anywhere.
+                3 => {
+                    let mut bytes = Vec::new();
+                    for _ in 0..rng.random_range(0..20) {
+                        const VALUES: [&str; 8] = [
+                            "1",
+                            "-2.5",
+                            "\"x\"",
+                            "null",
+                            "[1]",
+                            "{\"n\": 1}",
+                            "true",
+                            "1e400",
+                        ];
+                        let value = |rng: &mut StdRng| VALUES[rng.random_range(0..VALUES.len())];
+                        let line = format!(
+                            "{{\"a\": {}, \"b\": {}, \"c\": {}}}\n",
+                            value(&mut rng),
+                            value(&mut rng),
+                            value(&mut rng)
+                        );
+                        bytes.extend_from_slice(line.as_bytes());
+                    }
+                    bytes.truncate(rng.random_range(0..bytes.len().max(1)));
+                    (format!("f{case}.json"), bytes)
+                }
                 0 => (format!("f{case}.csv"), random_csv(&mut rng)),
                 // A gzip stream cut anywhere.
                 1 => {
@@ -797,11 +937,39 @@ mod tests {
                 size: bytes.len() as u64,
                 partition_values: Vec::new(),
             };
-            for kind in [RowKind::Valid, RowKind::Malformed] {
+            for (kind, reader) in [
+                (RowKind::Valid, "csv"),
+                (RowKind::Malformed, "csv"),
+                (RowKind::Valid, "fixed_width"),
+                (RowKind::Malformed, "fixed_width"),
+                (RowKind::Valid, "json"),
+                (RowKind::Malformed, "json"),
+            ] {
                 for mode in [MalformedMode::Permissive, MalformedMode::FailFast] {
+                    let mut options = options(mode, encodings[case % encodings.len()]);
+                    if reader == "json" {
+                        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+                        options.header = false;
+                        options.json = Some(crate::read::JsonColumns(std::sync::Arc::new(
+                            Schema::new(vec![
+                                Field::new("a", DataType::Int64, true),
+                                Field::new("b", DataType::Utf8, true),
+                                Field::new("c", DataType::Float64, true),
+                            ]),
+                        )));
+                    }
+                    if reader == "fixed_width" {
+                        options.header = false;
+                        options.fixed_width = Some(FixedLayout {
+                            columns: vec![(0, 1), (1, 2), (3, 1)],
+                            record_type: Some((0, 1, vec!["a".into(), "1".into()])),
+                            trim: true,
+                            skip_lines: 1,
+                        });
+                    }
                     let exec = csv_scan(CsvScan {
                         store_url: "file:///".into(),
-                        options: options(mode, encodings[case % encodings.len()]),
+                        options,
                         kind,
                         groups: vec![vec![file.clone()]],
                     })
@@ -819,5 +987,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A multi-record fixed-width file: header and trailer lines skipped by record type,
+    /// values trimmed, positions in characters (not bytes), a short line malformed.
+    #[tokio::test]
+    async fn fixed_width_lines_read_by_position_and_record_type() {
+        use datafusion::arrow::array::{Array, AsArray};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("rx.txt");
+        let text =
+            "H20240301 PHARMACY FEED\nD0001José   0012\nD0002Ann    0007\nD0003Bo\nT0000003\n";
+        std::fs::write(&path, text).expect("a file");
+        let file = CsvFile {
+            path: path
+                .display()
+                .to_string()
+                .trim_start_matches('/')
+                .to_owned(),
+            size: text.len() as u64,
+            partition_values: Vec::new(),
+        };
+        let mut options = options(MalformedMode::Permissive, TextEncoding::Utf8);
+        options.header = false;
+        options.columns = vec!["id".into(), "name".into(), "qty".into()];
+        options.fixed_width = Some(FixedLayout {
+            columns: vec![(1, 4), (5, 7), (12, 4)],
+            record_type: Some((0, 1, vec!["D".into()])),
+            trim: true,
+            skip_lines: 0,
+        });
+        let ctx = SessionContext::new();
+        let read = |kind| {
+            let exec = csv_scan(CsvScan {
+                store_url: "file:///".into(),
+                options: options.clone(),
+                kind,
+                groups: vec![vec![file.clone()]],
+            })
+            .expect("a scan");
+            datafusion::physical_plan::collect(exec, ctx.task_ctx())
+        };
+        let valid = read(RowKind::Valid).await.expect("rows");
+        let batch = datafusion::arrow::compute::concat_batches(&valid[0].schema(), &valid)
+            .expect("one batch");
+        let column = |index: usize| -> Vec<String> {
+            let values = batch.column(index).as_string::<i32>();
+            (0..values.len())
+                .map(|row| values.value(row).to_owned())
+                .collect()
+        };
+        assert_eq!(column(0), vec!["0001", "0002"]);
+        assert_eq!(column(1), vec!["José", "Ann"]);
+        assert_eq!(column(2), vec!["0012", "0007"]);
+        let lines = batch
+            .column(4)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(lines.values().to_vec(), vec![2, 3]);
+        let malformed = read(RowKind::Malformed).await.expect("rows");
+        let rows: usize = malformed.iter().map(|batch| batch.num_rows()).sum();
+        assert_eq!(rows, 1, "the short line D0003Bo");
+        let batch = &malformed[0];
+        let fault = batch.column(batch.num_columns() - 1).as_string::<i32>();
+        assert!(
+            fault
+                .value(0)
+                .contains("7 characters where the layout needs 16"),
+            "{}",
+            fault.value(0)
+        );
     }
 }

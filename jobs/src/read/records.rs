@@ -44,9 +44,11 @@ impl RecordCutter {
             };
             let byte = buffer[self.scanned + offset];
             self.scanned += offset + 1;
-            if byte == quote {
+            // A newline first: a fixed-width file's records have no quotes, and cut with
+            // `quote` set to the newline.
+            if byte != b'\n' {
                 self.in_quote = !self.in_quote;
-            } else if byte == b'\n' {
+            } else {
                 if self.in_quote {
                     self.inner_newlines += 1;
                     continue;
@@ -252,6 +254,8 @@ mod tests {
             schema_drift: crate::definition::SchemaDrift::UnionByName,
             columns: Vec::new(),
             partition_columns: Vec::new(),
+            fixed_width: None,
+            json: None,
         };
         let mut splitter = FieldSplitter::new(&options);
         let mut fields = Fields::default();

@@ -238,10 +238,10 @@ async fn first_record(
     use futures::StreamExt;
 
     let fail = |message: String| format!("{}: {message}", meta.location);
-    let mut stream = super::exec::file_bytes(store, meta.location.as_ref(), options.compression)
+    let mut stream = super::bytes::file_bytes(store, meta.location.as_ref(), options.compression)
         .await
         .map_err(fail)?;
-    let mut text = super::exec::TextStream::new(options.encoding);
+    let mut text = super::bytes::TextStream::new(options.encoding);
     let mut buffer = Vec::new();
     let mut cutter = RecordCutter::new();
     let mut record: Option<Vec<u8>> = None;

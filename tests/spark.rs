@@ -169,7 +169,7 @@ sources:
   micros: {format: parquet, path: "{{input}}/micros"}
 input: int96
 steps:
-  - sql: "SELECT 'int96' AS kind, id, ts FROM int96 UNION ALL SELECT 'micros' AS kind, id, ts FROM micros"
+  - sql: "SELECT 'int96' AS kind, id, ts, arrow_typeof(ts) AS read_as FROM int96 UNION ALL SELECT 'micros' AS kind, id, ts, arrow_typeof(ts) AS read_as FROM micros"
 outputs:
   - {name: both, path: "{{out}}", mode: error_if_exists}
 "#;
@@ -196,6 +196,8 @@ async fn spark_int96_and_micros_timestamps_read_as_one_type_with_sparks_instants
     );
     assert_eq!(record["status"], "succeeded");
     let mut ours: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    // How each file's column was read, before the union made them one type.
+    let mut read_as: BTreeMap<String, String> = BTreeMap::new();
     for batches in common::read_partitioned(&out).values() {
         for batch in batches {
             let ts = batch.column_by_name("ts").unwrap();
@@ -209,7 +211,9 @@ async fn spark_int96_and_micros_timestamps_read_as_one_type_with_sparks_instants
                 .column_by_name("id")
                 .unwrap()
                 .as_primitive::<Int64Type>();
+            let types = batch.column_by_name("read_as").unwrap().as_string::<i32>();
             for row in 0..batch.num_rows() {
+                read_as.insert(kind.value(row).to_owned(), types.value(row).to_owned());
                 ours.entry(kind.value(row).to_owned())
                     .or_default()
                     .insert(id.value(row).to_string(), ts.value(row));
@@ -219,6 +223,7 @@ async fn spark_int96_and_micros_timestamps_read_as_one_type_with_sparks_instants
     let theirs: BTreeMap<String, BTreeMap<String, i64>> =
         serde_json::from_value(spark["micros"].clone()).unwrap();
     assert_eq!(theirs.len(), 2, "{spark}");
+    assert_eq!(read_as["int96"], read_as["micros"], "{read_as:?}");
     assert_eq!(ours, theirs);
 }
 

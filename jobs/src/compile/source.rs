@@ -108,7 +108,11 @@ impl PreparedJob {
                 .await;
         }
         let format: Arc<dyn FileFormat> = match spec.format {
-            SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+            // The session's Parquet options (INT96 read as Spark reads it, see
+            // `session`), not the format's defaults.
+            SourceFormat::Parquet => Arc::new(
+                ParquetFormat::default().with_options(state.table_options().parquet.clone()),
+            ),
             // Read by Sluice's reader (`reader_options` above).
             SourceFormat::Json | SourceFormat::FixedWidth => {
                 return Err(source_error(format!(

@@ -741,3 +741,68 @@ fn malformed_json_lines_are_quarantined_with_their_line() {
     assert!(common::data_files(&dir.path().join("staging/failfast")).is_empty());
     assert_eq!(tree_bytes(&dir.path().join("landing")), before);
 }
+
+/// One large CSV file is split into byte ranges, one task each (fewer files than
+/// tasks), and gives the answer of a whole read: every well-formed row once, every
+/// malformed row quarantined with its exact line, a quoted value spanning two lines
+/// kept whole wherever a split falls.
+#[test]
+fn a_large_file_split_across_tasks_keeps_every_row_and_line() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/claims")).unwrap();
+    // Each copy: 7 lines; well-formed records at +0, +3 (spanning +3..+4), +6;
+    // malformed at +1 (too few fields), +2 (too many), +5 (not UTF-8).
+    const COPY: &[u8] =
+        b"1,alpha,10\n2,beta\n3,gamma,30,extra\n4,\"del\nta\",40\n5,caf\xe9,50\n6,zeta,60\n";
+    const COPIES: i64 = 4000;
+    let mut file = b"id,name,qty\n".to_vec();
+    for _ in 0..COPIES {
+        file.extend_from_slice(COPY);
+    }
+    std::fs::write(dir.path().join("landing/claims/big.csv"), &file).unwrap();
+    let before = tree_bytes(&dir.path().join("landing"));
+    let job = write_job(
+        dir.path(),
+        "big",
+        "apiVersion: sluice/v1\nname: big\n\
+         sources:\n  claims: {format: csv, path: landing/claims}\n\
+         quality:\n  quarantine: {path: staging/quarantine}\n\
+         outputs:\n  - {name: claims, path: staging/claims}\n\
+         conf:\n  datafusion.execution.target_partitions: 4\n\
+         \x20 datafusion.optimizer.repartition_file_min_size: 4096\n",
+    );
+    let explain = sluice(&["validate", &job, "--explain"], dir.path(), &[]);
+    assert!(explain.status.success());
+    let plan = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        plan.contains("file_groups={4 groups") && plan.contains("big.csv:0.."),
+        "the file is not split:\n{plan}"
+    );
+    let output = sluice(&["run", &job], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let rows = rows_of(&dir.path().join("staging/claims"));
+    assert_eq!(rows.len() as i64, 3 * COPIES);
+    let mut expected_rows: Vec<(String, String, String)> = (0..COPIES)
+        .flat_map(|_| {
+            [
+                ("1", "alpha", "10"),
+                ("4", "del\nta", "40"),
+                ("6", "zeta", "60"),
+            ]
+            .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+        })
+        .collect();
+    expected_rows.sort();
+    assert_eq!(rows, expected_rows);
+    let lines: Vec<i64> = quarantined(&dir.path().join("staging/quarantine"))
+        .into_iter()
+        .map(|(line, _, _, _)| line)
+        .collect();
+    let mut expected: Vec<i64> = (0..COPIES)
+        .flat_map(|copy| [1, 2, 5].map(|at| 2 + 7 * copy + at))
+        .collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}

@@ -45,6 +45,10 @@ pub struct CsvFile {
     pub size: u64,
     /// Values of the source's partition columns, in order.
     pub partition_values: Vec<String>,
+    /// The part of a split file this task reads: the records that start in these bytes
+    /// (`None`: the whole file).
+    #[serde(default)]
+    pub range: Option<(u64, u64)>,
 }
 
 /// What a scan is, on the wire.
@@ -73,12 +77,17 @@ pub fn csv_scan(scan: CsvScan) -> Result<Arc<dyn ExecutionPlan>> {
                 files
                     .into_iter()
                     .map(|file| {
-                        PartitionedFile::new(file.path, file.size).with_partition_values(
-                            file.partition_values
-                                .into_iter()
-                                .map(|value| ScalarValue::Utf8(Some(value)))
-                                .collect(),
-                        )
+                        let part = PartitionedFile::new(file.path, file.size)
+                            .with_partition_values(
+                                file.partition_values
+                                    .into_iter()
+                                    .map(|value| ScalarValue::Utf8(Some(value)))
+                                    .collect(),
+                            );
+                        match file.range {
+                            Some((start, end)) => part.with_range(start as i64, end as i64),
+                            None => part,
+                        }
                     })
                     .collect(),
             )
@@ -116,6 +125,7 @@ pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
                             other => other.to_string(),
                         })
                         .collect(),
+                    range: file_range(file),
                 })
                 .collect()
         })
@@ -126,6 +136,13 @@ pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
         kind: source.reader.kind,
         groups,
     })
+}
+
+/// The byte range of a split file's part.
+fn file_range(file: &PartitionedFile) -> Option<(u64, u64)> {
+    file.range
+        .as_ref()
+        .map(|range| (range.start.max(0) as u64, range.end.max(0) as u64))
 }
 
 /// The columns a file yields: the source's columns as strings, then its file and line;
@@ -283,6 +300,7 @@ impl FileOpener for CsvFileOpener {
                 path: file.object_meta.location.to_string(),
                 size: file.object_meta.size,
                 partition_values: Vec::new(),
+                range: file_range(&file),
             };
             let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
             // Aborted when the stream is dropped (a LIMIT stops reading the file).
@@ -296,6 +314,35 @@ impl FileOpener for CsvFileOpener {
             });
             Ok(rows.boxed())
         }))
+    }
+}
+
+/// The part of a file a task reads. A split file is read from its start: its records
+/// are cut exactly as when it is read whole (a quoted value spanning lines, line
+/// numbers), and only those that start inside the range become rows; the header is
+/// read by every part.
+struct Part {
+    range: Option<(u64, u64)>,
+    needs_header: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Before,
+    Inside,
+    After,
+}
+
+impl Part {
+    fn place(&self, offset: u64, header_read: bool) -> Place {
+        match self.range {
+            None => Place::Inside,
+            // The header goes to every part.
+            Some(_) if self.needs_header && !header_read => Place::Inside,
+            Some((start, _)) if offset < start => Place::Before,
+            Some((_, end)) if offset >= end => Place::After,
+            Some(_) => Place::Inside,
+        }
     }
 }
 
@@ -352,6 +399,10 @@ impl GroupReader {
             .json
             .as_ref()
             .map(|columns| JsonBatch::new(columns_schema(&columns.0)));
+        let part = Part {
+            range: file.range,
+            needs_header: self.options.header && self.options.fixed_width.is_none(),
+        };
         let mut done = false;
         while !done {
             match stream.next().await {
@@ -371,12 +422,23 @@ impl GroupReader {
             }
             if let Some(batch) = json.as_mut() {
                 while let Some(record) = cutter.next(&buffer, b'\n') {
+                    match part.place(record.offset, true) {
+                        Place::Before => continue,
+                        Place::After => {
+                            done = true;
+                            break;
+                        }
+                        Place::Inside => {}
+                    }
                     self.json_line(file, record.line, record.bytes, batch, &mut rows)?;
                     if batch.len() >= self.batch_size {
                         self.send_json(file, batch, &mut rows, sender).await?;
                     }
                 }
-                if done && let Some((record, _)) = cutter.rest(&buffer) {
+                if done
+                    && let Some((record, _)) = cutter.rest(&buffer)
+                    && part.place(record.offset, true) == Place::Inside
+                {
                     self.json_line(file, record.line, record.bytes, batch, &mut rows)?;
                 }
                 if done {
@@ -386,6 +448,14 @@ impl GroupReader {
                 continue;
             }
             while let Some(record) = cutter.next(&buffer, quote) {
+                match part.place(record.offset, layout.is_some()) {
+                    Place::Before => continue,
+                    Place::After => {
+                        done = true;
+                        break;
+                    }
+                    Place::Inside => {}
+                }
                 self.record(
                     file,
                     record.line,
@@ -400,7 +470,10 @@ impl GroupReader {
                     send(sender, rows.finish()?).await;
                 }
             }
-            if done && let Some((record, open_quote)) = cutter.rest(&buffer) {
+            if done
+                && let Some((record, open_quote)) = cutter.rest(&buffer)
+                && part.place(record.offset, layout.is_some()) == Place::Inside
+            {
                 self.record(
                     file,
                     record.line,
@@ -936,6 +1009,7 @@ mod tests {
                     .to_owned(),
                 size: bytes.len() as u64,
                 partition_values: Vec::new(),
+                range: None,
             };
             for (kind, reader) in [
                 (RowKind::Valid, "csv"),
@@ -1007,6 +1081,7 @@ mod tests {
                 .to_owned(),
             size: text.len() as u64,
             partition_values: Vec::new(),
+            range: None,
         };
         let mut options = options(MalformedMode::Permissive, TextEncoding::Utf8);
         options.header = false;
@@ -1056,5 +1131,97 @@ mod tests {
             "{}",
             fault.value(0)
         );
+    }
+
+    /// Every row of a batch as text, one string per row.
+    fn row_texts(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        let mut rows = Vec::new();
+        for batch in batches {
+            let formats: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|column| ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()))
+                .collect::<Result<_, _>>()
+                .expect("formatters");
+            for row in 0..batch.num_rows() {
+                let values: Vec<String> =
+                    formats.iter().map(|f| f.value(row).to_string()).collect();
+                rows.push(values.join("|"));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// A file split into byte ranges (one task each) yields exactly the rows, lines and
+    /// malformed rows of the file read whole, wherever the splits fall — inside a quoted
+    /// value spanning lines, inside the header, on a newline.
+    #[tokio::test]
+    async fn a_split_file_reads_as_the_whole_file() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ctx = SessionContext::new();
+        let mut rng = StdRng::seed_from_u64(7);
+        for case in 0..200 {
+            let mut bytes = random_csv(&mut rng);
+            bytes.extend_from_slice(b"1,\"x\ny\",2\n3,4,5\n");
+            bytes.extend(random_csv(&mut rng).into_iter().skip(6));
+            let name = format!("s{case}.csv");
+            let path = dir.path().join(&name);
+            std::fs::write(&path, &bytes).expect("a file");
+            let size = bytes.len() as u64;
+            let whole = CsvFile {
+                path: path
+                    .display()
+                    .to_string()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                size,
+                partition_values: Vec::new(),
+                range: None,
+            };
+            let mut cuts: Vec<u64> = (0..rng.random_range(1..5))
+                .map(|_| rng.random_range(0..=size))
+                .collect();
+            cuts.extend([0, size]);
+            cuts.sort();
+            cuts.dedup();
+            let parts: Vec<Vec<CsvFile>> = cuts
+                .windows(2)
+                .map(|w| {
+                    let mut part = whole.clone();
+                    part.range = Some((w[0], w[1]));
+                    vec![part]
+                })
+                .collect();
+            for kind in [RowKind::Valid, RowKind::Malformed] {
+                let read = |groups: Vec<Vec<CsvFile>>| {
+                    let exec = csv_scan(CsvScan {
+                        store_url: "file:///".into(),
+                        options: options(MalformedMode::Permissive, TextEncoding::Utf8),
+                        kind,
+                        groups,
+                    })
+                    .expect("a scan");
+                    datafusion::physical_plan::collect(exec, ctx.task_ctx())
+                };
+                let expected = read(vec![vec![whole.clone()]]).await;
+                let got = read(parts.clone()).await;
+                match (expected, got) {
+                    (Ok(expected), Ok(got)) => assert_eq!(
+                        row_texts(&got),
+                        row_texts(&expected),
+                        "{name} split at {cuts:?}: {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                    (Err(_), Err(_)) => {}
+                    (expected, got) => panic!(
+                        "{name} split at {cuts:?}: whole {:?}, split {:?}",
+                        expected.map(|b| b.len()),
+                        got.map(|b| b.len())
+                    ),
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,8 @@ use crate::read::{CsvReadOptions, TextEncoding};
 pub(super) struct RawRecord<'a> {
     /// The 1-based line the record starts on.
     pub line: u64,
+    /// The byte of the file (after decompression) the record starts at.
+    pub offset: u64,
     pub bytes: &'a [u8],
 }
 
@@ -24,6 +26,8 @@ pub(super) struct RecordCutter {
     line: u64,
     /// Newlines seen inside the record being scanned.
     inner_newlines: u64,
+    /// The file offset of the buffer's first byte.
+    base: u64,
 }
 
 impl RecordCutter {
@@ -59,6 +63,7 @@ impl RecordCutter {
                 }
                 let record = RawRecord {
                     line: self.line,
+                    offset: self.base + self.start as u64,
                     bytes: &buffer[self.start..end],
                 };
                 self.line += 1 + self.inner_newlines;
@@ -82,6 +87,7 @@ impl RecordCutter {
         }
         let record = RawRecord {
             line: self.line,
+            offset: self.base + self.start as u64,
             bytes: &buffer[self.start..end],
         };
         self.start = buffer.len();
@@ -93,6 +99,7 @@ impl RecordCutter {
     pub(super) fn compact(&mut self, buffer: &mut Vec<u8>) {
         if self.start > 0 {
             buffer.drain(..self.start);
+            self.base += self.start as u64;
             self.scanned -= self.start;
             self.start = 0;
         }

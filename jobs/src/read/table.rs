@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 
 use crate::read::exec::{CsvFile, CsvScan, csv_scan, file_schema};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode};
-use crate::read::{CsvReadOptions, RowKind};
+use crate::read::{CsvReadOptions, FileCompression, RowKind, TextEncoding};
 
 /// A CSV source's valid or malformed rows (see the module's overview).
 #[derive(Debug)]
@@ -124,18 +124,29 @@ impl TableProvider for CsvTable {
                     path: file.object_meta.location.to_string(),
                     size: file.object_meta.size,
                     partition_values,
+                    range: None,
                 },
             )))
         })
         .try_collect()
         .await?;
+        let target_partitions = state.config().target_partitions().max(1);
+        let optimizer = &state.config().options().optimizer;
+        if optimizer.repartition_file_scans {
+            files = split_files(
+                files,
+                &self.options,
+                target_partitions,
+                optimizer.repartition_file_min_size as u64,
+            );
+        }
         // Largest files first, each to the group with the fewest bytes so far.
-        files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.path.cmp(&b.1.path)));
-        let partitions = state
-            .config()
-            .target_partitions()
-            .max(1)
-            .min(files.len().max(1));
+        files.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.path.cmp(&b.1.path))
+                .then_with(|| a.1.range.cmp(&b.1.range))
+        });
+        let partitions = target_partitions.min(files.len().max(1));
         let mut groups: Vec<(u64, Vec<CsvFile>)> = vec![(0, Vec::new()); partitions];
         for (size, file) in files {
             if let Some(group) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
@@ -171,6 +182,48 @@ impl TableProvider for CsvTable {
             }
         }
     }
+}
+
+/// Fewer files than tasks: large files are split into byte ranges so that every task
+/// reads a part (DataFusion's `repartition_file_scans`, with pieces of at least
+/// `min_bytes`). Only files whose bytes are their records can be split — not compressed
+/// ones (gzip cannot be entered midway) and not UTF-16 ones (offsets are of the
+/// transcoded text). Each part still reads the file from its start, cutting records
+/// without parsing them, so records and line numbers are those of a whole read.
+fn split_files(
+    files: Vec<(u64, CsvFile)>,
+    options: &CsvReadOptions,
+    partitions: usize,
+    min_bytes: u64,
+) -> Vec<(u64, CsvFile)> {
+    if files.len() >= partitions || files.is_empty() {
+        return files;
+    }
+    let total: u64 = files.iter().map(|(size, _)| size).sum();
+    let piece = (total / partitions as u64).max(min_bytes).max(1);
+    let utf16 = matches!(
+        options.encoding,
+        TextEncoding::Utf16Le | TextEncoding::Utf16Be
+    );
+    let mut split = Vec::new();
+    for (size, file) in files {
+        let plain = options.compression.of_file(&file.path) == FileCompression::None;
+        if !plain || utf16 || size <= piece {
+            split.push((size, file));
+            continue;
+        }
+        let pieces = size.div_ceil(piece);
+        let step = size.div_ceil(pieces);
+        let mut start = 0;
+        while start < size {
+            let end = (start + step).min(size);
+            let mut part = file.clone();
+            part.range = Some((start, end));
+            split.push((end - start, part));
+            start = end;
+        }
+    }
+    split
 }
 
 /// A source's columns from the headers of `files` (its first files): in the order they

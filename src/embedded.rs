@@ -23,7 +23,7 @@ pub struct EmbeddedCluster {
     address: SocketAddr,
     manager: Arc<RunManager>,
     // Owned so they stop with the cluster.
-    _tasks: JoinSet<()>,
+    _tasks: JoinSet<Option<(usize, String)>>,
     _work_dirs: Vec<tempfile::TempDir>,
 }
 
@@ -58,8 +58,10 @@ impl EmbeddedCluster {
             if let Err(err) = scheduler.serve(std::future::pending()).await {
                 tracing::error!(%err, "embedded scheduler stopped");
             }
+            None
         });
         let mut work_dirs = Vec::new();
+        let mut executor_settings = Vec::new();
         for index in 0..executors {
             let work_dir = tempfile::Builder::new()
                 .prefix("sluice-executor-")
@@ -68,29 +70,45 @@ impl EmbeddedCluster {
                     context: "creating an executor work directory".into(),
                     source,
                 })?;
-            let executor_settings = ExecutorSettings {
+            executor_settings.push(ExecutorSettings {
                 scheduler_host: "127.0.0.1".into(),
                 scheduler_port: address.port(),
-                flight_port: free_port()?,
-                grpc_port: free_port()?,
+                flight_port: 0,
+                grpc_port: 0,
                 vcores: 2,
                 work_dir: Some(work_dir.path().to_owned()),
                 executor_id: Some(format!("embedded-{index}")),
                 storage: settings.storage()?,
                 ..ExecutorSettings::default()
-            };
-            work_dirs.push(work_dir);
-            tasks.spawn(async move {
-                if let Err(err) = sluice_executor::run_executor(executor_settings).await {
-                    tracing::error!(%err, "embedded executor stopped");
-                }
             });
+            work_dirs.push(work_dir);
+        }
+        let mut starts = vec![0usize; executors];
+        for index in 0..executors {
+            spawn_executor(&mut tasks, index, &executor_settings[index])?;
+            starts[index] += 1;
         }
         let deadline = tokio::time::Instant::now() + REGISTRATION_TIMEOUT;
         loop {
             let alive = manager.executors().await.len();
             if alive >= executors {
                 break;
+            }
+            // An executor that stopped before registering (a port another process took
+            // between choosing it and binding it) starts again on other ports.
+            while let Some(ended) = tasks.try_join_next() {
+                let Ok(Some((index, err))) = ended else {
+                    continue;
+                };
+                if starts[index] >= EXECUTOR_STARTS {
+                    return Err(CliError::EmbeddedExecutorFailed {
+                        index,
+                        message: err,
+                    });
+                }
+                tracing::warn!(index, %err, "embedded executor stopped; starting it again");
+                spawn_executor(&mut tasks, index, &executor_settings[index])?;
+                starts[index] += 1;
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(CliError::EmbeddedExecutors {
@@ -118,6 +136,30 @@ impl EmbeddedCluster {
     pub fn manager(&self) -> &Arc<RunManager> {
         &self.manager
     }
+}
+
+/// How many times an embedded executor is started before the cluster gives up.
+const EXECUTOR_STARTS: usize = 3;
+
+/// Starts executor `index` on newly chosen ports; its task ends with its error.
+fn spawn_executor(
+    tasks: &mut JoinSet<Option<(usize, String)>>,
+    index: usize,
+    settings: &ExecutorSettings,
+) -> Result<()> {
+    let mut settings = settings.clone();
+    settings.flight_port = free_port()?;
+    settings.grpc_port = free_port()?;
+    tasks.spawn(async move {
+        match sluice_executor::run_executor(settings).await {
+            Ok(()) => None,
+            Err(err) => {
+                tracing::error!(%err, "embedded executor stopped");
+                Some((index, err.to_string()))
+            }
+        }
+    });
+    Ok(())
 }
 
 fn free_port() -> Result<u16> {

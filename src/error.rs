@@ -84,6 +84,14 @@ pub enum CliError {
         /// Executors started.
         expected: usize,
     },
+    /// An embedded executor stopped before it registered, on every start.
+    #[error("embedded executor {index} could not start: {message}")]
+    EmbeddedExecutorFailed {
+        /// Which executor.
+        index: usize,
+        /// Its error.
+        message: String,
+    },
     /// A health endpoint answered, but not `SERVING`.
     #[error("{url} is {status}")]
     NotServing {
@@ -131,6 +139,7 @@ impl CliError {
             | CliError::NotABool { .. }
             | CliError::StateMachine { .. }
             | CliError::EmbeddedExecutors { .. }
+            | CliError::EmbeddedExecutorFailed { .. }
             | CliError::NotServing { .. }
             | CliError::Aws { .. } => 2,
             CliError::Rejected(status) if status.code() == tonic::Code::InvalidArgument => 2,

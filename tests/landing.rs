@@ -416,6 +416,7 @@ fn write_parquet(path: &Path) {
 /// object unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
+    // The file is small, and split into four byte ranges read by four tasks.
     let _serial = common::one_cluster_at_a_time().await;
     use object_store::ObjectStoreExt;
     use object_store::path::Path as ObjectPath;
@@ -437,7 +438,9 @@ async fn malformed_rows_of_a_landing_file_on_s3_are_quarantined() {
         "apiVersion: sluice/v1\nname: dirty\n\
          sources:\n  claims: {format: csv, path: \"s3://lake/landing/claims\"}\n\
          quality:\n  quarantine: {path: \"s3://lake/staging/quarantine\"}\n\
-         outputs:\n  - {name: claims, path: \"s3://lake/staging/claims\"}\n",
+         outputs:\n  - {name: claims, path: \"s3://lake/staging/claims\"}\n\
+         conf:\n  datafusion.execution.target_partitions: 4\n\
+         \x20 datafusion.optimizer.repartition_file_min_size: 16\n",
     );
     let env = moto.env();
     let cwd = dir.path().to_path_buf();
@@ -805,4 +808,96 @@ fn a_large_file_split_across_tasks_keeps_every_row_and_line() {
     expected.sort();
     assert_eq!(lines, expected);
     assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}
+
+/// JSON lines and a fixed-width feed landed on S3 (moto): their malformed lines
+/// quarantined on S3 with their line, the landed objects unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_fixed_width_files_on_s3_quarantine_their_malformed_lines() {
+    let _serial = common::one_cluster_at_a_time().await;
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path as ObjectPath;
+
+    let dir = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(dir.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    const EVENTS: &[u8] = b"{\"id\": 1, \"qty\": 2}\nnot json\n{\"id\": 3, \"qty\": 4}\n";
+    const FEED: &[u8] = b"D001A  0010\nD002\nD003B  0020\n";
+    for (key, bytes) in [
+        ("landing/events/e.json", EVENTS),
+        ("landing/rx/feed.txt", FEED),
+    ] {
+        store
+            .put(&ObjectPath::from(key), bytes.to_vec().into())
+            .await
+            .unwrap();
+    }
+    let jobs = [
+        (
+            "events",
+            "sources:\n  events: {format: json, path: \"s3://lake/landing/events\"}\n",
+        ),
+        (
+            "rx",
+            "sources:\n  rx:\n    format: fixed_width\n    path: \"s3://lake/landing/rx\"\n    fixed_width:\n      columns:\n        - {name: id, start: 2, width: 3}\n        - {name: qty, start: 8, width: 4}\n",
+        ),
+    ];
+    for (name, sources) in jobs {
+        let job = write_job(
+            dir.path(),
+            name,
+            &format!(
+                "apiVersion: sluice/v1\nname: {name}\n{sources}\
+                 quality:\n  quarantine: {{path: \"s3://lake/staging/{name}_quarantine\"}}\n\
+                 outputs:\n  - {{name: {name}, path: \"s3://lake/staging/{name}\"}}\n"
+            ),
+        );
+        let env = moto.env();
+        let cwd = dir.path().to_path_buf();
+        let output = tokio::task::spawn_blocking(move || sluice(&["run", &job], &cwd, &env))
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{name} failed");
+    }
+    let local = dir.path().join("downloaded");
+    let mut listing = store.list(Some(&ObjectPath::from("staging")));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.unwrap();
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let path = local.join(meta.location.to_string());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    for (name, raw) in [("events", "not json"), ("rx", "D002")] {
+        let rows = batches(&local.join(format!("staging/{name}")));
+        let ids = strings(&rows, "id");
+        assert_eq!(ids.len(), 2, "{name}: {ids:?}");
+        let quarantine: Vec<(i64, Option<String>)> =
+            quarantined(&local.join(format!("staging/{name}_quarantine")))
+                .into_iter()
+                .map(|(line, raw, _, _)| (line, raw))
+                .collect();
+        assert_eq!(quarantine, vec![(2, Some(raw.to_owned()))], "{name}");
+    }
+    for (key, bytes) in [
+        ("landing/events/e.json", EVENTS),
+        ("landing/rx/feed.txt", FEED),
+    ] {
+        let landed = store
+            .get(&ObjectPath::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(landed.as_ref(), bytes, "{key}");
+    }
 }

@@ -304,14 +304,9 @@ impl PreparedJob {
             }
             return Ok(None);
         }
-        let encoding = match &csv.encoding {
-            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
-            None => TextEncoding::Utf8,
-        };
-        let compression = match &csv.compression {
-            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
-            None => FileCompression::Auto,
-        };
+        let (encoding, compression) =
+            text_options(csv.encoding.as_deref(), csv.compression.as_deref())
+                .map_err(|(field, m)| invalid(field, m))?;
         let byte = |field: &str, text: &str| -> Result<u8> {
             match text.as_bytes() {
                 [byte] => Ok(*byte),
@@ -356,14 +351,9 @@ impl PreparedJob {
             message,
         };
         let json = spec.json.clone().unwrap_or_default();
-        let encoding = match &json.encoding {
-            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
-            None => TextEncoding::Utf8,
-        };
-        let compression = match &json.compression {
-            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
-            None => FileCompression::Auto,
-        };
+        let (encoding, compression) =
+            text_options(json.encoding.as_deref(), json.compression.as_deref())
+                .map_err(|(field, m)| invalid(field, m))?;
         Ok(CsvReadOptions {
             source: name.to_owned(),
             header: false,
@@ -401,14 +391,9 @@ impl PreparedJob {
         let Some(layout) = &spec.fixed_width else {
             return Err(invalid("columns", "the layout is missing".into()));
         };
-        let encoding = match &layout.encoding {
-            Some(text) => TextEncoding::parse(text).map_err(|m| invalid("encoding", m))?,
-            None => TextEncoding::Utf8,
-        };
-        let compression = match &layout.compression {
-            Some(text) => FileCompression::parse(text).map_err(|m| invalid("compression", m))?,
-            None => FileCompression::Auto,
-        };
+        let (encoding, compression) =
+            text_options(layout.encoding.as_deref(), layout.compression.as_deref())
+                .map_err(|(field, m)| invalid(field, m))?;
         // Layouts count from 1; the reader from 0.
         let fixed = FixedLayout {
             columns: layout
@@ -540,6 +525,23 @@ impl PreparedJob {
             malformed,
         })
     }
+}
+
+/// A text source's `encoding` and `compression` (UTF-8 and by extension when unset);
+/// an error names the field.
+fn text_options(
+    encoding: Option<&str>,
+    compression: Option<&str>,
+) -> std::result::Result<(TextEncoding, FileCompression), (&'static str, String)> {
+    let encoding = match encoding {
+        Some(text) => TextEncoding::parse(text).map_err(|m| ("encoding", m))?,
+        None => TextEncoding::Utf8,
+    };
+    let compression = match compression {
+        Some(text) => FileCompression::parse(text).map_err(|m| ("compression", m))?,
+        None => FileCompression::Auto,
+    };
+    Ok((encoding, compression))
 }
 
 /// The files whose schemas (or headers) type a source: its first non-empty ones; an

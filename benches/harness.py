@@ -73,6 +73,8 @@ class Measurement:
     # Sluice distributed only: the cluster's start (not in wall_s) and the run's profile.
     cluster_start_s: float | None = None
     profile: dict | None = None
+    # The input's size, for jobs that report a throughput.
+    input_mb: float | None = None
 
 
 class ProcessGroupMeter:
@@ -193,6 +195,12 @@ class Job:
     outputs: dict[str, Path]
     spark: list[str]
     duckdb: list[str]
+    # Only these engines run it (all when None); a variant of another job is checked
+    # against that job's reference output (`parity_job`).
+    engines: set[str] | None = None
+    parity_job: str | None = None
+    # The bytes it reads, for a throughput (the CSV read).
+    input_bytes: int | None = None
 
 
 @dataclass
@@ -438,10 +446,40 @@ def tpch_jobs(ctx: Context, data: Path, engine: str) -> list[Job]:
     return jobs
 
 
+SLUICE_ENGINES = {"sluice", "sluice-embedded", "datafusion"}
+
+
+def read_jobs(ctx: Context, data: Path, engine: str) -> list[Job]:
+    """The CSV read of the cleansing benchmark alone (every field of the landed claims
+    decoded as text), PERMISSIVE as the cleansing job reads it, and — Sluice only — the
+    same read with `mode: FAILFAST`, which has no malformed-row path."""
+    landing = data / "landing"
+    out = ctx.work / "out" / engine / "read"
+    definition = BENCHES / "read" / "csv_decode.yaml"
+    failfast = ctx.work / "csv_decode_failfast.yaml"
+    spec = yaml.safe_load(definition.read_text())
+    spec["name"] = "csv_decode_failfast"
+    spec["sources"]["claims"]["csv"] = {"mode": "FAILFAST"}
+    failfast.write_text(yaml.safe_dump(spec, sort_keys=False))
+    size = sum(f.stat().st_size for f in (landing / "claims").iterdir() if f.is_file())
+    argv = ["--query", str(definition), "--tpch", str(landing), "--out", str(out)]
+    params = {"landing": str(landing), "out": str(out)}
+    return [
+        Job("csv_decode", definition, params, {"csv_decode": out / "csv_decode"},
+            [str(BENCHES / "spark" / "tpch.py"), *argv],
+            [str(BENCHES / "duckdb" / "tpch.py"), *argv, "--threads", "2"],
+            input_bytes=size),
+        Job("csv_decode_failfast", failfast, {**params, "out": str(out / "failfast")},
+            {"csv_decode": out / "failfast" / "csv_decode"},
+            [], [], engines=SLUICE_ENGINES, parity_job="csv_decode", input_bytes=size),
+    ]
+
+
 def generate(ctx: Context, scale: float, suites: list[str]) -> Path:
     """The scale's data, generated once with the fixed seed and kept for later runs."""
     data = ctx.work / "data" / f"scale-{scale:g}"
-    if "claims" in suites and not (data / "landing" / "ground_truth.json").exists():
+    landed = "claims" in suites or "read" in suites
+    if landed and not (data / "landing" / "ground_truth.json").exists():
         rows = max(int(scale * 1_000_000), 1000)
         subprocess.run([str(ctx.sluice), "datagen", "claims", "--rows", str(rows),
                         "--seed", str(SEED), "--out", str(data)], check=True, env=ctx.env,
@@ -477,6 +515,8 @@ def summarize(measurements: list[Measurement]) -> list[dict]:
             "cpu_s": statistics.median(m.cpu_s for m in ms),
             "peak_rss_mb": statistics.median(m.peak_rss_mb for m in ms),
         }
+        if ms[0].input_mb:
+            row["input_mb"] = ms[0].input_mb
         starts = [m.cluster_start_s for m in ms if m.cluster_start_s is not None]
         if starts:
             row["cluster_start_s"] = statistics.median(starts)
@@ -525,6 +565,25 @@ def markdown(meta: dict, summary: list[dict]) -> str:
                 + f" | {ratio(get('sluice', 'peak_rss_mb'), get('spark', 'peak_rss_mb'))} |"
             )
         lines.append("")
+        read = [r for r in summary if r["scale"] == scale and r.get("input_mb")]
+        if read:
+            lines += ["The CSV read alone (every field of the landed claims decoded as text): throughput "
+                      "= input MB / wall s, and per core = input MB / CPU s.", "",
+                      "| job | engine | input MB | MB/s | MB/s per core |", "|---|---|---|---|---|"]
+            for r in read:
+                lines.append(f"| {r['job']} | {r['engine']} | {r['input_mb']:.0f} | {r['input_mb'] / r['wall_s']:.0f} "
+                             f"| {r['input_mb'] / max(r['cpu_s'], 1e-9):.0f} |")
+            lines.append("")
+            costs = []
+            for e in ENGINES:
+                permissive = by_key.get((scale, "csv_decode", e))
+                failfast = by_key.get((scale, "csv_decode_failfast", e))
+                if permissive and failfast:
+                    costs.append(f"{e} {ratio(permissive['wall_s'], failfast['wall_s'])} wall, "
+                                 f"{ratio(permissive['cpu_s'], failfast['cpu_s'])} CPU")
+            if costs:
+                lines += ["PERMISSIVE (malformed rows kept for the quarantine) against FAILFAST: "
+                          + "; ".join(costs) + ".", ""]
         profiled = [r for r in summary if r["scale"] == scale and r.get("profile")]
         if profiled:
             lines += ["Sluice distributed, where the time goes (summed over tasks; a profile of the median run):", "",
@@ -603,7 +662,8 @@ def main() -> int:
     parser.add_argument("--scale", default="1", help="scale factors, comma-separated: 1 = 1M claims rows and TPC-H SF 1")
     parser.add_argument("--runs", type=int, default=3, help="runs per engine and job (the median is reported)")
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--suites", default="claims,tpch", help="claims, tpch or both")
+    parser.add_argument("--suites", default="claims,tpch,read",
+                        help="some of claims (the pipeline), tpch, read (the CSV read alone)")
     parser.add_argument("--sluice", required=True, help="the sluice binary")
     parser.add_argument("--work", default="/var/tmp/sluice-bench", help="data and outputs (kept between runs)")
     parser.add_argument("--results", help="where results.{json,md} and chart.png go (default: benches/results/DATE)")
@@ -640,21 +700,29 @@ def main() -> int:
             suite_jobs.append(claims_jobs)
         if "tpch" in suites:
             suite_jobs.append(tpch_jobs)
+        if "read" in suites:
+            suite_jobs.append(read_jobs)
         for make_jobs in suite_jobs:
             for run in range(1, args.runs + 1):
                 # Interleaved: each run goes through every engine before the next run.
                 for engine in engines:
                     for job in make_jobs(ctx, data, engine):
+                        if job.engines is not None and engine not in job.engines:
+                            continue
                         m = run_engine(ctx, engine, job, scale, run)
+                        m.input_mb = job.input_bytes / 2**20 if job.input_bytes else None
                         measurements.append(m)
                         print(f"  {job.name:15} {engine:16} run {run}: {m.wall_s:7.2f} s wall "
                               f"{m.cpu_s:7.1f} s CPU {m.peak_rss_mb:7.0f} MB", flush=True)
                 if run == 1 and not args.no_parity:
-                    for job_index, ref_job in enumerate(make_jobs(ctx, data, reference)):
-                        for engine in engines:
-                            if engine == reference:
+                    ref_jobs = {j.name: j for j in make_jobs(ctx, data, reference)}
+                    for engine in engines:
+                        for job in make_jobs(ctx, data, engine):
+                            if job.engines is not None and engine not in job.engines:
                                 continue
-                            job = make_jobs(ctx, data, engine)[job_index]
+                            ref_job = ref_jobs[job.parity_job or job.name]
+                            if engine == reference and ref_job is ref_jobs[job.name]:
+                                continue
                             for output, path in job.outputs.items():
                                 try:
                                     compare_outputs(job.name, output, engine, reference, path, ref_job.outputs[output])

@@ -38,6 +38,7 @@ fn benchmark_harness_runs_every_engine_with_equal_outputs() {
         "tpch_q06",
         "tpch_q09",
         "tpch_q18",
+        "csv_decode",
     ];
     for job in jobs {
         for engine in ["spark", "sluice", "sluice-embedded", "datafusion", "duckdb"] {
@@ -52,6 +53,22 @@ fn benchmark_harness_runs_every_engine_with_equal_outputs() {
             );
         }
     }
+    // The CSV read with FAILFAST runs on Sluice's engines only, its output equal to the
+    // PERMISSIVE read's on Spark, and the report sets the two side by side.
+    for engine in ["sluice", "sluice-embedded", "datafusion"] {
+        let row = summary
+            .iter()
+            .find(|row| row["job"] == "csv_decode_failfast" && row["engine"] == engine)
+            .unwrap_or_else(|| panic!("no result for csv_decode_failfast on {engine}"));
+        assert!(row["input_mb"].as_f64().is_some_and(|mb| mb > 0.0), "{row}");
+    }
+    let markdown = std::fs::read_to_string(results.join("results.md")).expect("results.md");
+    assert!(
+        markdown.contains(
+            "PERMISSIVE (malformed rows kept for the quarantine) against FAILFAST: sluice "
+        ),
+        "{markdown}"
+    );
     // Sluice distributed reports where its time went.
     let profiled = summary
         .iter()

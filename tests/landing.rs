@@ -339,6 +339,127 @@ fn encodings_compression_and_reordered_headers_read_as_declared() {
     assert_eq!(tree_bytes(&landing), before);
 }
 
+/// Ten deliveries of a feed, the last with a column added, and an empty file: by
+/// default every column of any file is read (the added one NULL in the older files'
+/// rows), and the run's warnings and its DQ report list the two headers with the files
+/// of each and the empty file. With `quarantine_file`, the header most files have is
+/// the source's and the odd file is quarantined whole.
+#[test]
+fn a_column_added_in_a_later_delivery_is_read_and_the_report_lists_each_header() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("landing/feed");
+    std::fs::create_dir_all(&feed).unwrap();
+    // More files than the first ones a source's schema used to be read from (8).
+    for day in 0..9 {
+        std::fs::write(
+            feed.join(format!("rx_{day:02}.csv")),
+            format!("id,name,qty\n{day},n{day},{day}0\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        feed.join("rx_09.csv"),
+        "id,name,qty,channel\n9,n9,90,retail\n",
+    )
+    .unwrap();
+    std::fs::write(feed.join("rx_10.csv"), "").unwrap();
+    let before = tree_bytes(&dir.path().join("landing"));
+    let url = |name: &str| format!("file://{}", feed.join(name).display());
+
+    let job = write_job(
+        dir.path(),
+        "union",
+        "apiVersion: sluice/v1\nname: union\n\
+         sources:\n  feed: {format: csv, path: landing/feed}\n\
+         outputs:\n  - {name: o, path: staging/union}\n",
+    );
+    let output = sluice(&["run", &job], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let staging = dir.path().join("staging/union");
+    let written = batches(&staging);
+    let mut rows: Vec<(Option<String>, Option<String>)> = strings(&written, "id")
+        .into_iter()
+        .zip(strings(&written, "channel"))
+        .collect();
+    rows.sort();
+    let mut expected: Vec<(Option<String>, Option<String>)> =
+        (0..9).map(|day| (Some(day.to_string()), None)).collect();
+    expected.push((Some("9".into()), Some("retail".into())));
+    assert_eq!(rows, expected);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "source `feed`: 1 of 11 files are empty (0 bytes) and hold no rows: {}",
+            url("rx_10.csv")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "its files have 2 different headers (columns are matched by name; a column a \
+             file lacks is NULL in its rows): 9 files ({}, {}, {}, {}, {}, …): it lacks \
+             `channel`; 1 file ({}): the source's columns",
+            url("rx_00.csv"),
+            url("rx_01.csv"),
+            url("rx_02.csv"),
+            url("rx_03.csv"),
+            url("rx_04.csv"),
+            url("rx_09.csv")
+        )),
+        "{stdout}"
+    );
+    // The report beside the output lists the headers and the files of each.
+    let report = std::fs::read_dir(staging.join("_dq"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a DQ report");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    let source = &report["sources"][0];
+    assert_eq!(source["source"], "feed");
+    assert_eq!(source["file_count"], 11);
+    assert_eq!(source["empty"], serde_json::json!([url("rx_10.csv")]));
+    assert_eq!(
+        source["headers"],
+        serde_json::json!([
+            {"columns": ["id", "name", "qty"], "file_count": 9,
+             "files": (0..5).map(|day| url(&format!("rx_{day:02}.csv"))).collect::<Vec<_>>()},
+            {"columns": ["id", "name", "qty", "channel"], "file_count": 1,
+             "files": [url("rx_09.csv")]},
+        ])
+    );
+
+    // Set aside instead: the common header is the source's, the odd file quarantined.
+    let job = write_job(
+        dir.path(),
+        "aside",
+        "apiVersion: sluice/v1\nname: aside\n\
+         sources:\n  feed: {format: csv, path: landing/feed, csv: {schema_drift: quarantine_file}}\n\
+         quality:\n  quarantine: {path: staging/aside_quarantine}\n\
+         outputs:\n  - {name: o, path: staging/aside}\n",
+    );
+    let output = sluice(&["run", &job], dir.path(), &[]);
+    assert!(output.status.success(), "the run failed");
+    let valid = batches(&dir.path().join("staging/aside"));
+    assert!(
+        valid
+            .iter()
+            .all(|b| b.schema().index_of("channel").is_err())
+    );
+    let mut ids: Vec<Option<String>> = strings(&valid, "id");
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..9).map(|day| Some(day.to_string())).collect::<Vec<_>>()
+    );
+    let quarantine = quarantined(&dir.path().join("staging/aside_quarantine"));
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    assert_eq!(quarantine[0].3, url("rx_09.csv"));
+    assert_eq!(tree_bytes(&dir.path().join("landing")), before);
+}
+
 #[test]
 fn a_malformed_or_empty_landing_file_is_named_and_nothing_crashes() {
     // `sluice run` starts an embedded cluster: one at a time.

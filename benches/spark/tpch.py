@@ -1,7 +1,8 @@
-"""A TPC-H query of the Sluice benchmark, on Spark.
+"""A one-SQL-step job of the Sluice benchmark (a TPC-H query, the CSV read), on Spark.
 
-Reads the query's Sluice definition (benches/tpch/qNN.yaml), registers each of its sources
-as a view over the Parquet folder `<tpch>/<table>`, runs the definition's SQL step text as
+Reads the job's Sluice definition (benches/tpch/qNN.yaml, benches/read/csv_decode.yaml),
+registers each of its sources as a view over the folder `<tpch>/<source>` (Parquet, or
+CSV with a header read as text, as Sluice's CSV sources read them), runs the definition's SQL step text as
 it is, and writes the result as Parquet to `<out>/qNN` (replacing it). The definition's
 `conf` (spark.sql.shuffle.partitions) is applied too, so both engines plan alike.
 
@@ -19,7 +20,7 @@ from pyspark.sql import SparkSession
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--query", required=True, help="the query's Sluice definition")
-    parser.add_argument("--tpch", required=True, help="folder of one Parquet folder per table")
+    parser.add_argument("--tpch", required=True, help="folder of one folder per source (Parquet, or CSV for a CSV source)")
     parser.add_argument("--out", required=True, help="the result goes to <out>/<output name>")
     args = parser.parse_args()
 
@@ -31,7 +32,12 @@ def main() -> None:
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     for table in definition["sources"]:
-        spark.read.parquet(str(Path(args.tpch) / table)).createOrReplaceTempView(table)
+        folder = str(Path(args.tpch) / table)
+        if definition["sources"][table].get("format") == "csv":
+            frame = spark.read.option("header", True).csv(folder)
+        else:
+            frame = spark.read.parquet(folder)
+        frame.createOrReplaceTempView(table)
     result = spark.sql(step["sql"])
     result.write.mode("overwrite").parquet(str(Path(args.out) / output["name"]))
     spark.stop()

@@ -71,6 +71,10 @@ pub struct ResolvedSource {
     /// For a CSV source read by Sluice's reader that keeps malformed rows: the table of
     /// those rows, and the action of the `malformed_row` rule.
     pub(crate) malformed: Option<MalformedRows>,
+    /// For a text source: its files as compile found them (empty ones, headers).
+    pub files: Option<crate::read::SourceFiles>,
+    /// Warnings about its files for the run (empty files, headers that differ).
+    pub warnings: Vec<String>,
 }
 
 /// Where a source's malformed rows are, and what becomes of them.
@@ -145,6 +149,17 @@ pub struct CompiledJob {
     pub quality: Option<CompiledQuality>,
     /// Where quarantined rows go (its `columns` include the `_dq_*` columns).
     pub quarantine: Option<CompiledOutput>,
+}
+
+impl CompiledJob {
+    /// What compile found worth a warning in the sources' files (empty files, headers
+    /// that differ), for the run.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .flat_map(|source| source.warnings.iter().cloned())
+            .collect()
+    }
 }
 
 impl PreparedJob {
@@ -362,6 +377,14 @@ impl PreparedJob {
             }
             None => None,
         };
+        let mut quality = quality;
+        if let Some(quality) = quality.as_mut() {
+            quality.sources = sources
+                .iter()
+                .filter_map(|source| source.files.clone())
+                .filter(|files| files.empty_count > 0 || !files.headers.is_empty())
+                .collect();
+        }
         let compiled = CompiledJob {
             sources,
             outputs,

@@ -82,6 +82,7 @@ pub use error::{JobError, Position, Result};
 pub use frame::strip_context;
 pub use layout::{HIVE_DEFAULT_PARTITION, QUARANTINE_COLUMNS, QUARANTINE_OUTPUT, STAGING_DIR};
 pub use params::BoundParams;
+pub use read::{HeaderGroup, SourceFiles};
 pub use storage::{
     ObjectStores, S3Settings, SparkLayoutStore, StaticCredentials, StorageSettings,
     is_hidden_segment,

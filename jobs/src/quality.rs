@@ -69,6 +69,7 @@ mod tests {
             ],
             max_quarantined_rows: None,
             max_quarantined_percent: Some(5.0),
+            sources: Vec::new(),
         }
     }
 

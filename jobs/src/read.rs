@@ -35,10 +35,18 @@ pub use exec::{as_csv_scan, csv_scan};
 pub use json::JsonColumns;
 pub(crate) use json::infer_columns as infer_json_columns;
 pub(crate) use table::{CsvTable, read_columns};
+pub use table::{HeaderGroup, SourceFiles};
 
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{MalformedMode, SchemaDrift};
+
+/// A file as a user names it: its store's URL (`file:///`, `s3://bucket/`) and its
+/// path in the store.
+pub(crate) fn file_url(store_url: &str, path: &object_store::path::Path) -> String {
+    let store_url = store_url.strip_suffix('/').unwrap_or(store_url);
+    format!("{store_url}/{}", path.as_ref().trim_start_matches('/'))
+}
 
 /// Which rows of a CSV source a scan yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -246,7 +246,13 @@ impl RunManager {
             prepared.definition.name.clone(),
             origin,
             prepared.params.to_text_map(),
-            prepared.settings.warnings.clone(),
+            prepared
+                .settings
+                .warnings
+                .iter()
+                .cloned()
+                .chain(compiled.warnings())
+                .collect(),
         );
         let mut run = run;
         run.task_token = submission.task_token.clone();

@@ -41,6 +41,9 @@ pub async fn run(args: ValidateArgs, settings: &Settings) -> Result<()> {
     let ctx = prepared.session_context(&sluice_jobs::ObjectStores::new(settings.storage()?))?;
     let base_dir = std::env::current_dir().unwrap_or_default();
     let compiled = prepared.compile(&ctx, &base_dir).await?;
+    for warning in compiled.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{origin}: definition `{}` is valid against its sources ({})",
         prepared.definition.name,

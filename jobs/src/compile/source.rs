@@ -23,8 +23,8 @@ use crate::error::{JobError, Position, Result};
 use crate::frame::{column, replace_columns, strip_context};
 use crate::layout::{HIVE_DEFAULT_PARTITION, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
 use crate::read::{
-    CsvReadOptions, CsvTable, FileCompression, FixedLayout, JsonColumns, RowKind, TextEncoding,
-    infer_json_columns, read_columns,
+    CsvReadOptions, CsvTable, FileCompression, FixedLayout, JsonColumns, RowKind, SourceFiles,
+    TextEncoding, infer_json_columns, read_columns,
 };
 
 impl PreparedJob {
@@ -146,7 +146,8 @@ impl PreparedJob {
                     .collect(),
             );
         // The schema from the files the walk found, not from a listing of every file.
-        let sample = schema_sample(&discovered.files).map_err(source_error)?;
+        let sample =
+            schema_sample(&discovered.files, url.object_store().as_str()).map_err(source_error)?;
         let mut schema = infer_schema(&state, &store, options.format.as_ref(), &sample)
             .await
             .map_err(|err| source_error(format!("reading its schema: {err}")))?;
@@ -184,6 +185,8 @@ impl PreparedJob {
             partition_columns,
             lines: None,
             malformed: None,
+            files: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -452,20 +455,42 @@ impl PreparedJob {
             path: location.to_owned(),
             message,
         };
-        let sample = schema_sample(files).map_err(source_error)?;
+        let store_url = url.object_store();
+        let store_url = store_url.as_str();
+        // In path order, so that "first file", the columns' order and the reports do not
+        // depend on the order a store lists in.
+        let mut files = files.to_vec();
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        let files = files.as_slice();
+        let sample = schema_sample(files, store_url).map_err(source_error)?;
+        let mut found = SourceFiles::new(name, store_url, files);
         let columns = if options.fixed_width.is_some() {
             options.columns.clone()
         } else if options.json.is_some() {
-            let schema = infer_json_columns(store.as_ref(), &sample, &options)
+            let schema = infer_json_columns(store.as_ref(), store_url, &sample, &options)
                 .await
                 .map_err(source_error)?;
             let names = schema.fields().iter().map(|f| f.name().clone()).collect();
             options.json = Some(JsonColumns(Arc::new(schema)));
             names
         } else {
-            read_columns(store.as_ref(), &sample, &options)
+            // Every file's header (not only the first files'), so that a column added in
+            // a later delivery is one of the source's and the report can say which files
+            // differ.
+            let with_rows: Vec<_> = files
+                .iter()
+                .filter(|meta| meta.size > 0)
+                .take(HEADER_FILES)
+                .cloned()
+                .collect();
+            found.headers_read = with_rows.len();
+            let headers = read_columns(store.as_ref(), store_url, &with_rows, &options)
                 .await
-                .map_err(|err| source_error(format!("reading its header: {err}")))?
+                .map_err(|err| source_error(format!("reading its header: {err}")))?;
+            if headers.groups.len() > 1 {
+                found.headers = headers.groups;
+            }
+            headers.columns
         };
         if columns.is_empty() {
             return Err(source_error(format!(
@@ -481,6 +506,7 @@ impl PreparedJob {
                 "column `{clash}` is both in the files and a partition folder"
             )));
         }
+        let warnings = found.warnings(&columns, options.schema_drift);
         options.columns = columns;
         let mode = options.mode;
         let valid = CsvTable::new(url.clone(), options.clone(), RowKind::Valid);
@@ -523,6 +549,8 @@ impl PreparedJob {
             partition_columns,
             lines: Some(lines),
             malformed,
+            files: Some(found),
+            warnings,
         })
     }
 }
@@ -548,6 +576,7 @@ fn text_options(
 /// error when every file is empty.
 fn schema_sample(
     files: &[object_store::ObjectMeta],
+    store_url: &str,
 ) -> std::result::Result<Vec<object_store::ObjectMeta>, String> {
     let sample: Vec<_> = files
         .iter()
@@ -556,17 +585,17 @@ fn schema_sample(
         .cloned()
         .collect();
     if sample.is_empty() {
-        return Err(all_empty(files));
+        return Err(all_empty(files, store_url));
     }
     Ok(sample)
 }
 
 /// The error of a source whose files are all empty.
-fn all_empty(files: &[object_store::ObjectMeta]) -> String {
+fn all_empty(files: &[object_store::ObjectMeta], store_url: &str) -> String {
     let named: Vec<String> = files
         .iter()
         .take(3)
-        .map(|meta| meta.location.to_string())
+        .map(|meta| crate::read::file_url(store_url, &meta.location))
         .collect();
     format!(
         "every file it matched is empty (0 bytes): {}{}",
@@ -581,6 +610,11 @@ fn all_empty(files: &[object_store::ObjectMeta]) -> String {
 
 /// Files whose schemas are read to type a source.
 const SCHEMA_SAMPLE_FILES: usize = 8;
+
+/// At most this many CSV files' headers are read at compile time (a source of more
+/// files takes its columns from the first ones; a later file with a column they lack
+/// fails, naming it).
+const HEADER_FILES: usize = 10_000;
 
 /// The schema of `files` in `format`. A reader library that panics on a malformed file
 /// (the parquet crate does on some footers) must not take the scheduler down: the

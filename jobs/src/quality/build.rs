@@ -198,6 +198,7 @@ impl<'a> QualityBuilder<'a> {
                 },
                 rules: self.rules,
                 max_quarantined_rows,
+                sources: Vec::new(),
                 max_quarantined_percent,
             },
         ))

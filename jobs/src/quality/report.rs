@@ -57,6 +57,9 @@ pub struct CompiledQuality {
     pub max_quarantined_rows: Option<u64>,
     /// Limit on the quarantined share, in percent.
     pub max_quarantined_percent: Option<f64>,
+    /// Text sources whose files compile found something to say about (empty files,
+    /// headers that differ), for the report.
+    pub sources: Vec<crate::read::SourceFiles>,
 }
 
 /// How a run's data quality came out.
@@ -109,6 +112,10 @@ pub struct DqReport {
     pub failures: Vec<String>,
     /// Rules with `warn` that broke.
     pub warnings: Vec<String>,
+    /// Sources with empty files or files whose headers differ: which files, and each
+    /// header with the files that have it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::read::SourceFiles>,
 }
 
 impl CompiledQuality {
@@ -196,6 +203,7 @@ impl CompiledQuality {
             rules,
             failures,
             warnings,
+            sources: self.sources.clone(),
         }
     }
 }

@@ -32,6 +32,7 @@ use tokio::sync::mpsc::Sender;
 use crate::definition::{MalformedMode, SchemaDrift};
 use crate::layout::{MALFORMED_COLUMN, RAW_RECORD_COLUMN, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
 use crate::read::bytes::{TextStream, file_bytes};
+use crate::read::file_url;
 use crate::read::json::{JsonBatch, syntax_fault};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode, raw_text};
 use crate::read::{CsvReadOptions, FixedLayout, RowKind};
@@ -41,6 +42,11 @@ use crate::read::{CsvReadOptions, FixedLayout, RowKind};
 pub struct CsvFile {
     /// The object store path.
     pub path: String,
+    /// The file as a user names it (`file:///…`, `s3://bucket/…`): in messages and the
+    /// rows' source-file column. Not on the wire: the opener derives it from the scan's
+    /// store.
+    #[serde(skip)]
+    pub url: String,
     /// Its size in bytes.
     pub size: u64,
     /// Values of the source's partition columns, in order.
@@ -116,6 +122,7 @@ pub fn as_csv_scan(plan: &dyn ExecutionPlan) -> Option<CsvScan> {
                 .iter()
                 .map(|file| CsvFile {
                     path: file.object_meta.location.to_string(),
+                    url: file_url(config.object_store_url.as_str(), &file.object_meta.location),
                     size: file.object_meta.size,
                     partition_values: file
                         .partition_values
@@ -228,10 +235,11 @@ impl FileSource for LandingCsvSource {
     fn create_file_opener(
         &self,
         object_store: Arc<dyn ObjectStore>,
-        _base_config: &FileScanConfig,
+        base_config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
         let opener = Arc::new(CsvFileOpener {
+            store_url: base_config.object_store_url.as_str().to_owned(),
             reader: Arc::clone(&self.reader),
             store: object_store,
         }) as Arc<dyn FileOpener>;
@@ -287,6 +295,8 @@ impl FileSource for LandingCsvSource {
 
 /// Opens one file of a scan: its rows, streamed from a task that reads it.
 struct CsvFileOpener {
+    /// `file:///`, `s3://bucket/`: what file paths are shown below.
+    store_url: String,
     reader: Arc<GroupReader>,
     store: Arc<dyn ObjectStore>,
 }
@@ -295,9 +305,11 @@ impl FileOpener for CsvFileOpener {
     fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
         let reader = Arc::clone(&self.reader);
         let store = Arc::clone(&self.store);
+        let url = file_url(&self.store_url, &file.object_meta.location);
         Ok(Box::pin(async move {
             let file = CsvFile {
                 path: file.object_meta.location.to_string(),
+                url,
                 size: file.object_meta.size,
                 partition_values: Vec::new(),
                 range: file_range(&file),
@@ -641,9 +653,9 @@ impl GroupReader {
             return Ok(());
         };
         let mut columns = values.columns().to_vec();
-        let mut files = StringBuilder::with_capacity(lines.len(), file.path.len() * lines.len());
+        let mut files = StringBuilder::with_capacity(lines.len(), file.url.len() * lines.len());
         for _ in 0..lines.len() {
-            files.append_value(&file.path);
+            files.append_value(&file.url);
         }
         columns.push(Arc::new(files.finish()));
         columns.push(Arc::new(Int64Array::from_iter_values(
@@ -791,6 +803,17 @@ impl GroupReader {
     }
 }
 
+/// How a header differs from the source's columns (`None` when it is the same), said as
+/// the file's: "it lacks `c`", "it adds `d`", "the same columns in another order".
+pub(crate) fn header_difference(columns: &[String], names: &[String]) -> Option<String> {
+    if names == columns {
+        return None;
+    }
+    let missing: Vec<&String> = columns.iter().filter(|c| !names.contains(c)).collect();
+    let extra: Vec<&String> = names.iter().filter(|n| !columns.contains(n)).collect();
+    Some(describe_difference(&missing, &extra))
+}
+
 /// Says which columns a header lacks and which it adds (or that only the order differs).
 fn describe_difference(missing: &[&String], extra: &[&String]) -> String {
     let list = |names: &[&String]| {
@@ -810,7 +833,7 @@ fn describe_difference(missing: &[&String], extra: &[&String]) -> String {
 
 /// An error of one file, naming the source and the file.
 fn file_error(file: &CsvFile, message: String) -> DataFusionError {
-    DataFusionError::Execution(format!("{}: {message}", file.path))
+    DataFusionError::Execution(format!("{}: {message}", file.url))
 }
 
 /// Sends a batch; a closed receiver (the query ended early) is not an error.
@@ -841,7 +864,7 @@ impl RowBuilder {
             schema: Arc::clone(&reader.schema),
             kind: reader.kind,
             columns: (0..columns).map(|_| StringBuilder::new()).collect(),
-            path: file.path.clone(),
+            path: file.url.clone(),
             lines: Int64Builder::new(),
             raw: StringBuilder::new(),
             faults: StringBuilder::new(),
@@ -1007,6 +1030,7 @@ mod tests {
                     .to_string()
                     .trim_start_matches('/')
                     .to_owned(),
+                url: format!("file://{}", path.display()),
                 size: bytes.len() as u64,
                 partition_values: Vec::new(),
                 range: None,
@@ -1079,6 +1103,7 @@ mod tests {
                 .to_string()
                 .trim_start_matches('/')
                 .to_owned(),
+            url: format!("file://{}", path.display()),
             size: text.len() as u64,
             partition_values: Vec::new(),
             range: None,
@@ -1176,6 +1201,7 @@ mod tests {
                     .to_string()
                     .trim_start_matches('/')
                     .to_owned(),
+                url: format!("file://{}", path.display()),
                 size,
                 partition_values: Vec::new(),
                 range: None,

@@ -154,6 +154,7 @@ fn decode_lines(schema: &SchemaRef, text: &[u8], rows: usize) -> Result<RecordBa
 /// (malformed lines are skipped here and become malformed rows when read).
 pub(crate) async fn infer_columns(
     store: &dyn object_store::ObjectStore,
+    store_url: &str,
     files: &[object_store::ObjectMeta],
     options: &CsvReadOptions,
 ) -> Result<Schema, String> {
@@ -161,7 +162,8 @@ pub(crate) async fn infer_columns(
 
     let mut values: Vec<serde_json::Value> = Vec::new();
     for meta in files {
-        let fail = |message: String| format!("{}: {message}", meta.location);
+        let fail =
+            |message: String| format!("{}: {message}", super::file_url(store_url, &meta.location));
         let mut stream =
             super::bytes::file_bytes(store, meta.location.as_ref(), options.compression)
                 .await
@@ -217,7 +219,7 @@ pub(crate) async fn infer_columns(
             "its first files hold no JSON object to read columns from: {}",
             files
                 .iter()
-                .map(|meta| meta.location.to_string())
+                .map(|meta| super::file_url(store_url, &meta.location))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));

@@ -94,6 +94,8 @@ impl TableProvider for CsvTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let store = state.runtime_env().object_store(&self.url)?;
+        let store_url = self.url.object_store();
+        let store_url = store_url.as_str();
         let partition_columns: Vec<(String, DataType)> = self
             .options
             .partition_columns
@@ -122,6 +124,7 @@ impl TableProvider for CsvTable {
                 file.object_meta.size,
                 CsvFile {
                     path: file.object_meta.location.to_string(),
+                    url: crate::read::file_url(store_url, &file.object_meta.location),
                     size: file.object_meta.size,
                     partition_values,
                     range: None,
@@ -226,71 +229,233 @@ fn split_files(
     split
 }
 
-/// A source's columns from the headers of `files` (its first files): in the order they
-/// first appear, matched by name. Without a header, Spark's names `_c0`, `_c1`, … for
-/// the fields of the first record. Errors name the file.
+/// One header found among a source's files, and the files that have it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeaderGroup {
+    /// The header's column names, in the file's order.
+    pub columns: Vec<String>,
+    /// How many files have it.
+    pub file_count: usize,
+    /// The first of them (at most [`HEADER_GROUP_FILES`]), in listing order.
+    pub files: Vec<String>,
+}
+
+/// Files named per header group in reports.
+pub const HEADER_GROUP_FILES: usize = 5;
+
+/// What compile found in a text source's files: how many, which are empty, and — when
+/// their headers differ — each header and the files that have it. Shown as the run's
+/// warnings and in its data-quality report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFiles {
+    /// The source's name.
+    pub source: String,
+    /// Files it matched (after partition pruning by `path`).
+    pub file_count: usize,
+    /// Of them, files of 0 bytes (they hold no rows).
+    pub empty_count: usize,
+    /// The first empty ones (at most [`HEADER_GROUP_FILES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty: Vec<String>,
+    /// The distinct headers, most files first, when the files' headers differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderGroup>,
+    /// Files whose headers were read (all non-empty ones, up to a limit).
+    #[serde(default)]
+    pub headers_read: usize,
+}
+
+impl SourceFiles {
+    /// The files of `source`, counted; headers are filled in when read.
+    pub(crate) fn new(source: &str, store_url: &str, files: &[object_store::ObjectMeta]) -> Self {
+        let empty: Vec<&object_store::ObjectMeta> =
+            files.iter().filter(|meta| meta.size == 0).collect();
+        Self {
+            source: source.to_owned(),
+            file_count: files.len(),
+            empty_count: empty.len(),
+            empty: empty
+                .iter()
+                .take(HEADER_GROUP_FILES)
+                .map(|meta| crate::read::file_url(store_url, &meta.location))
+                .collect(),
+            headers: Vec::new(),
+            headers_read: 0,
+        }
+    }
+
+    /// Warnings for the run: empty files, and headers that differ (what each group of
+    /// files lacks or adds against `columns`, the source's, and what becomes of them).
+    pub fn warnings(
+        &self,
+        columns: &[String],
+        drift: crate::definition::SchemaDrift,
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let etc = |shown: usize, all: usize| if all > shown { ", …" } else { "" };
+        if self.empty_count > 0 {
+            warnings.push(format!(
+                "source `{}`: {} of {} files are empty (0 bytes) and hold no rows: {}{}",
+                self.source,
+                self.empty_count,
+                self.file_count,
+                self.empty.join(", "),
+                etc(self.empty.len(), self.empty_count)
+            ));
+        }
+        if self.headers.len() > 1 {
+            let effect = match drift {
+                crate::definition::SchemaDrift::UnionByName => {
+                    "columns are matched by name; a column a file lacks is NULL in its rows"
+                }
+                crate::definition::SchemaDrift::QuarantineFile => {
+                    "files whose header is not the most common one are quarantined whole"
+                }
+                // A differing header fails at compile time under `fail`.
+                crate::definition::SchemaDrift::Fail => "the run fails",
+            };
+            let groups: Vec<String> = self
+                .headers
+                .iter()
+                .map(|group| {
+                    let how = crate::read::exec::header_difference(columns, &group.columns)
+                        .unwrap_or_else(|| "the source's columns".to_owned());
+                    format!(
+                        "{} file{} ({}{}): {how}",
+                        group.file_count,
+                        if group.file_count == 1 { "" } else { "s" },
+                        group.files.join(", "),
+                        etc(group.files.len(), group.file_count)
+                    )
+                })
+                .collect();
+            warnings.push(format!(
+                "source `{}`: its files have {} different headers ({effect}): {}",
+                self.source,
+                self.headers.len(),
+                groups.join("; ")
+            ));
+        }
+        warnings
+    }
+}
+
+/// A source's columns, read from its files' headers at compile time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceHeaders {
+    /// The columns the source's rows have.
+    pub columns: Vec<String>,
+    /// The distinct headers, most files first (one group when every file agrees).
+    pub groups: Vec<HeaderGroup>,
+}
+
+/// Headers read at once at compile time (each read stops after the first record).
+const HEADER_READS_IN_FLIGHT: usize = 16;
+
+/// A source's columns from the headers of `files`, matched by name:
+/// - `union_by_name`: every column of any file, in the order they first appear;
+/// - `fail`: the first file's, and an error naming the first file whose header differs;
+/// - `quarantine_file`: the header most files have (the first such on a tie); files
+///   with another are set aside at read time.
+///
+/// Without a header, Spark's names `_c0`, `_c1`, … for the fields of the first record.
+/// Errors name the file.
 pub(crate) async fn read_columns(
     store: &dyn object_store::ObjectStore,
+    store_url: &str,
     files: &[object_store::ObjectMeta],
     options: &CsvReadOptions,
-) -> std::result::Result<Vec<String>, String> {
-    let mut columns: Vec<String> = Vec::new();
-    let mut first: Option<(String, Vec<String>)> = None;
-    for meta in files {
-        let names = first_record(store, meta, options).await?;
-        let Some(names) = names else { continue };
-        let names: Vec<String> = if options.header {
-            names
-                .into_iter()
-                .map(|name| name.trim().to_owned())
-                .collect()
-        } else {
-            (0..names.len()).map(|index| format!("_c{index}")).collect()
-        };
-        if !options.header {
-            return Ok(names);
+) -> std::result::Result<SourceHeaders, String> {
+    if !options.header {
+        for meta in files {
+            if let Some(fields) = first_record(store, store_url, meta, options).await? {
+                let columns = (0..fields.len())
+                    .map(|index| format!("_c{index}"))
+                    .collect();
+                return Ok(SourceHeaders {
+                    columns,
+                    groups: Vec::new(),
+                });
+            }
         }
+        return Ok(SourceHeaders::default());
+    }
+    let mut headers = Vec::with_capacity(files.len());
+    for chunk in files.chunks(HEADER_READS_IN_FLIGHT) {
+        let reads = chunk
+            .iter()
+            .map(|meta| first_record(store, store_url, meta, options));
+        headers.extend(futures::future::join_all(reads).await);
+    }
+    let mut columns: Vec<String> = Vec::new();
+    let mut groups: Vec<HeaderGroup> = Vec::new();
+    for (meta, header) in files.iter().zip(headers) {
+        let Some(names) = header? else { continue };
+        let file = crate::read::file_url(store_url, &meta.location);
+        let names: Vec<String> = names.into_iter().map(|n| n.trim().to_owned()).collect();
         let mut seen = std::collections::BTreeSet::new();
         if let Some(duplicate) = names.iter().find(|name| !seen.insert(name.as_str())) {
             return Err(format!(
-                "{}: the header names column `{duplicate}` twice",
-                meta.location
+                "{file}: the header names column `{duplicate}` twice"
             ));
         }
-        match &first {
-            None => first = Some((meta.location.to_string(), names.clone())),
-            Some((first_file, first_names)) => {
-                if names != *first_names
-                    && options.schema_drift == crate::definition::SchemaDrift::Fail
-                {
-                    return Err(format!(
-                        "{}: its header ({}) differs from that of {first_file} ({}), and the \
-                         source's schema_drift is fail",
-                        meta.location,
-                        names.join(", "),
-                        first_names.join(", ")
-                    ));
+        if let Some(first) = groups.first()
+            && names != first.columns
+            && options.schema_drift == crate::definition::SchemaDrift::Fail
+        {
+            return Err(format!(
+                "{}: its header ({}) differs from that of {} ({}), and the source's \
+                 schema_drift is fail",
+                file,
+                names.join(", "),
+                first.files[0],
+                first.columns.join(", ")
+            ));
+        }
+        for name in &names {
+            if !columns.contains(name) {
+                columns.push(name.clone());
+            }
+        }
+        match groups.iter_mut().find(|group| group.columns == names) {
+            Some(group) => {
+                group.file_count += 1;
+                if group.files.len() < HEADER_GROUP_FILES {
+                    group.files.push(file);
                 }
             }
-        }
-        for name in names {
-            if !columns.contains(&name) {
-                columns.push(name);
-            }
+            None => groups.push(HeaderGroup {
+                columns: names,
+                file_count: 1,
+                files: vec![file],
+            }),
         }
     }
-    Ok(columns)
+    // Most files first; the sort is stable, so a tie keeps the first-seen header first.
+    groups.sort_by(|a, b| b.file_count.cmp(&a.file_count));
+    if options.schema_drift == crate::definition::SchemaDrift::QuarantineFile
+        && let Some(most) = groups.first()
+    {
+        columns = most.columns.clone();
+    }
+    Ok(SourceHeaders { columns, groups })
 }
 
 /// The fields of a file's first record, decoded; `None` for a file of blank lines.
 async fn first_record(
     store: &dyn object_store::ObjectStore,
+    store_url: &str,
     meta: &object_store::ObjectMeta,
     options: &CsvReadOptions,
 ) -> std::result::Result<Option<Vec<String>>, String> {
     use futures::StreamExt;
 
-    let fail = |message: String| format!("{}: {message}", meta.location);
+    let fail = |message: String| {
+        format!(
+            "{}: {message}",
+            crate::read::file_url(store_url, &meta.location)
+        )
+    };
     let mut stream = super::bytes::file_bytes(store, meta.location.as_ref(), options.compression)
         .await
         .map_err(fail)?;

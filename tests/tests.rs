@@ -22,3 +22,4 @@ mod readme;
 mod s3;
 mod spark;
 mod stepfunctions;
+mod writers;

@@ -22,6 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_jobs::{WriteMode, WriteSpec, WrittenFile};
 
 use crate::error::{Result, SchedulerError};
+use crate::lock::OutputLock;
 use crate::record::OutputRecord;
 
 /// A step of a commit, of its recovery or of writing a report that failed.
@@ -127,18 +128,27 @@ pub async fn write_dq_report(
     }
 }
 
-/// Moves one output's staged files into place; returns what was committed.
+/// Moves one output's staged files into place; returns what was committed. `lock` is
+/// the output's writer lock, checked (fencing) before each step: a run whose lock was
+/// taken over stops before the step.
 pub async fn commit_output(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
     mode: WriteMode,
     files: &[WrittenFile],
+    lock: &OutputLock,
 ) -> Result<OutputRecord> {
     let fail = |message: String| SchedulerError::Commit {
         output: spec.output.clone(),
         location: spec.location.clone(),
         message,
     };
+    let fenced = |err: crate::lock::LockError| SchedulerError::Commit {
+        output: spec.output.clone(),
+        location: spec.location.clone(),
+        message: err.to_string(),
+    };
+    lock.check().await.map_err(fenced)?;
     let root = spec.root().map_err(|e| fail(e.to_string()))?;
     let staging = spec.staging_root().map_err(|e| fail(e.to_string()))?;
     recover_interrupted_commits(Arc::clone(&store), spec)
@@ -220,6 +230,7 @@ pub async fn commit_output(
         });
     }
     // The point of no return: from here the commit completes, now or by recovery.
+    lock.check().await.map_err(fenced)?;
     let plan_json = serde_json::to_vec(&plan).map_err(|e| fail(e.to_string()))?;
     store
         .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
@@ -234,6 +245,15 @@ pub async fn commit_output(
     }
     let mut attempt = 0;
     loop {
+        // A lock lost now leaves the plan for whoever holds the output next to roll
+        // forward; this run stops moving files.
+        if let Err(err) = lock.check().await {
+            return Err(SchedulerError::CommitIncomplete {
+                output: spec.output.clone(),
+                location: spec.location.clone(),
+                message: err.to_string(),
+            });
+        }
         let applied = match apply(store.as_ref(), &plan).await {
             Ok(()) => store
                 .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
@@ -604,6 +624,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_whose_lock_was_replaced_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_file(root, "part-old.parquet");
+        write_file(root, "_temporary/r-new/part-new.parquet");
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let spec = WriteSpec {
+            partition_by: Vec::new(),
+            ..spec(root, "r-new")
+        };
+        let lock = OutputLock::acquire(
+            Arc::clone(&store),
+            &spec.location,
+            &spec.root().unwrap(),
+            "r-new",
+            &crate::lock::LockOwner::current(root),
+            crate::lock::DEFAULT_LEASE,
+        )
+        .await
+        .unwrap();
+        // Someone removed the lock and another writer took the output.
+        std::fs::remove_file(root.join(crate::lock::LOCK_FILE)).unwrap();
+        std::fs::write(root.join(crate::lock::LOCK_FILE), "{}").unwrap();
+        let before = files_below(root);
+        let err = commit_output(
+            store,
+            &spec,
+            WriteMode::OverwritePartitions,
+            &[WrittenFile {
+                output: "claims".into(),
+                partition: String::new(),
+                file: "part-new.parquet".into(),
+                rows: 1,
+                bytes: 16,
+            }],
+            &lock,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("no longer this run's"), "{err}");
+        assert_eq!(files_below(root), before);
+    }
+
+    #[tokio::test]
     async fn an_unpartitioned_overwrite_replaces_only_its_own_folders_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -616,6 +680,16 @@ mod tests {
             partition_by: Vec::new(),
             ..spec(root, "r-new")
         };
+        let lock = OutputLock::acquire(
+            Arc::clone(&store),
+            &spec.location,
+            &spec.root().unwrap(),
+            "r-new",
+            &crate::lock::LockOwner::current(root),
+            crate::lock::DEFAULT_LEASE,
+        )
+        .await
+        .unwrap();
         let record = commit_output(
             store,
             &spec,
@@ -627,9 +701,11 @@ mod tests {
                 rows: 1,
                 bytes: 16,
             }],
+            &lock,
         )
         .await
         .unwrap();
+        lock.release().await;
         assert_eq!(record.rows_written, 1);
         assert_eq!(
             files_below(root),

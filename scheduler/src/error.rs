@@ -48,15 +48,29 @@ pub enum SchedulerError {
     },
     /// Another run is writing the same output; runs on one output never interleave.
     #[error(
-        "output `{output}` ({location}) is being written by run {run_id}; submit again when it has ended"
+        "output `{output}` ({location}) is being written by run {run_id} ({holder}); submit \
+         again when it has ended"
     )]
     OutputBusy {
         /// The output.
         output: String,
         /// Its location.
         location: String,
-        /// The run writing it.
-        run_id: RunId,
+        /// The run writing it (possibly of another scheduler or `sluice run`).
+        run_id: String,
+        /// Who holds the output's lock: this scheduler, or another process and its lease.
+        holder: String,
+    },
+    /// The output's writer lock could not be taken (the store failed or cannot lock).
+    #[error("output `{output}` ({location}): {source}")]
+    OutputLock {
+        /// The output.
+        output: String,
+        /// Its location.
+        location: String,
+        /// What went wrong.
+        #[source]
+        source: crate::lock::LockError,
     },
     /// A data-quality rule with `fail`, or a quarantine threshold, broke; nothing was
     /// committed.

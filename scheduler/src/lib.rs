@@ -46,6 +46,7 @@ mod api;
 mod aws;
 mod commit;
 mod error;
+mod lock;
 mod record;
 mod runner;
 mod server;
@@ -72,6 +73,7 @@ mod layer_rules {
     /// The crate's modules, bottom (0) to top. `lib.rs` sees them all.
     const LAYERS: &[(&str, u8)] = &[
         ("record", 0),
+        ("lock", 0),
         ("error", 1),
         ("aws", 1),
         ("store", 2),

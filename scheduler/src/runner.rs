@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballista_scheduler::cluster::JobState;
-use sluice_jobs::{JobDefinition, ObjectStores, PreparedJob};
+use datafusion::prelude::SessionContext;
+use sluice_jobs::{JobDefinition, ObjectStores, PreparedJob, WriteSpec, strip_context};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -39,6 +40,7 @@ use self::execution::Execution;
 use self::profile::elapsed_ms;
 pub use self::runs::Runs;
 use crate::error::{Result, SchedulerError};
+use crate::lock::{LockError, LockOwner, OutputLock};
 use crate::record::{JobVersion, RunId, RunRecord, RunStatus};
 
 /// A submission, as the API receives it.
@@ -88,6 +90,10 @@ pub struct RunManager {
     cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
     /// Output locations being written, by the run writing them.
     writers: Arc<Mutex<HashMap<String, RunId>>>,
+    /// Who this scheduler is in the outputs' locks.
+    lock_owner: LockOwner,
+    /// How long a lock on an object store lasts without a renewal.
+    lock_lease: Duration,
     stores: Arc<ObjectStores>,
     executor_timeout: Duration,
     step_functions: Option<aws_sdk_sfn::Client>,
@@ -109,6 +115,7 @@ impl RunManager {
         stores: Arc<ObjectStores>,
         executor_timeout: Duration,
     ) -> Self {
+        let lock_owner = LockOwner::current(runs.store.dir());
         Self {
             stores,
             executor_timeout,
@@ -118,6 +125,8 @@ impl RunManager {
             tasks: Mutex::new(JoinSet::new()),
             cancels: Arc::new(Mutex::new(HashMap::new())),
             writers: Arc::new(Mutex::new(HashMap::new())),
+            lock_owner,
+            lock_lease: crate::lock::DEFAULT_LEASE,
             step_functions: None,
             engine: Engine::Ballista,
         }
@@ -233,7 +242,8 @@ impl RunManager {
                     return Err(SchedulerError::OutputBusy {
                         output: output.name.clone(),
                         location: output.location.clone(),
-                        run_id: holder.clone(),
+                        run_id: holder.to_string(),
+                        holder: "this scheduler".into(),
                     });
                 }
             }
@@ -241,6 +251,17 @@ impl RunManager {
                 writers.insert(output.location.clone(), run_id.clone());
             }
         }
+        // Then the outputs' locks, which other schedulers and `sluice run` see too.
+        let specs = execution::write_specs(&compiled, &prepared, &run_id);
+        let locks = match self.lock_outputs(&ctx, &specs, &run_id).await {
+            Ok(locks) => locks,
+            Err(err) => {
+                if let Ok(mut writers) = self.writers.lock() {
+                    writers.retain(|_, holder| *holder != run_id);
+                }
+                return Err(err);
+            }
+        };
         let run = RunRecord::new(
             run_id,
             prepared.definition.name.clone(),
@@ -267,6 +288,9 @@ impl RunManager {
             if let Ok(mut writers) = self.writers.lock() {
                 writers.retain(|_, holder| *holder != run.run_id);
             }
+            for lock in locks {
+                lock.release().await;
+            }
             return Err(err);
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -284,6 +308,8 @@ impl RunManager {
             cancel: cancel_rx,
             cancels: Arc::clone(&self.cancels),
             writers: Arc::clone(&self.writers),
+            specs,
+            locks,
             executor_timeout: self.executor_timeout,
             step_functions: self.step_functions.clone(),
             engine: self.engine,
@@ -295,6 +321,65 @@ impl RunManager {
             tasks.spawn(execution.run());
         }
         Ok(run)
+    }
+
+    /// Takes every output's writer lock for `run_id`, or none (those taken are given
+    /// back when one is busy).
+    async fn lock_outputs(
+        &self,
+        ctx: &SessionContext,
+        specs: &[WriteSpec],
+        run_id: &RunId,
+    ) -> Result<Vec<OutputLock>> {
+        let mut locks = Vec::new();
+        for spec in specs {
+            let taken = match (spec.store_url(), spec.root()) {
+                (Ok(url), Ok(root)) => match ctx.runtime_env().object_store(url) {
+                    Ok(store) => OutputLock::acquire(
+                        store,
+                        &spec.location,
+                        &root,
+                        run_id.as_str(),
+                        &self.lock_owner,
+                        self.lock_lease,
+                    )
+                    .await
+                    .map_err(|source| match source {
+                        LockError::Busy { run_id, holder } => SchedulerError::OutputBusy {
+                            output: spec.output.clone(),
+                            location: spec.location.clone(),
+                            run_id,
+                            holder,
+                        },
+                        source => SchedulerError::OutputLock {
+                            output: spec.output.clone(),
+                            location: spec.location.clone(),
+                            source,
+                        },
+                    }),
+                    Err(err) => Err(SchedulerError::Commit {
+                        output: spec.output.clone(),
+                        location: spec.location.clone(),
+                        message: strip_context(&err),
+                    }),
+                },
+                (Err(err), _) | (_, Err(err)) => Err(SchedulerError::Commit {
+                    output: spec.output.clone(),
+                    location: spec.location.clone(),
+                    message: strip_context(&err),
+                }),
+            };
+            match taken {
+                Ok(lock) => locks.push(lock),
+                Err(err) => {
+                    for lock in locks {
+                        lock.release().await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(locks)
     }
 
     /// Runs in flight whose Ballista job has not been submitted yet (they will need

@@ -28,6 +28,7 @@ use super::profile::{PlanMetrics, elapsed_ms};
 use super::{Engine, Runs};
 use crate::commit;
 use crate::error::{Result, SchedulerError};
+use crate::lock::OutputLock;
 use crate::record::{RunId, RunStatus};
 
 /// How many times an output is computed again after a recovered job whose result
@@ -46,9 +47,34 @@ pub(super) struct Execution {
     pub(super) cancel: watch::Receiver<bool>,
     pub(super) cancels: Arc<Mutex<HashMap<RunId, watch::Sender<bool>>>>,
     pub(super) writers: Arc<Mutex<HashMap<String, RunId>>>,
+    /// The outputs' write specs, then the quarantine's.
+    pub(super) specs: Vec<WriteSpec>,
+    /// Each spec's writer lock, in the same order; held until the run ends.
+    pub(super) locks: Vec<OutputLock>,
     pub(super) executor_timeout: Duration,
     pub(super) step_functions: Option<aws_sdk_sfn::Client>,
     pub(super) engine: Engine,
+}
+
+/// A run's write specs: its outputs', then its quarantine's.
+pub(super) fn write_specs(
+    compiled: &CompiledJob,
+    job: &PreparedJob,
+    run_id: &RunId,
+) -> Vec<WriteSpec> {
+    compiled
+        .outputs
+        .iter()
+        .chain(&compiled.quarantine)
+        .map(|output| WriteSpec {
+            output: output.name.clone(),
+            location: output.location.clone(),
+            run_id: run_id.to_string(),
+            partition_by: output.partition_by.clone(),
+            target_file_size: output.target_file_size,
+            compression: job.settings.compression,
+        })
+        .collect()
 }
 
 /// What one output's job produced, waiting for commit.
@@ -66,7 +92,7 @@ impl Execution {
             run.status = RunStatus::Running;
             run.started_at = Some(Utc::now());
         });
-        let specs = self.write_specs();
+        let specs = self.specs.clone();
         // A run past its timeout is cancelled like a user's cancel (the Ballista job is
         // stopped, nothing is committed) and then reported as timed out.
         let limit = self.job.settings.timeout;
@@ -125,56 +151,45 @@ impl Execution {
             }
             (result, _) => result,
         };
-        match result {
+        if let Err(err) = &result {
+            for spec in &specs {
+                if let Ok(store) = self.store_for(spec) {
+                    commit::discard_uncommitted(store, spec).await;
+                }
+            }
+            tracing::warn!(%run_id, error = %err, "run did not commit");
+        }
+        // The outputs are free before the run is seen to end: a client that submits the
+        // next run on them as soon as this one is final is not told they are busy.
+        for lock in std::mem::take(&mut self.locks) {
+            lock.release().await;
+        }
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.retain(|_, holder| *holder != run_id);
+        }
+        if let Ok(mut cancels) = self.cancels.lock() {
+            cancels.remove(&run_id);
+        }
+        let _ = match result {
             Ok(()) => {
                 tracing::info!(%run_id, "run succeeded");
-                let _ = self
-                    .runs
-                    .update(&run_id, |run| run.finish(RunStatus::Succeeded, None));
+                self.runs
+                    .update(&run_id, |run| run.finish(RunStatus::Succeeded, None))
             }
             Err(err) => {
-                for spec in &specs {
-                    if let Ok(store) = self.store_for(spec) {
-                        commit::discard_uncommitted(store, spec).await;
-                    }
-                }
                 let status = if matches!(err, SchedulerError::Cancelled) {
                     RunStatus::Cancelled
                 } else {
                     RunStatus::Failed
                 };
                 tracing::warn!(%run_id, error = %err, "run ended {}", status.as_str());
-                let _ = self
-                    .runs
-                    .update(&run_id, |run| run.finish(status, Some(err.to_string())));
+                self.runs
+                    .update(&run_id, |run| run.finish(status, Some(err.to_string())))
             }
-        }
-        if let Ok(mut cancels) = self.cancels.lock() {
-            cancels.remove(&run_id);
-        }
-        if let Ok(mut writers) = self.writers.lock() {
-            writers.retain(|_, holder| *holder != run_id);
-        }
+        };
         if let Some(client) = &self.step_functions {
             report_task(&self.runs, client, &run_id).await;
         }
-    }
-
-    /// The outputs' write specs, then the quarantine's.
-    fn write_specs(&self) -> Vec<WriteSpec> {
-        self.compiled
-            .outputs
-            .iter()
-            .chain(&self.compiled.quarantine)
-            .map(|output| WriteSpec {
-                output: output.name.clone(),
-                location: output.location.clone(),
-                run_id: self.run_id.to_string(),
-                partition_by: output.partition_by.clone(),
-                target_file_size: output.target_file_size,
-                compression: self.job.settings.compression,
-            })
-            .collect()
     }
 
     fn store_for(&self, spec: &WriteSpec) -> Result<Arc<dyn object_store::ObjectStore>> {
@@ -512,8 +527,19 @@ impl Execution {
         let committing = std::time::Instant::now();
         for output in produced {
             let store = self.store_for(&output.spec)?;
+            let lock = self
+                .specs
+                .iter()
+                .position(|spec| spec.location == output.spec.location)
+                .and_then(|index| self.locks.get(index))
+                .ok_or_else(|| SchedulerError::Commit {
+                    output: output.spec.output.clone(),
+                    location: output.spec.location.clone(),
+                    message: "the run holds no lock on the output".into(),
+                })?;
             let record =
-                commit::commit_output(store, &output.spec, output.mode, &output.files).await?;
+                commit::commit_output(store, &output.spec, output.mode, &output.files, lock)
+                    .await?;
             self.runs
                 .update(&self.run_id, |run| run.outputs.push(record))?;
         }

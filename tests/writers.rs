@@ -1,0 +1,196 @@
+//! One writer per output across processes: a run holds its outputs' locks from submission
+//! to its end, so a second scheduler's run or an embedded `sluice run` on the same output
+//! — through another spelling of its path, or `s3a://` for `s3://` — is refused with
+//! `OutputBusy` naming the holder, and writes nothing. A lease left by a dead owner on S3
+//! is taken over once it expires.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::moto::{Moto, upload_dir};
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use sluice_proto::v1;
+
+const JOB: &str = "apiVersion: sluice/v1\nname: claims_copy\n\
+    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+    outputs:\n  - {name: claims, path: \"{{out}}\"}\n";
+
+fn sluice_run(dir: &Path, params: &[(&str, String)], env: &[(String, String)]) -> Output {
+    std::fs::write(dir.join("claims_copy.yaml"), JOB).unwrap();
+    let mut command = Command::new(common::sluice_bin());
+    command.arg("run").arg("claims_copy.yaml").current_dir(dir);
+    for (name, value) in params {
+        command.arg("-p").arg(format!("{name}={value}"));
+    }
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command.output().unwrap()
+}
+
+/// Every file below `dir` with its bytes, for "the landing is unchanged".
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = walk(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path.display().to_string(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A scheduler (with no executors, so its run waits holding its output) and an embedded
+/// `sluice run` through a symlink to the same folder: the second is refused naming the
+/// first run and its scheduler, and succeeds once that run is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_local_output_is_refused_naming_the_holder() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let cluster = common::Cluster::start(0).await;
+    let lake = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(lake.path(), 50, &[1], 7).unwrap();
+    let landing = lake.path().join("landing");
+    let before = tree(&landing);
+    let out = lake.path().join("staging/claims");
+    let run_id = cluster
+        .submit(
+            JOB,
+            "claims_copy.yaml",
+            &[
+                ("landing", landing.display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out.join("_sluice_lock").exists(), "the run holds no lock");
+
+    // The same folder through a symlink, run by another process.
+    std::os::unix::fs::symlink(lake.path().join("staging"), lake.path().join("alias")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let params = [
+        ("landing", landing.display().to_string()),
+        (
+            "out",
+            lake.path().join("alias/./claims").display().to_string(),
+        ),
+    ];
+    let refused = sluice_run(other.path(), &params, &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("is being written by run {run_id} (scheduler pid")),
+        "{stderr}"
+    );
+    assert!(
+        common::data_files(&out).is_empty(),
+        "the refused run wrote data"
+    );
+
+    cluster
+        .client()
+        .await
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap();
+    let run = cluster.wait_final(&run_id).await;
+    assert_eq!(common::status(&run), v1::RunStatus::Cancelled, "{run:?}");
+    assert!(
+        !out.join("_sluice_lock").exists(),
+        "the lock outlived its run"
+    );
+
+    let ran = sluice_run(other.path(), &params, &[]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(!common::data_files(&out).is_empty());
+    assert!(!out.join("_sluice_lock").exists());
+    assert_eq!(tree(&landing), before);
+}
+
+/// On S3 the lock is an object: one another scheduler holds with a live lease makes a
+/// run on `s3a://` of the same place fail naming that holder; once the lease has expired
+/// (the holder died) the run takes it over, commits and gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_output_locked_elsewhere_is_busy_until_the_lease_expires() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    sluice_jobs::datagen::write_claims(&local, 50, &[1], 7).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+    let lock = ObjectPath::from("staging/claims/_sluice_lock");
+    let now = chrono::Utc::now().timestamp_millis();
+    let planted = |renewed_at_ms: i64| {
+        serde_json::json!({
+            "run_id": "r-elsewhere",
+            "owner": {"host": "scheduler-b", "pid": 4242, "state_dir": "/var/lib/sluice"},
+            "renewed_at_ms": renewed_at_ms,
+            "lease_ms": 60_000,
+        })
+        .to_string()
+    };
+    store
+        .put(&lock, planted(now).into_bytes().into())
+        .await
+        .unwrap();
+    let params = [
+        ("landing", "s3://lake/landing".to_owned()),
+        ("out", "s3a://lake/staging/claims".to_owned()),
+    ];
+    let refused = sluice_run(scratch.path(), &params, &moto.env());
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is being written by run r-elsewhere (scheduler pid 4242 on scheduler-b"),
+        "{stderr}"
+    );
+
+    // The holder stopped renewing two minutes ago: its lease has run out.
+    store
+        .put(&lock, planted(now - 120_000).into_bytes().into())
+        .await
+        .unwrap();
+    let ran = sluice_run(scratch.path(), &params, &moto.env());
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(
+        matches!(
+            store.head(&lock).await,
+            Err(object_store::Error::NotFound { .. })
+        ),
+        "the lock outlived the run"
+    );
+    assert!(
+        store
+            .head(&ObjectPath::from("staging/claims/_SUCCESS"))
+            .await
+            .is_ok()
+    );
+}

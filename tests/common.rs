@@ -57,6 +57,8 @@ pub struct Cluster {
     scheduler_starts: usize,
     env: Vec<(String, String)>,
     scheduler_args: Vec<String>,
+    /// Extra environment for the next scheduler starts only (fault injection).
+    pub scheduler_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -89,6 +91,7 @@ impl Cluster {
             scheduler_starts: 0,
             env,
             scheduler_args,
+            scheduler_env: Vec::new(),
         };
         cluster.start_scheduler().await;
         for index in 0..executors {
@@ -119,6 +122,11 @@ impl Cluster {
             .args(["--executor-timeout-secs", "10"])
             .args(&self.scheduler_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.scheduler_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -201,6 +209,23 @@ impl Cluster {
         if let Some(mut child) = self.scheduler.take() {
             child.kill().unwrap();
             child.wait().unwrap();
+        }
+    }
+
+    /// Waits (up to a minute) for the scheduler process to end by itself.
+    pub async fn wait_scheduler_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut child = self.scheduler.take().expect("a scheduler was started");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler did not stop: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -14,6 +14,7 @@ mod backfill;
 mod bench;
 mod cli;
 mod cluster;
+mod crash;
 mod deploy;
 mod differential;
 mod landing;

@@ -211,6 +211,7 @@ pub async fn commit_output(
     let mut plan = CommitPlan {
         moves: Vec::new(),
         deletes: replaced.iter().map(|path| path.to_string()).collect(),
+        record: None,
     };
     for file in files {
         let from = join(&join(&staging, &file.partition), &file.file);
@@ -229,6 +230,8 @@ pub async fn commit_output(
             format!("{}/{}", file.partition, file.file)
         });
     }
+    plan.record = Some(record.clone());
+    crash_point("before_plan");
     // The point of no return: from here the commit completes, now or by recovery.
     lock.check().await.map_err(fenced)?;
     let plan_json = serde_json::to_vec(&plan).map_err(|e| fail(e.to_string()))?;
@@ -236,6 +239,7 @@ pub async fn commit_output(
         .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
         .await
         .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
+    crash_point("after_plan");
     // Readers that wait for `_SUCCESS` never see a half-replaced output as complete.
     match store.delete(&root.clone().join("_SUCCESS")).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -255,14 +259,17 @@ pub async fn commit_output(
             });
         }
         let applied = match apply(store.as_ref(), &plan).await {
-            Ok(()) => store
-                .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
-                .await
-                .map(|_| ())
-                .map_err(|source| CommitError::Write {
-                    path: root.clone().join("_SUCCESS"),
-                    source,
-                }),
+            Ok(()) => {
+                crash_point("after_moves");
+                store
+                    .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| CommitError::Write {
+                        path: root.clone().join("_SUCCESS"),
+                        source,
+                    })
+            }
             Err(err) => Err(err),
         };
         match applied {
@@ -283,9 +290,23 @@ pub async fn commit_output(
             }
         }
     }
+    crash_point("after_success");
     discard_staging(Arc::clone(&store), spec).await;
     discard_stale_staging(store, spec).await;
     Ok(record)
+}
+
+/// Fault injection for the crash tests (`tests/crash.rs`): with
+/// `SLUICE_FAULT_KILL_AT=commit:<step>` in its environment the scheduler ends at that step
+/// of a commit as a SIGKILL would end it — nothing after it runs, nothing is cleaned up.
+/// Never set outside tests.
+fn crash_point(step: &str) {
+    if std::env::var("SLUICE_FAULT_KILL_AT")
+        .is_ok_and(|at| at.strip_prefix("commit:") == Some(step))
+    {
+        eprintln!("SLUICE_FAULT_KILL_AT: the scheduler stops at commit:{step}");
+        std::process::abort();
+    }
 }
 
 /// Deletes what runs that never committed (killed, interrupted) left below the output's
@@ -322,6 +343,9 @@ struct CommitPlan {
     moves: Vec<(String, String)>,
     /// Files the commit replaces.
     deletes: Vec<String>,
+    /// What the run commits to the output, for its record when recovery completes it.
+    #[serde(default)]
+    record: Option<OutputRecord>,
 }
 
 impl CommitPlan {
@@ -360,7 +384,10 @@ const COMMIT_PLAN: &str = "commit-plan.json";
 
 /// Carries out a commit plan; safe to repeat after a partial run of it.
 async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Result<(), CommitError> {
-    for (from, to) in &plan.moves {
+    for (index, (from, to)) in plan.moves.iter().enumerate() {
+        if index == 1 {
+            crash_point("mid_moves");
+        }
         let (from, to) = (Path::from(from.as_str()), Path::from(to.as_str()));
         match store.rename(&from, &to).await {
             Ok(()) => {}
@@ -428,6 +455,56 @@ pub async fn recover_interrupted_commits(
         discard_staging(Arc::clone(&store), &finished).await;
     }
     Ok(())
+}
+
+/// At scheduler start, for a run the previous process left in flight: completes its own
+/// commit of this output when its plan is there (returning what it committed), or else
+/// removes what it staged (returning `None`: the run did not commit here).
+pub async fn recover_own_commit(
+    store: Arc<dyn ObjectStore>,
+    spec: &WriteSpec,
+) -> std::result::Result<Option<OutputRecord>, CommitError> {
+    let root = spec.root()?;
+    let staging = spec.staging_root()?;
+    let plan = match store.get(&staging.clone().join(COMMIT_PLAN)).await {
+        Ok(found) => found.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => {
+            discard_staging(store, spec).await;
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(CommitError::ReadPlan {
+                run_id: spec.run_id.clone(),
+                source,
+            });
+        }
+    };
+    let plan: CommitPlan =
+        serde_json::from_slice(&plan).map_err(|source| CommitError::BadPlan {
+            run_id: spec.run_id.clone(),
+            source,
+        })?;
+    if let Some(path) = plan.outside(&root, &staging) {
+        return Err(CommitError::PlanOutsideOutput {
+            run_id: spec.run_id.clone(),
+            path,
+        });
+    }
+    tracing::warn!(output = %spec.output, run_id = %spec.run_id, "completing the commit the previous scheduler stopped in");
+    apply(store.as_ref(), &plan).await?;
+    let success = root.clone().join("_SUCCESS");
+    if let Err(source) = store.put(&success, Vec::<u8>::new().into()).await {
+        return Err(CommitError::Write {
+            path: success,
+            source,
+        });
+    }
+    discard_staging(store, spec).await;
+    Ok(Some(plan.record.unwrap_or_else(|| OutputRecord {
+        name: spec.output.clone(),
+        location: spec.location.clone(),
+        ..Default::default()
+    })))
 }
 
 /// Deletes a failed run's staging folder below an output unless it holds a commit
@@ -567,6 +644,7 @@ mod tests {
                     .join("part-old.parquet")
                     .to_string(),
             ],
+            record: None,
         };
         std::fs::write(
             root.join("_temporary/r-dead").join(COMMIT_PLAN),
@@ -605,6 +683,7 @@ mod tests {
         let plan = CommitPlan {
             moves: Vec::new(),
             deletes: vec![Path::from_filesystem_path(&landing).unwrap().to_string()],
+            record: None,
         };
         std::fs::write(
             root.join("_temporary/r-planted").join(COMMIT_PLAN),

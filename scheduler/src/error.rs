@@ -70,7 +70,7 @@ pub enum SchedulerError {
         location: String,
         /// What went wrong.
         #[source]
-        source: crate::lock::LockError,
+        source: Box<crate::lock::LockError>,
     },
     /// A data-quality rule with `fail`, or a quarantine threshold, broke; nothing was
     /// committed.

@@ -181,7 +181,8 @@ enum Held {
         /// The version this owner last wrote.
         version: Arc<Mutex<UpdateVersion>>,
         lost: Arc<AtomicBool>,
-        renewer: tokio::task::JoinHandle<()>,
+        /// The renewal loop, owned by the lock: stopped when it is released or dropped.
+        renewer: tokio::task::JoinSet<()>,
     },
 }
 
@@ -291,11 +292,11 @@ impl OutputLock {
                 store,
                 path,
                 version,
-                renewer,
+                mut renewer,
                 lost,
                 ..
             } => {
-                renewer.abort();
+                renewer.abort_all();
                 if lost.load(Ordering::SeqCst) {
                     return;
                 }
@@ -486,7 +487,8 @@ async fn acquire_object(
             version: written.version,
         }));
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = tokio::spawn(renew(
+        let mut renewer = tokio::task::JoinSet::new();
+        renewer.spawn(renew(
             Arc::clone(&store),
             path.clone(),
             record(0),
@@ -615,10 +617,10 @@ mod tests {
     async fn an_expired_lease_is_taken_over_and_the_paused_owner_is_fenced() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let lease = Duration::from_millis(300);
-        let paused = take(&store, "r-old", &owner(1), lease).await.unwrap();
+        let mut paused = take(&store, "r-old", &owner(1), lease).await.unwrap();
         // The owner stops renewing (a long GC pause, a frozen VM).
-        if let Held::Object { renewer, .. } = &paused.held {
-            renewer.abort();
+        if let Held::Object { renewer, .. } = &mut paused.held {
+            renewer.abort_all();
         }
         let other = LockOwner {
             host: "host-b".into(),
@@ -660,11 +662,8 @@ mod tests {
     async fn a_lock_left_by_this_schedulers_previous_process_is_taken_over_at_once() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let before_restart = take(&store, "r-1", &owner(1), DEFAULT_LEASE).await.unwrap();
-        // Killed: nothing released, the lease still runs.
-        if let Held::Object { renewer, .. } = &before_restart.held {
-            renewer.abort();
-        }
-        std::mem::forget(before_restart);
+        // Killed: nothing released (dropping stops the renewals), the lease still runs.
+        drop(before_restart);
         let after_restart = take(&store, "r-2", &owner(2), DEFAULT_LEASE).await.unwrap();
         after_restart.check().await.unwrap();
     }

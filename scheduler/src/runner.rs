@@ -354,7 +354,7 @@ impl RunManager {
                         source => SchedulerError::OutputLock {
                             output: spec.output.clone(),
                             location: spec.location.clone(),
-                            source,
+                            source: Box::new(source),
                         },
                     }),
                     Err(err) => Err(SchedulerError::Commit {

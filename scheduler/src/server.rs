@@ -25,9 +25,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::{JobServiceImpl, KedaScaler, serve_http};
 use crate::autoscale::{Autoscaler, AutoscalerSettings};
 use crate::backfill::BackfillManager;
-use crate::commit::{CommitError, recover_interrupted_commits};
+use crate::commit::{CommitError, recover_interrupted_commits, recover_own_commit};
 use crate::error::{Result, SchedulerError};
-use crate::record::RunRecord;
+use crate::record::{RunRecord, RunStatus};
 use crate::runner::{BallistaScheduler, Engine, RunManager, Runs};
 use crate::sfn::StepFunctionsSettings;
 use crate::store::RunStore;
@@ -71,34 +71,131 @@ impl Default for SchedulerSettings {
     }
 }
 
-/// Completes the commits that runs interrupted by the previous scheduler left half done,
-/// so readers never keep seeing both old and new files of a partition.
-async fn recover_outputs(stores: &Arc<ObjectStores>, interrupted: &[RunRecord]) {
-    use datafusion::execution::object_store::ObjectStoreRegistry;
-    for run in interrupted {
+/// Settles the runs the previous scheduler process left in flight. Each output's lock is
+/// taken (another process may hold the output by now), then the run's own commit is
+/// completed where its plan was written, and what it staged elsewhere removed; plans of
+/// other stopped runs on the output are rolled forward too. A run whose every output is
+/// then committed succeeded — it is recorded so, with its outputs, and reported so to
+/// Step Functions; one that committed nothing stays `interrupted` with nothing visible;
+/// one that committed some outputs says which.
+async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>) {
+    let owner = crate::lock::LockOwner::current(store.dir());
+    for run in store.interrupted_on_open() {
+        let mut committed = run.outputs.clone();
+        let mut missing = Vec::new();
         for (output, location) in &run.output_locations {
+            if committed.iter().any(|done| &done.name == output) {
+                continue;
+            }
             let spec = sluice_jobs::WriteSpec {
                 output: output.clone(),
                 location: location.clone(),
-                // No run of this scheduler: every plan found is another run's.
-                run_id: String::new(),
+                run_id: run.run_id.to_string(),
                 partition_by: Vec::new(),
                 target_file_size: sluice_jobs::DEFAULT_TARGET_FILE_SIZE,
                 compression: sluice_jobs::Compression::default(),
             };
-            let store = url::Url::parse(location)
-                .map_err(RecoveryError::Url)
-                .and_then(|url| stores.get_store(&url).map_err(RecoveryError::Store));
-            let result = match store {
-                Ok(store) => recover_interrupted_commits(store, &spec)
-                    .await
-                    .map_err(RecoveryError::Commit),
-                Err(err) => Err(err),
-            };
-            if let Err(err) = result {
-                tracing::error!(run_id = %run.run_id, %output, %location, %err, "could not complete an interrupted commit");
+            match recover_output(stores, &spec, &owner).await {
+                Ok(Some(record)) => committed.push(record),
+                Ok(None) => missing.push(output.clone()),
+                Err(err) => {
+                    tracing::error!(run_id = %run.run_id, %output, %location, %err, "could not settle an interrupted run's output");
+                    missing.push(output.clone());
+                }
             }
         }
+        let mut settled = run.clone();
+        if missing.is_empty() && !run.output_locations.is_empty() {
+            tracing::warn!(run_id = %run.run_id, "a run the previous scheduler stopped while committing is committed");
+            settled.finish(RunStatus::Succeeded, None);
+            settled.warnings.push(
+                "the scheduler stopped while this run was committing; its commit was \
+                 completed when the scheduler started again"
+                    .into(),
+            );
+            if let Some(report) = &run.dq {
+                for output in &committed {
+                    write_recovered_report(stores, run, output, report).await;
+                }
+            }
+        } else if !committed.is_empty() {
+            let done: Vec<&str> = committed.iter().map(|o| o.name.as_str()).collect();
+            settled.finish(
+                RunStatus::Interrupted,
+                Some(format!(
+                    "the scheduler stopped while this run was committing: outputs {} were \
+                     committed, {} were not",
+                    done.join(", "),
+                    missing.join(", ")
+                )),
+            );
+        } else {
+            continue;
+        }
+        settled.outputs = committed;
+        if let Err(err) = store.put(&settled) {
+            tracing::error!(run_id = %run.run_id, %err, "could not record a settled run");
+        }
+    }
+}
+
+/// Settles one output of an interrupted run under its lock: its own commit completed
+/// (`Some`) or its staging removed (`None`), and other stopped runs' plans rolled forward.
+async fn recover_output(
+    stores: &Arc<ObjectStores>,
+    spec: &sluice_jobs::WriteSpec,
+    owner: &crate::lock::LockOwner,
+) -> std::result::Result<Option<crate::record::OutputRecord>, RecoveryError> {
+    use datafusion::execution::object_store::ObjectStoreRegistry;
+    let url = url::Url::parse(&spec.location).map_err(RecoveryError::Url)?;
+    let store = stores.get_store(&url).map_err(RecoveryError::Store)?;
+    let root = spec
+        .root()
+        .map_err(|err| RecoveryError::Commit(CommitError::Location(err)))?;
+    let lock = crate::lock::OutputLock::acquire(
+        Arc::clone(&store),
+        &spec.location,
+        &root,
+        &spec.run_id,
+        owner,
+        crate::lock::DEFAULT_LEASE,
+    )
+    .await
+    .map_err(RecoveryError::Lock)?;
+    let result = async {
+        let own = recover_own_commit(Arc::clone(&store), spec).await?;
+        recover_interrupted_commits(Arc::clone(&store), spec).await?;
+        Ok(own)
+    }
+    .await
+    .map_err(RecoveryError::Commit);
+    lock.release().await;
+    result
+}
+
+/// Writes a recovered run's data-quality report beside one of its outputs.
+async fn write_recovered_report(
+    stores: &Arc<ObjectStores>,
+    run: &RunRecord,
+    output: &crate::record::OutputRecord,
+    report: &sluice_jobs::quality::DqReport,
+) {
+    use datafusion::execution::object_store::ObjectStoreRegistry;
+    let spec = sluice_jobs::WriteSpec {
+        output: output.name.clone(),
+        location: output.location.clone(),
+        run_id: run.run_id.to_string(),
+        partition_by: Vec::new(),
+        target_file_size: sluice_jobs::DEFAULT_TARGET_FILE_SIZE,
+        compression: sluice_jobs::Compression::default(),
+    };
+    let Ok(url) = url::Url::parse(&output.location) else {
+        return;
+    };
+    if let Ok(store) = stores.get_store(&url)
+        && let Err(err) = crate::commit::write_dq_report(store, &spec, report).await
+    {
+        tracing::warn!(run_id = %run.run_id, output = %output.name, %err, "could not write a recovered run's data-quality report");
     }
 }
 
@@ -114,6 +211,9 @@ enum RecoveryError {
     /// Rolling the commit forward failed.
     #[error(transparent)]
     Commit(CommitError),
+    /// The output is held by another process now.
+    #[error(transparent)]
+    Lock(crate::lock::LockError),
 }
 
 /// A started scheduler.
@@ -154,7 +254,7 @@ impl Scheduler {
             .map_err(|err| server_error(err.to_string()))?;
         let store = RunStore::open(&settings.run_store)?;
         let stores = ObjectStores::new(settings.storage.clone());
-        recover_outputs(&stores, store.interrupted_on_open()).await;
+        recover_runs(&store, &stores).await;
         let session_stores = Arc::clone(&stores);
 
         let mut config = SchedulerConfig::default()

@@ -432,7 +432,7 @@ pub(crate) async fn read_columns(
         }
     }
     // Most files first; the sort is stable, so a tie keeps the first-seen header first.
-    groups.sort_by(|a, b| b.file_count.cmp(&a.file_count));
+    groups.sort_by_key(|group| std::cmp::Reverse(group.file_count));
     if options.schema_drift == crate::definition::SchemaDrift::QuarantineFile
         && let Some(most) = groups.first()
     {

@@ -1,0 +1,184 @@
+//! The scheduler killed at each step of a commit (fault injection:
+//! `SLUICE_FAULT_KILL_AT=commit:<step>` ends the process there as SIGKILL would), then
+//! started again: before the commit plan the run is `interrupted` and the output holds
+//! exactly its previous rows; from the plan on, the restart completes the commit, the run
+//! is `succeeded` with its outputs, and the output holds exactly the rows a run without
+//! a crash writes. Nothing is left in staging, no lock outlives the run, and readers
+//! that wait for `_SUCCESS` never see a half-replaced output as complete.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{Cluster, status};
+use datafusion::arrow::util::display::array_value_to_string;
+use sluice_proto::v1::RunStatus;
+
+const JOB: &str = "apiVersion: sluice/v1\nname: claims_by_state\n\
+    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+    outputs:\n  - {name: claims, path: \"{{out}}\", partition_by: [state]}\n";
+
+/// Each partition's rows, as sorted text.
+fn rows(root: &Path) -> BTreeMap<String, Vec<String>> {
+    common::read_partitioned(root)
+        .into_iter()
+        .map(|(partition, batches)| {
+            let mut rows: Vec<String> = batches
+                .iter()
+                .flat_map(|batch| {
+                    (0..batch.num_rows()).map(move |row| {
+                        batch
+                            .columns()
+                            .iter()
+                            .map(|column| array_value_to_string(column, row).unwrap())
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                })
+                .collect();
+            rows.sort();
+            (partition, rows)
+        })
+        .collect()
+}
+
+/// Equal partition by partition; a difference is shown by its first partition only.
+fn assert_same(
+    got: &BTreeMap<String, Vec<String>>,
+    want: &BTreeMap<String, Vec<String>>,
+    what: &str,
+) {
+    let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    for key in keys {
+        assert_eq!(
+            got.get(key),
+            want.get(key),
+            "{what}: partition {key} differs"
+        );
+    }
+}
+
+async fn submit(cluster: &Cluster, landing: &Path, out: &Path) -> String {
+    cluster
+        .submit(
+            JOB,
+            "claims_by_state.yaml",
+            &[
+                ("landing", landing.display().to_string()),
+                ("out", out.display().to_string()),
+            ],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_killed_at_any_commit_step_leaves_the_old_or_the_new_rows_and_says_which() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    let (old, new) = (lake.path().join("old"), lake.path().join("new"));
+    sluice_jobs::datagen::write_claims(&old, 300, &[1], 1).unwrap();
+    sluice_jobs::datagen::write_claims(&new, 300, &[1], 2).unwrap();
+    let (old, new) = (old.join("landing"), new.join("landing"));
+
+    // What a run of the new data writes when nothing goes wrong.
+    let mut cluster = Cluster::start(1).await;
+    let reference = lake.path().join("reference");
+    let run = submit(&cluster, &new, &reference).await;
+    assert_eq!(
+        status(&cluster.wait_final(&run).await),
+        RunStatus::Succeeded
+    );
+    let expected_new = rows(&reference);
+    assert!(
+        expected_new.len() > 2,
+        "too few partitions to move several files"
+    );
+
+    for step in [
+        "before_plan",
+        "after_plan",
+        "mid_moves",
+        "after_moves",
+        "after_success",
+    ] {
+        let out = lake.path().join(format!("out-{step}"));
+        let first = submit(&cluster, &old, &out).await;
+        assert_eq!(
+            status(&cluster.wait_final(&first).await),
+            RunStatus::Succeeded
+        );
+        let expected_old = rows(&out);
+        assert_ne!(expected_old, expected_new);
+        // The new run replaces the partitions it produces and keeps the others.
+        let mut replaced = expected_old.clone();
+        replaced.extend(expected_new.clone());
+
+        // The next run's scheduler dies at `step` of its commit.
+        cluster.kill_scheduler();
+        cluster.scheduler_env = vec![("SLUICE_FAULT_KILL_AT".into(), format!("commit:{step}"))];
+        cluster.start_scheduler().await;
+        cluster.wait_for_executors(1).await;
+        let doomed = submit(&cluster, &new, &out).await;
+        let exit = cluster.wait_scheduler_exit().await;
+        assert!(!exit.success(), "{step}: the scheduler did not stop");
+        assert!(
+            cluster.logs().contains(&format!("stops at commit:{step}")),
+            "{step}: stopped elsewhere: {}",
+            cluster.logs()
+        );
+        // A reader waiting for `_SUCCESS` is never told a half-replaced output is done.
+        match step {
+            // Nothing moved yet: the previous rows, complete.
+            "before_plan" | "after_plan" => assert_same(
+                &rows(&out),
+                &expected_old,
+                &format!("{step}: before recovery"),
+            ),
+            // Files moving: `_SUCCESS` is gone until the last one is in place.
+            "mid_moves" | "after_moves" => {
+                assert!(
+                    !out.join("_SUCCESS").exists(),
+                    "{step}: _SUCCESS during the moves"
+                )
+            }
+            _ => assert!(out.join("_SUCCESS").exists()),
+        }
+
+        cluster.scheduler_env.clear();
+        cluster.start_scheduler().await;
+        cluster.wait_for_executors(1).await;
+        let run = cluster.run(&doomed).await;
+        if step == "before_plan" {
+            assert_eq!(status(&run), RunStatus::Interrupted, "{step}: {run:?}");
+            assert!(run.outputs.is_empty(), "{step}: {run:?}");
+            assert_same(&rows(&out), &expected_old, &format!("{step}: the old rows"));
+        } else {
+            assert_eq!(status(&run), RunStatus::Succeeded, "{step}: {run:?}");
+            assert_same(&rows(&out), &replaced, &format!("{step}: the new rows"));
+            assert_eq!(run.outputs.len(), 1, "{step}: {run:?}");
+            let written: usize = expected_new.values().map(Vec::len).sum();
+            assert_eq!(run.outputs[0].rows_written as usize, written, "{step}");
+        }
+        assert!(out.join("_SUCCESS").exists(), "{step}: no _SUCCESS");
+        assert!(
+            !out.join("_temporary").exists(),
+            "{step}: staging left behind"
+        );
+        assert!(
+            !out.join("_sluice_lock").exists(),
+            "{step}: a lock outlived its run"
+        );
+
+        // The output takes the next run as usual.
+        let next = submit(&cluster, &new, &out).await;
+        assert_eq!(
+            status(&cluster.wait_final(&next).await),
+            RunStatus::Succeeded,
+            "{step}"
+        );
+        assert_same(&rows(&out), &replaced, &format!("{step}: the next run"));
+    }
+}

@@ -271,3 +271,73 @@ async fn a_year_backfills_month_by_month_and_resumes_after_a_restart() {
         "{shown}"
     );
 }
+
+/// A backfill of three months with a quarantine: each month's run replaces the
+/// quarantined rows of its own month only (the quarantine is partitioned like the
+/// output by default), so every month's rejects are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_keeps_every_months_quarantined_rows() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let cluster = Cluster::start(2).await;
+    let data = cluster.dir.path().join("lake");
+    sluice_jobs::datagen::write_claims(&data, 3_000, &[1, 2, 3], 5).unwrap();
+    // Claims without a quantity, per month, counted from the landed lines.
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in std::fs::read_dir(data.join("landing/claims"))
+        .unwrap()
+        .flatten()
+    {
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap()
+            .lines()
+            .skip(1)
+        {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields[5].is_empty() {
+                *expected.entry(fields[4][..7].to_owned()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(
+        expected.len(),
+        3,
+        "every month has claims without a quantity"
+    );
+    let job = cluster.dir.path().join("claims_checked.yaml");
+    std::fs::write(
+        &job,
+        common::CLAIMS_BY_MONTH.replace(
+            "outputs:",
+            "quality:\n  rules:\n    - {name: has_quantity, not_null: [quantity]}\n  \
+             quarantine: {path: \"{{staging}}/quarantine\"}\noutputs:",
+        ),
+    )
+    .unwrap();
+    let output = Command::new(common::sluice_bin())
+        .arg("backfill")
+        .arg(&job)
+        .args([
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-03-31",
+            "--every",
+            "month",
+        ])
+        .args(["--date-param", "month", "--max-concurrent", "1", "--wait"])
+        .args(["-p", &format!("landing={}", data.join("landing").display())])
+        .args(["-p", &format!("staging={}", data.join("staging").display())])
+        .args(["--scheduler", &cluster.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("[3 succeeded]"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        written_per_month(&data.join("staging/quarantine")),
+        expected
+    );
+}

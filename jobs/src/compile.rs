@@ -358,7 +358,16 @@ impl PreparedJob {
                     name: QUARANTINE_OUTPUT.into(),
                     path: spec.path.clone(),
                     format: OutputFormat::Parquet,
-                    partition_by: spec.partition_by.clone(),
+                    partition_by: match &spec.partition_by {
+                        Some(explicit) => explicit.clone(),
+                        // Like the first output, when its rows carry those columns.
+                        None => definition
+                            .outputs
+                            .first()
+                            .map(|output| output.value.partition_by.clone())
+                            .filter(|by| by.iter().all(|column| columns.contains(column)))
+                            .unwrap_or_default(),
+                    },
                     mode: spec.mode,
                     target_file_size: spec.target_file_size.clone(),
                 };

@@ -76,10 +76,14 @@ pub struct Thresholds {
 pub struct QuarantineSpec {
     /// The directory; `{{param}}` templates allowed.
     pub path: String,
-    /// Columns that become Hive-style folders.
+    /// Columns that become Hive-style folders. By default the first output's, so that
+    /// a run replaces the quarantined rows of exactly the partitions it wrote and keeps
+    /// those of the others (a backfill keeps every month's); `[]` for one folder that
+    /// each run replaces.
     #[serde(default)]
-    pub partition_by: Vec<String>,
-    /// What to do with data already there.
+    pub partition_by: Option<Vec<String>>,
+    /// What to do with data already there (`overwrite_partitions`: the partitions the
+    /// run produced).
     #[serde(default)]
     pub mode: WriteMode,
     /// Roll to a new file past this size.

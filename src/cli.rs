@@ -223,6 +223,11 @@ pub struct RunArgs {
     /// Where the embedded run store lives.
     #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
     pub state_dir: PathBuf,
+    /// For `append` outputs: a key naming this piece of work (a batch id, an execution
+    /// and partition). If a run with the same key committed to an output already, this
+    /// run appends nothing there, so retrying never appends twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 /// What executes an embedded run's plans.
@@ -453,6 +458,11 @@ pub struct SubmitArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// For `append` outputs: a key naming this piece of work (a batch id, an execution
+    /// and partition). If a run with the same key committed to an output already, this
+    /// run appends nothing there, so retrying never appends twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     /// Where the scheduler is.
     #[command(flatten)]
     pub scheduler: SchedulerAddress,

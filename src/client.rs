@@ -74,14 +74,28 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Reads a definition file and submits it; returns the run id.
-pub async fn submit_file(client: &mut Client, file: &Path, params: &[String]) -> Result<String> {
+/// Reads a definition file and submits it; returns the run id. `idempotency_key` names
+/// the work for `append` outputs (a key that committed already appends nothing again).
+pub async fn submit_file(
+    client: &mut Client,
+    file: &Path,
+    params: &[String],
+    idempotency_key: Option<&str>,
+) -> Result<String> {
     let yaml = std::fs::read_to_string(file).map_err(|source| CliError::Io {
         context: format!("cannot read job definition {}", file.display()),
         source,
     })?;
     let params = parse_params(params)?;
-    submit_text(client, yaml, &file.display().to_string(), params).await
+    let job = v1::submit_run_request::Job::DefinitionYaml(yaml);
+    submit(
+        client,
+        job,
+        &file.display().to_string(),
+        params,
+        idempotency_key,
+    )
+    .await
 }
 
 /// Submits a job registered on the scheduler (`name` or `name@3`); returns the run id.
@@ -89,10 +103,11 @@ pub async fn submit_registered(
     client: &mut Client,
     job: &str,
     params: &[String],
+    idempotency_key: Option<&str>,
 ) -> Result<String> {
     let params = parse_params(params)?;
     let job = v1::submit_run_request::Job::RegisteredJob(job.to_owned());
-    submit(client, job, "", params).await
+    submit(client, job, "", params, idempotency_key).await
 }
 
 /// Submits a definition's text; returns the run id. Relative local paths in it resolve
@@ -108,6 +123,7 @@ pub async fn submit_text(
         v1::submit_run_request::Job::DefinitionYaml(yaml),
         origin,
         params,
+        None,
     )
     .await
 }
@@ -117,6 +133,7 @@ async fn submit(
     job: v1::submit_run_request::Job,
     origin: &str,
     params: BTreeMap<String, String>,
+    idempotency_key: Option<&str>,
 ) -> Result<String> {
     let response = client
         .submit_run(v1::SubmitRunRequest {
@@ -125,6 +142,7 @@ async fn submit(
             origin: origin.to_owned(),
             working_dir: working_dir(),
             task_token: String::new(),
+            idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
         })
         .await?
         .into_inner();

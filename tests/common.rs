@@ -299,6 +299,7 @@ impl Cluster {
                 origin: origin.to_owned(),
                 working_dir: self.dir.path().display().to_string(),
                 task_token: String::new(),
+                idempotency_key: String::new(),
             })
             .await?;
         Ok(response.into_inner().run_id)

@@ -490,6 +490,7 @@ async fn the_scheduler_reports_task_tokens_also_across_a_restart() {
                     origin: "claims_quality.yaml".into(),
                     working_dir: String::new(),
                     task_token: body["token"].as_str().unwrap().to_owned(),
+                    idempotency_key: String::new(),
                 })
                 .await
                 .unwrap()

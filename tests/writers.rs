@@ -194,3 +194,123 @@ async fn an_s3_output_locked_elsewhere_is_busy_until_the_lease_expires() {
             .is_ok()
     );
 }
+
+const APPEND_JOB: &str = "apiVersion: sluice/v1\nname: claims_append\n\
+    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+    outputs:\n  - {name: claims, path: \"{{out}}\", mode: append}\n";
+
+/// Submits [`APPEND_JOB`] with the key a Step Functions state would give it.
+async fn submit_append(cluster: &common::Cluster, landing: &Path, out: &Path) -> String {
+    let request = v1::SubmitRunRequest {
+        job: Some(v1::submit_run_request::Job::DefinitionYaml(
+            APPEND_JOB.to_owned(),
+        )),
+        params: [
+            ("landing".to_owned(), landing.display().to_string()),
+            ("out".to_owned(), out.display().to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        origin: "claims_append.yaml".into(),
+        working_dir: String::new(),
+        task_token: String::new(),
+        idempotency_key: "arn:aws:states:us-east-1:1:execution:daily:2024-03".into(),
+    };
+    cluster
+        .client()
+        .await
+        .submit_run(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .run_id
+}
+
+fn rows_below(root: &Path) -> usize {
+    common::read_partitioned(root)
+        .values()
+        .flatten()
+        .map(|batch| batch.num_rows())
+        .sum()
+}
+
+/// An `append` run names its work with an idempotency key: the same key again appends
+/// nothing (and says which run committed it), another key appends; and a run whose
+/// scheduler died after writing its commit plan is completed at the restart, so the
+/// retry with its key (as Step Functions retries a state) appends nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_retried_with_its_idempotency_key_appends_once() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(lake.path(), 120, &[1], 3).unwrap();
+    let landing = lake.path().join("landing");
+    let landed = std::fs::read_to_string(
+        std::fs::read_dir(landing.join("claims"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path(),
+    )
+    .unwrap()
+    .lines()
+    .count()
+        - 1;
+    let out = lake.path().join("staging/appended");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("claims_append.yaml"), APPEND_JOB).unwrap();
+    let append = |key: &str| {
+        Command::new(common::sluice_bin())
+            .args(["run", "claims_append.yaml", "--idempotency-key", key])
+            .arg("-p")
+            .arg(format!("landing={}", landing.display()))
+            .arg("-p")
+            .arg(format!("out={}", out.display()))
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    assert!(append("batch-2024-01").status.success());
+    assert_eq!(rows_below(&out), landed);
+    let again = append("batch-2024-01");
+    assert!(again.status.success());
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains("idempotency key `batch-2024-01` was committed by run r-"),
+        "{stdout}"
+    );
+    assert_eq!(rows_below(&out), landed, "the same key appended twice");
+    assert!(append("batch-2024-02").status.success());
+    assert_eq!(rows_below(&out), 2 * landed);
+
+    // The scheduler dies once the commit plan is written; the restart completes it.
+    let mut cluster = common::Cluster::start(1).await;
+    cluster.kill_scheduler();
+    cluster.scheduler_env = vec![("SLUICE_FAULT_KILL_AT".into(), "commit:after_plan".into())];
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    let crashed = submit_append(&cluster, &landing, &out).await;
+    assert!(!cluster.wait_scheduler_exit().await.success());
+    cluster.scheduler_env.clear();
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    let run = cluster.run(&crashed).await;
+    assert_eq!(common::status(&run), v1::RunStatus::Succeeded, "{run:?}");
+    assert_eq!(rows_below(&out), 3 * landed);
+    let retry = submit_append(&cluster, &landing, &out).await;
+    let retry = cluster.wait_final(&retry).await;
+    assert_eq!(
+        common::status(&retry),
+        v1::RunStatus::Succeeded,
+        "{retry:?}"
+    );
+    assert!(
+        retry
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("was committed by run {crashed}"))),
+        "{retry:?}"
+    );
+    assert_eq!(rows_below(&out), 3 * landed, "the retry appended again");
+}

@@ -137,6 +137,7 @@ pub async fn commit_output(
     mode: WriteMode,
     files: &[WrittenFile],
     lock: &OutputLock,
+    idempotency_key: Option<&str>,
 ) -> Result<OutputRecord> {
     let fail = |message: String| SchedulerError::Commit {
         output: spec.output.clone(),
@@ -212,7 +213,41 @@ pub async fn commit_output(
         moves: Vec::new(),
         deletes: replaced.iter().map(|path| path.to_string()).collect(),
         record: None,
+        marker: None,
     };
+    // An append names its work: the same key committed before appends nothing again.
+    if mode == WriteMode::Append
+        && let Some(key) = idempotency_key
+    {
+        let marker = commit_marker(&root, key);
+        match store.get(&marker).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| fail(format!("reading {marker}: {e}")))?;
+                let earlier: CommitMarker = serde_json::from_slice(&bytes)
+                    .map_err(|e| fail(format!("reading {marker}: {e}")))?;
+                tracing::warn!(output = %spec.output, key, earlier_run = %earlier.run_id, "this key already appended to the output; appending nothing");
+                discard_staging(Arc::clone(&store), spec).await;
+                return Ok(OutputRecord {
+                    name: spec.output.clone(),
+                    location: spec.location.clone(),
+                    duplicate_of: Some(earlier.run_id),
+                    ..Default::default()
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(fail(format!("reading {marker}: {e}"))),
+        }
+        let done = CommitMarker {
+            key: key.to_owned(),
+            run_id: spec.run_id.clone(),
+            files: files.iter().map(|f| f.file.clone()).collect(),
+        };
+        let json = serde_json::to_string(&done).map_err(|e| fail(e.to_string()))?;
+        plan.marker = Some((marker.to_string(), json));
+    }
     for file in files {
         let from = join(&join(&staging, &file.partition), &file.file);
         let to = join(&join(&root, &file.partition), &file.file);
@@ -346,6 +381,32 @@ struct CommitPlan {
     /// What the run commits to the output, for its record when recovery completes it.
     #[serde(default)]
     record: Option<OutputRecord>,
+    /// For an append with an idempotency key: the marker written with the files (its
+    /// path and text), which later runs with the key find.
+    #[serde(default)]
+    marker: Option<(String, String)>,
+}
+
+/// Where an append's idempotency keys are recorded below its output (hidden from
+/// readers).
+pub const COMMITS_DIR: &str = "_sluice_commits";
+
+/// What an append with an idempotency key left: which run committed it, and its files.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CommitMarker {
+    key: String,
+    run_id: String,
+    files: Vec<String>,
+}
+
+/// The marker of `key` below an output: named by the key's SHA-256, so any key (an
+/// execution ARN, a partition value) is a safe object name.
+fn commit_marker(root: &Path, key: &str) -> Path {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    root.clone()
+        .join(COMMITS_DIR)
+        .join(format!("{digest}.json").as_str())
 }
 
 impl CommitPlan {
@@ -367,6 +428,11 @@ impl CommitPlan {
             if !below(root, to) || below(&temporary, to) {
                 return Some(to.clone());
             }
+        }
+        if let Some((marker, _)) = &self.marker
+            && !below(&root.clone().join(COMMITS_DIR), marker)
+        {
+            return Some(marker.clone());
         }
         self.deletes
             .iter()
@@ -401,6 +467,15 @@ async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Resul
         match store.delete(&old).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => return Err(CommitError::Delete { path: old, source }),
+        }
+    }
+    if let Some((marker, text)) = &plan.marker {
+        let marker = Path::from(marker.as_str());
+        if let Err(source) = store.put(&marker, text.clone().into_bytes().into()).await {
+            return Err(CommitError::Write {
+                path: marker,
+                source,
+            });
         }
     }
     Ok(())
@@ -645,6 +720,7 @@ mod tests {
                     .to_string(),
             ],
             record: None,
+            marker: None,
         };
         std::fs::write(
             root.join("_temporary/r-dead").join(COMMIT_PLAN),
@@ -684,6 +760,7 @@ mod tests {
             moves: Vec::new(),
             deletes: vec![Path::from_filesystem_path(&landing).unwrap().to_string()],
             record: None,
+            marker: None,
         };
         std::fs::write(
             root.join("_temporary/r-planted").join(COMMIT_PLAN),
@@ -739,6 +816,7 @@ mod tests {
                 bytes: 16,
             }],
             &lock,
+            None,
         )
         .await
         .unwrap_err();
@@ -781,6 +859,7 @@ mod tests {
                 bytes: 16,
             }],
             &lock,
+            None,
         )
         .await
         .unwrap();

@@ -58,6 +58,9 @@ pub struct Submission {
     pub working_dir: Option<PathBuf>,
     /// A Step Functions task token to report the run's end to.
     pub task_token: Option<String>,
+    /// Names the work for `append` outputs: a key that already committed to an output
+    /// appends nothing there again.
+    pub idempotency_key: Option<String>,
 }
 
 /// A submission's definition text and where it came from.
@@ -277,6 +280,7 @@ impl RunManager {
         );
         let mut run = run;
         run.task_token = submission.task_token.clone();
+        run.idempotency_key = submission.idempotency_key.clone();
         run.profile.planning_ms = compile_ms;
         run.output_locations = compiled
             .outputs
@@ -310,6 +314,7 @@ impl RunManager {
             writers: Arc::clone(&self.writers),
             specs,
             locks,
+            idempotency_key: submission.idempotency_key.clone(),
             executor_timeout: self.executor_timeout,
             step_functions: self.step_functions.clone(),
             engine: self.engine,

@@ -36,6 +36,7 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
                     .unwrap_or_default(),
                 working_dir: client::working_dir(),
                 task_token: String::new(),
+                idempotency_key: String::new(),
             }),
             date_param: args.date_param.clone().unwrap_or_default(),
             from: args.from.clone(),

@@ -15,7 +15,13 @@ pub async fn run(args: RunArgs, settings: &Settings) -> Result<()> {
     let cluster =
         EmbeddedCluster::start_with_engine(&args.state_dir, executors, engine, settings).await?;
     let mut client = cluster.client().await?;
-    let run_id = client::submit_file(&mut client, &args.file, &args.params).await?;
+    let run_id = client::submit_file(
+        &mut client,
+        &args.file,
+        &args.params,
+        args.idempotency_key.as_deref(),
+    )
+    .await?;
     let run = client::wait(&mut client, &run_id, args.output == OutputFormat::Text).await?;
     client::print_run(&run, args.output);
     client::require_success(&run)

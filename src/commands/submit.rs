@@ -7,9 +7,10 @@ use crate::error::{CliError, Result};
 /// Submits the run; with `--wait`, follows it to its end.
 pub async fn run(args: SubmitArgs) -> Result<()> {
     let mut client = client::connect(&args.scheduler.url).await?;
+    let key = args.idempotency_key.as_deref();
     let run_id = match (&args.file, &args.job) {
-        (Some(file), _) => client::submit_file(&mut client, file, &args.params).await?,
-        (None, Some(job)) => client::submit_registered(&mut client, job, &args.params).await?,
+        (Some(file), _) => client::submit_file(&mut client, file, &args.params, key).await?,
+        (None, Some(job)) => client::submit_registered(&mut client, job, &args.params, key).await?,
         (None, None) => {
             return Err(CliError::Usage(
                 "give a definition file or --job NAME".into(),

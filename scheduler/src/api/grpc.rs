@@ -50,6 +50,7 @@ fn submission(request: v1::SubmitRunRequest) -> Submission {
         origin: request.origin,
         working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
         task_token: (!request.task_token.is_empty()).then_some(request.task_token),
+        idempotency_key: (!request.idempotency_key.is_empty()).then_some(request.idempotency_key),
     }
 }
 

@@ -93,6 +93,10 @@ pub struct OutputRecord {
     pub files: Vec<String>,
     /// The Hive partitions written (`fill_month=2024-01`).
     pub partitions: Vec<String>,
+    /// For an append whose idempotency key had committed already: the run that did (and
+    /// this run appended nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
 }
 
 /// Where a run's time went. Task times are summed over tasks (several run at once), so
@@ -174,6 +178,9 @@ pub struct RunRecord {
     /// The Step Functions task token the run reports to when it ends.
     #[serde(default)]
     pub task_token: Option<String>,
+    /// The key naming the run's work for `append` outputs (see `Submission`).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     /// The run's result reached Step Functions.
     #[serde(default)]
     pub task_reported: bool,
@@ -211,6 +218,7 @@ impl RunRecord {
             rows_quarantined: 0,
             dq: None,
             task_token: None,
+            idempotency_key: None,
             task_reported: false,
             profile: RunProfile::default(),
         }

@@ -51,6 +51,8 @@ pub(super) struct Execution {
     pub(super) specs: Vec<WriteSpec>,
     /// Each spec's writer lock, in the same order; held until the run ends.
     pub(super) locks: Vec<OutputLock>,
+    /// Names the run's work for `append` outputs.
+    pub(super) idempotency_key: Option<String>,
     pub(super) executor_timeout: Duration,
     pub(super) step_functions: Option<aws_sdk_sfn::Client>,
     pub(super) engine: Engine,
@@ -537,9 +539,25 @@ impl Execution {
                     location: output.spec.location.clone(),
                     message: "the run holds no lock on the output".into(),
                 })?;
-            let record =
-                commit::commit_output(store, &output.spec, output.mode, &output.files, lock)
-                    .await?;
+            let record = commit::commit_output(
+                store,
+                &output.spec,
+                output.mode,
+                &output.files,
+                lock,
+                self.idempotency_key.as_deref(),
+            )
+            .await?;
+            if let Some(earlier) = &record.duplicate_of {
+                let key = self.idempotency_key.as_deref().unwrap_or_default();
+                self.runs.update(&self.run_id, |run| {
+                    run.warnings.push(format!(
+                        "output `{}`: idempotency key `{key}` was committed by run {earlier}; \
+                         nothing was appended again",
+                        record.name
+                    ))
+                })?;
+            }
             self.runs
                 .update(&self.run_id, |run| run.outputs.push(record))?;
         }

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Task input: `{"job": "name" | "name@3"}`, `{"definition": "<YAML>"}` or
-//! `{"definition_uri": "s3://bucket/job.yaml"}`, with `"params": {"name": value}`.
+//! `{"definition_uri": "s3://bucket/job.yaml"}`, with `"params": {"name": value}` and,
+//! for jobs that append, `"idempotency_key"` (e.g. `"idempotency_key.$": "$$.Execution.Id"`
+//! in the state's Parameters: a retry of the state never appends twice).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -175,6 +177,7 @@ struct TaskInput {
     job: v1::submit_run_request::Job,
     params: BTreeMap<String, String>,
     origin: String,
+    idempotency_key: Option<String>,
 }
 
 /// Why a task's input is not a Sluice task.
@@ -259,6 +262,7 @@ async fn read_input(
         job,
         params,
         origin,
+        idempotency_key: text("idempotency_key"),
     })
 }
 
@@ -320,6 +324,7 @@ async fn execute(
             origin: input.origin,
             working_dir: String::new(),
             task_token: String::new(),
+            idempotency_key: input.idempotency_key.unwrap_or_default(),
         })
         .await;
     let run_id = match submitted {

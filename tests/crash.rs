@@ -182,3 +182,86 @@ async fn a_scheduler_killed_at_any_commit_step_leaves_the_old_or_the_new_rows_an
         assert_same(&rows(&out), &replaced, &format!("{step}: the next run"));
     }
 }
+
+const TWO_OUTPUTS: &str = "apiVersion: sluice/v1\nname: claims_twice\n\
+    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+    outputs:\n  - {name: by_state, path: \"{{out}}/by_state\", partition_by: [state]}\n  \
+    - {name: flat, path: \"{{out}}/flat\"}\n";
+
+async fn submit_two(cluster: &Cluster, landing: &Path, out: &Path) -> String {
+    let params = [
+        ("landing", landing.display().to_string()),
+        ("out", out.display().to_string()),
+    ];
+    cluster
+        .submit(TWO_OUTPUTS, "claims_twice.yaml", &params)
+        .await
+        .unwrap()
+}
+
+/// A run with two outputs commits them together: killed after both plans but before
+/// its decision, neither output changes and the run is `interrupted`; killed after the
+/// first output is in place, the restart puts the second in place too and the run is
+/// `succeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_two_outputs_commits_both_or_neither() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    let (old, new) = (lake.path().join("old"), lake.path().join("new"));
+    sluice_jobs::datagen::write_claims(&old, 200, &[1], 1).unwrap();
+    sluice_jobs::datagen::write_claims(&new, 200, &[1], 2).unwrap();
+    let (old, new) = (old.join("landing"), new.join("landing"));
+    let mut cluster = Cluster::start(1).await;
+    let reference = lake.path().join("reference");
+    let run = submit_two(&cluster, &new, &reference).await;
+    assert_eq!(
+        status(&cluster.wait_final(&run).await),
+        RunStatus::Succeeded
+    );
+    for (step, commits) in [("before_decision", false), ("between_outputs", true)] {
+        let out = lake.path().join(format!("out-{step}"));
+        let first = submit_two(&cluster, &old, &out).await;
+        assert_eq!(
+            status(&cluster.wait_final(&first).await),
+            RunStatus::Succeeded
+        );
+        let before = (rows(&out.join("by_state")), rows(&out.join("flat")));
+        let mut after = before.clone();
+        after.0.extend(rows(&reference.join("by_state")));
+        after.1 = rows(&reference.join("flat"));
+
+        cluster.kill_scheduler();
+        cluster.scheduler_env = vec![("SLUICE_FAULT_KILL_AT".into(), format!("commit:{step}"))];
+        cluster.start_scheduler().await;
+        cluster.wait_for_executors(1).await;
+        let doomed = submit_two(&cluster, &new, &out).await;
+        assert!(!cluster.wait_scheduler_exit().await.success(), "{step}");
+        cluster.scheduler_env.clear();
+        cluster.start_scheduler().await;
+        cluster.wait_for_executors(1).await;
+        let run = cluster.run(&doomed).await;
+        let (want, status_wanted) = if commits {
+            (&after, RunStatus::Succeeded)
+        } else {
+            (&before, RunStatus::Interrupted)
+        };
+        assert_eq!(status(&run), status_wanted, "{step}: {run:?}");
+        assert_same(
+            &rows(&out.join("by_state")),
+            &want.0,
+            &format!("{step}: by_state"),
+        );
+        assert_same(&rows(&out.join("flat")), &want.1, &format!("{step}: flat"));
+        for output in ["by_state", "flat"] {
+            assert!(
+                !out.join(output).join("_temporary").exists(),
+                "{step}: {output} staging"
+            );
+            assert!(
+                !out.join(output).join("_sluice_commits").exists(),
+                "{step}: {output}: the run's decision was left behind"
+            );
+        }
+    }
+}

@@ -128,9 +128,14 @@ pub async fn write_dq_report(
     }
 }
 
-/// Moves one output's staged files into place; returns what was committed. `lock` is
-/// the output's writer lock, checked (fencing) before each step: a run whose lock was
-/// taken over stops before the step.
+/// Finds the store of a location named in a commit plan (a run's decision may lie in
+/// another output's bucket).
+pub type StoreResolver<'a> = dyn Fn(&url::Url) -> Option<Arc<dyn ObjectStore>> + Send + Sync + 'a;
+
+/// Moves one output's staged files into place (both phases, for one output alone);
+/// returns what was committed. `lock` is the output's writer lock, checked (fencing)
+/// before each step: a run whose lock was taken over stops before the step.
+#[cfg(test)]
 pub async fn commit_output(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
@@ -138,7 +143,56 @@ pub async fn commit_output(
     files: &[WrittenFile],
     lock: &OutputLock,
     idempotency_key: Option<&str>,
+    resolver: &StoreResolver<'_>,
 ) -> Result<OutputRecord> {
+    match prepare_output(
+        store,
+        spec,
+        mode,
+        files,
+        lock,
+        idempotency_key,
+        None,
+        resolver,
+    )
+    .await?
+    {
+        Prepared::Planned(prepared) => apply_prepared(*prepared, lock).await,
+        Prepared::Done(record) => Ok(record),
+    }
+}
+
+/// One output's commit once its plan is written.
+pub enum Prepared {
+    /// The plan is in the output's staging folder, to be applied.
+    Planned(Box<PreparedCommit>),
+    /// Nothing to apply (an append whose idempotency key committed before).
+    Done(OutputRecord),
+}
+
+/// A written commit plan and what it commits.
+pub struct PreparedCommit {
+    store: Arc<dyn ObjectStore>,
+    spec: WriteSpec,
+    plan: CommitPlan,
+    record: OutputRecord,
+}
+
+/// The first phase of a commit: rolls forward what stopped runs left on the output,
+/// decides what the run's files replace, and writes the plan (every move and delete)
+/// into the run's staging folder. Nothing is visible yet. With `decision`, the plan is
+/// one of a run's several outputs and is applied only once that decision exists.
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare_output(
+    store: Arc<dyn ObjectStore>,
+    spec: &WriteSpec,
+    mode: WriteMode,
+    files: &[WrittenFile],
+    lock: &OutputLock,
+    idempotency_key: Option<&str>,
+    decision: Option<&str>,
+    resolver: &StoreResolver<'_>,
+) -> Result<Prepared> {
     let fail = |message: String| SchedulerError::Commit {
         output: spec.output.clone(),
         location: spec.location.clone(),
@@ -152,7 +206,7 @@ pub async fn commit_output(
     lock.check().await.map_err(fenced)?;
     let root = spec.root().map_err(|e| fail(e.to_string()))?;
     let staging = spec.staging_root().map_err(|e| fail(e.to_string()))?;
-    recover_interrupted_commits(Arc::clone(&store), spec)
+    recover_interrupted_commits(Arc::clone(&store), spec, resolver)
         .await
         .map_err(|e| fail(e.to_string()))?;
 
@@ -214,6 +268,7 @@ pub async fn commit_output(
         deletes: replaced.iter().map(|path| path.to_string()).collect(),
         record: None,
         marker: None,
+        decision: decision.map(str::to_owned),
     };
     // An append names its work: the same key committed before appends nothing again.
     if mode == WriteMode::Append
@@ -230,12 +285,12 @@ pub async fn commit_output(
                     .map_err(|e| fail(format!("reading {marker}: {e}")))?;
                 tracing::warn!(output = %spec.output, key, earlier_run = %earlier.run_id, "this key already appended to the output; appending nothing");
                 discard_staging(Arc::clone(&store), spec).await;
-                return Ok(OutputRecord {
+                return Ok(Prepared::Done(OutputRecord {
                     name: spec.output.clone(),
                     location: spec.location.clone(),
                     duplicate_of: Some(earlier.run_id),
                     ..Default::default()
-                });
+                }));
             }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(fail(format!("reading {marker}: {e}"))),
@@ -274,7 +329,33 @@ pub async fn commit_output(
         .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
         .await
         .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
-    crash_point("after_plan");
+    if decision.is_none() {
+        crash_point("after_plan");
+    }
+    Ok(Prepared::Planned(Box::new(PreparedCommit {
+        store,
+        spec: spec.clone(),
+        plan,
+        record,
+    })))
+}
+
+/// The second phase: applies a written plan (retrying it), with `_SUCCESS` removed
+/// before the first move and written after the last, then removes the staging folder.
+pub async fn apply_prepared(prepared: PreparedCommit, lock: &OutputLock) -> Result<OutputRecord> {
+    let PreparedCommit {
+        store,
+        spec,
+        plan,
+        record,
+    } = prepared;
+    let spec = &spec;
+    let fail = |message: String| SchedulerError::Commit {
+        output: spec.output.clone(),
+        location: spec.location.clone(),
+        message,
+    };
+    let root = spec.root().map_err(|e| fail(e.to_string()))?;
     // Readers that wait for `_SUCCESS` never see a half-replaced output as complete.
     match store.delete(&root.clone().join("_SUCCESS")).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -335,7 +416,7 @@ pub async fn commit_output(
 /// `SLUICE_FAULT_KILL_AT=commit:<step>` in its environment the scheduler ends at that step
 /// of a commit as a SIGKILL would end it — nothing after it runs, nothing is cleaned up.
 /// Never set outside tests.
-fn crash_point(step: &str) {
+pub(crate) fn crash_point(step: &str) {
     if std::env::var("SLUICE_FAULT_KILL_AT")
         .is_ok_and(|at| at.strip_prefix("commit:") == Some(step))
     {
@@ -385,6 +466,85 @@ struct CommitPlan {
     /// path and text), which later runs with the key find.
     #[serde(default)]
     marker: Option<(String, String)>,
+    /// For one of a run's several outputs: the URL of the run's decision object. The
+    /// plan is applied only when it exists (all the run's plans were written); without
+    /// it the plan is discarded, so a run's outputs appear together or not at all.
+    #[serde(default)]
+    decision: Option<String>,
+}
+
+/// Where the decision of a run's commit over several outputs is written: below its first
+/// output, hidden from readers, outside any staging folder (so removing an output's
+/// staging never removes it).
+pub fn decision_url(first_output_location: &str, run_id: &str) -> String {
+    format!(
+        "{}/{COMMITS_DIR}/{run_id}.decision.json",
+        first_output_location.trim_end_matches('/')
+    )
+}
+
+/// Writes a run's decision: from now on every output's plan is rolled forward.
+pub async fn write_decision(
+    resolver: &StoreResolver<'_>,
+    url: &str,
+    outputs: &[String],
+) -> std::result::Result<(), CommitError> {
+    let (store, path) = decision_location(resolver, url)?;
+    let body = serde_json::to_vec(&serde_json::json!({ "outputs": outputs }))?;
+    store
+        .put(&path, body.into())
+        .await
+        .map(|_| ())
+        .map_err(|source| CommitError::Write { path, source })
+}
+
+/// Removes a run's decision once every output's plan is applied.
+pub async fn remove_decision(resolver: &StoreResolver<'_>, url: &str) {
+    if let Ok((store, path)) = decision_location(resolver, url)
+        && let Err(err) = store.delete(&path).await
+        && !matches!(err, object_store::Error::NotFound { .. })
+    {
+        tracing::warn!(decision = %url, %err, "could not remove a run's commit decision");
+    }
+    // Local filesystems keep the emptied folder; remove it unless markers live there.
+    if let Ok(parsed) = url::Url::parse(url)
+        && parsed.scheme() == "file"
+        && let Ok(file) = parsed.to_file_path()
+        && let Some(folder) = file.parent()
+    {
+        let _ = tokio::fs::remove_dir(folder).await;
+    }
+}
+
+/// Whether a plan may be applied: it names no decision, or its decision exists.
+async fn decided(
+    resolver: &StoreResolver<'_>,
+    plan: &CommitPlan,
+) -> std::result::Result<bool, CommitError> {
+    let Some(url) = &plan.decision else {
+        return Ok(true);
+    };
+    let (store, path) = decision_location(resolver, url)?;
+    match store.head(&path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(source) => Err(CommitError::Store(source)),
+    }
+}
+
+fn decision_location(
+    resolver: &StoreResolver<'_>,
+    url: &str,
+) -> std::result::Result<(Arc<dyn ObjectStore>, Path), CommitError> {
+    let bad = |message: String| {
+        CommitError::Location(datafusion::error::DataFusionError::Plan(format!(
+            "commit decision {url}: {message}"
+        )))
+    };
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let store = resolver(&parsed).ok_or_else(|| bad("no store serves it".into()))?;
+    let path = Path::from_url_path(parsed.path()).map_err(|e| bad(e.to_string()))?;
+    Ok((store, path))
 }
 
 /// Where an append's idempotency keys are recorded below its output (hidden from
@@ -486,6 +646,7 @@ async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Resul
 pub async fn recover_interrupted_commits(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
+    resolver: &StoreResolver<'_>,
 ) -> std::result::Result<(), CommitError> {
     let root = spec.root()?;
     let temporary = root.clone().join(sluice_jobs::STAGING_DIR);
@@ -518,6 +679,17 @@ pub async fn recover_interrupted_commits(
         if let Some(path) = plan.outside(&root, &folder) {
             return Err(CommitError::PlanOutsideOutput { run_id, path });
         }
+        if !decided(resolver, &plan).await? {
+            // One of several outputs' plans, written by a run that stopped before it
+            // decided to commit: none of its outputs may appear.
+            tracing::warn!(output = %spec.output, %run_id, "discarding the undecided commit plan of a stopped run");
+            let undecided = WriteSpec {
+                run_id,
+                ..spec.clone()
+            };
+            discard_staging(Arc::clone(&store), &undecided).await;
+            continue;
+        }
         tracing::warn!(output = %spec.output, %run_id, "completing a commit a stopped scheduler left half done");
         apply(store.as_ref(), &plan).await?;
         let _ = store
@@ -538,6 +710,7 @@ pub async fn recover_interrupted_commits(
 pub async fn recover_own_commit(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
+    resolver: &StoreResolver<'_>,
 ) -> std::result::Result<Option<OutputRecord>, CommitError> {
     let root = spec.root()?;
     let staging = spec.staging_root()?;
@@ -564,6 +737,10 @@ pub async fn recover_own_commit(
             run_id: spec.run_id.clone(),
             path,
         });
+    }
+    if !decided(resolver, &plan).await? {
+        discard_staging(store, spec).await;
+        return Ok(None);
     }
     tracing::warn!(output = %spec.output, run_id = %spec.run_id, "completing the commit the previous scheduler stopped in");
     apply(store.as_ref(), &plan).await?;
@@ -721,6 +898,7 @@ mod tests {
             ],
             record: None,
             marker: None,
+            decision: None,
         };
         std::fs::write(
             root.join("_temporary/r-dead").join(COMMIT_PLAN),
@@ -734,7 +912,7 @@ mod tests {
         )
         .unwrap();
 
-        recover_interrupted_commits(Arc::clone(&store), &spec(root, "r-next"))
+        recover_interrupted_commits(Arc::clone(&store), &spec(root, "r-next"), &|_| None)
             .await
             .unwrap();
         assert_eq!(
@@ -761,6 +939,7 @@ mod tests {
             deletes: vec![Path::from_filesystem_path(&landing).unwrap().to_string()],
             record: None,
             marker: None,
+            decision: None,
         };
         std::fs::write(
             root.join("_temporary/r-planted").join(COMMIT_PLAN),
@@ -768,7 +947,7 @@ mod tests {
         )
         .unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
-        let err = recover_interrupted_commits(store, &spec(&root, "r-next"))
+        let err = recover_interrupted_commits(store, &spec(&root, "r-next"), &|_| None)
             .await
             .unwrap_err();
         assert!(
@@ -817,6 +996,7 @@ mod tests {
             }],
             &lock,
             None,
+            &|_| None,
         )
         .await
         .unwrap_err();
@@ -860,6 +1040,7 @@ mod tests {
             }],
             &lock,
             None,
+            &|_| None,
         )
         .await
         .unwrap();

@@ -118,6 +118,16 @@ async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>) {
                     write_recovered_report(stores, run, output, report).await;
                 }
             }
+            // Every output is committed: the run's decision (below its first output,
+            // when it had several) has served.
+            let resolver = |url: &url::Url| {
+                use datafusion::execution::object_store::ObjectStoreRegistry;
+                stores.get_store(url).ok()
+            };
+            for location in run.output_locations.values() {
+                let decision = crate::commit::decision_url(location, run.run_id.as_str());
+                crate::commit::remove_decision(&resolver, &decision).await;
+            }
         } else if !committed.is_empty() {
             let done: Vec<&str> = committed.iter().map(|o| o.name.as_str()).collect();
             settled.finish(
@@ -163,8 +173,9 @@ async fn recover_output(
     .await
     .map_err(RecoveryError::Lock)?;
     let result = async {
-        let own = recover_own_commit(Arc::clone(&store), spec).await?;
-        recover_interrupted_commits(Arc::clone(&store), spec).await?;
+        let resolver = |url: &url::Url| stores.get_store(url).ok();
+        let own = recover_own_commit(Arc::clone(&store), spec, &resolver).await?;
+        recover_interrupted_commits(Arc::clone(&store), spec, &resolver).await?;
         Ok(own)
     }
     .await

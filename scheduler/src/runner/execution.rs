@@ -194,6 +194,36 @@ impl Execution {
         }
     }
 
+    /// The writer lock the run holds on an output.
+    fn lock_of(&self, spec: &WriteSpec) -> Result<&OutputLock> {
+        self.specs
+            .iter()
+            .position(|held| held.location == spec.location)
+            .and_then(|index| self.locks.get(index))
+            .ok_or_else(|| SchedulerError::Commit {
+                output: spec.output.clone(),
+                location: spec.location.clone(),
+                message: "the run holds no lock on the output".into(),
+            })
+    }
+
+    /// Records a committed output (or one an earlier run with the key had committed).
+    fn record_output(&self, record: crate::record::OutputRecord) -> Result<()> {
+        if let Some(earlier) = &record.duplicate_of {
+            let key = self.idempotency_key.as_deref().unwrap_or_default();
+            let warning = format!(
+                "output `{}`: idempotency key `{key}` was committed by run {earlier}; \
+                 nothing was appended again",
+                record.name
+            );
+            self.runs
+                .update(&self.run_id, |run| run.warnings.push(warning))?;
+        }
+        self.runs
+            .update(&self.run_id, |run| run.outputs.push(record))?;
+        Ok(())
+    }
+
     fn store_for(&self, spec: &WriteSpec) -> Result<Arc<dyn object_store::ObjectStore>> {
         let fail = |message: String| SchedulerError::Commit {
             output: spec.output.clone(),
@@ -520,46 +550,75 @@ impl Execution {
         .await
     }
 
-    /// Commits every output, in order. Only now do the run's files become visible.
+    /// Commits every output. Only now do the run's files become visible. A run with
+    /// several outputs (the quarantine is one) commits them together: every output's
+    /// plan is written, then the run's decision, then the plans are applied — a run
+    /// stopped before the decision leaves none of its outputs changed, one stopped after
+    /// it is rolled forward on all of them.
     async fn commit(&self, produced: Vec<Produced>) -> Result<()> {
         if *self.cancel.borrow() {
             return Err(SchedulerError::Cancelled);
         }
         let specs: Vec<WriteSpec> = produced.iter().map(|p| p.spec.clone()).collect();
         let committing = std::time::Instant::now();
-        for output in produced {
+        let ctx = Arc::clone(&self.ctx);
+        let resolver = move |url: &url::Url| {
+            let store = datafusion::execution::object_store::ObjectStoreUrl::parse(
+                &url[..url::Position::BeforePath],
+            )
+            .ok()?;
+            ctx.runtime_env().object_store(store).ok()
+        };
+        let decision = (produced.len() > 1)
+            .then(|| commit::decision_url(&produced[0].spec.location, self.run_id.as_str()));
+        let mut planned = Vec::new();
+        for output in &produced {
             let store = self.store_for(&output.spec)?;
-            let lock = self
-                .specs
-                .iter()
-                .position(|spec| spec.location == output.spec.location)
-                .and_then(|index| self.locks.get(index))
-                .ok_or_else(|| SchedulerError::Commit {
-                    output: output.spec.output.clone(),
-                    location: output.spec.location.clone(),
-                    message: "the run holds no lock on the output".into(),
-                })?;
-            let record = commit::commit_output(
+            let lock = self.lock_of(&output.spec)?;
+            match commit::prepare_output(
                 store,
                 &output.spec,
                 output.mode,
                 &output.files,
                 lock,
                 self.idempotency_key.as_deref(),
+                decision.as_deref(),
+                &resolver,
             )
-            .await?;
-            if let Some(earlier) = &record.duplicate_of {
-                let key = self.idempotency_key.as_deref().unwrap_or_default();
-                self.runs.update(&self.run_id, |run| {
-                    run.warnings.push(format!(
-                        "output `{}`: idempotency key `{key}` was committed by run {earlier}; \
-                         nothing was appended again",
-                        record.name
-                    ))
+            .await?
+            {
+                commit::Prepared::Planned(prepared) => planned.push((prepared, lock)),
+                commit::Prepared::Done(record) => self.record_output(record)?,
+            }
+        }
+        if let Some(decision) = &decision {
+            commit::crash_point("before_decision");
+            for (_, lock) in &planned {
+                lock.check().await.map_err(|err| SchedulerError::Commit {
+                    output: String::new(),
+                    location: decision.clone(),
+                    message: err.to_string(),
                 })?;
             }
-            self.runs
-                .update(&self.run_id, |run| run.outputs.push(record))?;
+            let outputs: Vec<String> = specs.iter().map(|s| s.location.clone()).collect();
+            commit::write_decision(&resolver, decision, &outputs)
+                .await
+                .map_err(|err| SchedulerError::Commit {
+                    output: specs[0].output.clone(),
+                    location: specs[0].location.clone(),
+                    message: format!("writing the run's commit decision: {err}"),
+                })?;
+            commit::crash_point("after_plan");
+        }
+        for (index, (prepared, lock)) in planned.into_iter().enumerate() {
+            if index == 1 {
+                commit::crash_point("between_outputs");
+            }
+            let record = commit::apply_prepared(*prepared, lock).await?;
+            self.record_output(record)?;
+        }
+        if let Some(decision) = &decision {
+            commit::remove_decision(&resolver, decision).await;
         }
         let commit_ms = elapsed_ms(committing);
         self.runs

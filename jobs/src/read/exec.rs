@@ -32,10 +32,10 @@ use tokio::sync::mpsc::Sender;
 use crate::definition::{MalformedMode, SchemaDrift};
 use crate::layout::{MALFORMED_COLUMN, RAW_RECORD_COLUMN, SOURCE_FILE_COLUMN, SOURCE_LINE_COLUMN};
 use crate::read::bytes::{TextStream, file_bytes};
-use crate::read::file_url;
 use crate::read::json::{JsonBatch, syntax_fault};
 use crate::read::records::{FieldSplitter, Fields, RecordCutter, decode, raw_text};
 use crate::read::{CsvReadOptions, FixedLayout, RowKind};
+use crate::read::{TextEncoding, file_url};
 
 /// One file of a scan, with its Hive partition values (as text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -558,6 +558,33 @@ impl GroupReader {
         if fault.is_some() {
             return self.malformed(file, line, bytes, fault, rows);
         }
+        if self.kind == RowKind::Malformed {
+            // Only whether it is malformed matters here: the fields are counted (not
+            // split, for a record without quotes) and the text checked as a whole.
+            let count = splitter.count(bytes, fields);
+            if count != targets.len() {
+                let fault = format!("{count} fields where the header has {}", targets.len());
+                return self.malformed(file, line, bytes, Some(fault), rows);
+            }
+            let whole = match encoding {
+                TextEncoding::Utf8 | TextEncoding::Utf16Le | TextEncoding::Utf16Be => {
+                    std::str::from_utf8(bytes).is_ok()
+                }
+                // Every byte is a character.
+                TextEncoding::Latin1 | TextEncoding::Windows1252 => true,
+            };
+            if whole {
+                return Ok(());
+            }
+            splitter.split(bytes, fields);
+            let undecodable =
+                (0..fields.len()).find(|&i| decode(fields.get(i), encoding).is_none());
+            if let Some(index) = undecodable {
+                let fault = format!("field {} is not valid {encoding:?} text", index + 1);
+                return self.malformed(file, line, bytes, Some(fault), rows);
+            }
+            return Ok(());
+        }
         splitter.split(bytes, fields);
         if fields.len() != targets.len() {
             let fault = format!(
@@ -566,16 +593,6 @@ impl GroupReader {
                 targets.len()
             );
             return self.malformed(file, line, bytes, Some(fault), rows);
-        }
-        if self.kind == RowKind::Malformed {
-            // Only the encoding can still make it malformed.
-            let undecodable =
-                (0..fields.len()).find(|&i| decode(fields.get(i), encoding).is_none());
-            if let Some(index) = undecodable {
-                let fault = format!("field {} is not valid {encoding:?} text", index + 1);
-                return self.malformed(file, line, bytes, Some(fault), rows);
-            }
-            return Ok(());
         }
         let mut values: Vec<Option<std::borrow::Cow<'_, str>>> =
             vec![None; self.options.columns.len()];

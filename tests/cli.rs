@@ -150,8 +150,8 @@ fn an_output_over_what_the_job_reads_is_refused_and_landing_is_untouched() {
     let job = dir.path().join("job.yaml");
     std::fs::write(
         &job,
-        "apiVersion: sluice/v1\nname: overlap\nparams:\n  out: {type: string, required: true}\n  \
-         rejects: {type: string, default: rejects}\n\
+        "apiVersion: sluice/v1\nname: overlap\nparams:\n  out: {type: path, required: true}\n  \
+         rejects: {type: path, default: rejects}\n\
          sources:\n  claims: {format: csv, path: landing/claims}\n\
          quality:\n  quarantine: {path: \"{{rejects}}\"}\n  rules:\n    - {name: quantity_present, not_null: [quantity]}\n\
          outputs:\n  - {name: claims, path: \"{{out}}\"}\n",
@@ -233,8 +233,8 @@ async fn an_output_over_the_schedulers_state_directory_is_refused() {
     let data = lake.path().to_path_buf();
     sluice_jobs::datagen::write_claims(&data, 20, &[1], 4).unwrap();
     let state = cluster.dir.path().join("state");
-    let job = "apiVersion: sluice/v1\nname: over_state\nparams:\n  landing: {type: string, required: true}\n  \
-               out: {type: string, required: true}\n\
+    let job = "apiVersion: sluice/v1\nname: over_state\nparams:\n  landing: {type: path, required: true}\n  \
+               out: {type: path, required: true}\n\
                sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
                outputs:\n  - {name: claims, path: \"{{out}}\"}\n";
     for out in [state.clone(), cluster.dir.path().to_path_buf()] {

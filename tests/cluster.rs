@@ -355,8 +355,8 @@ async fn example_jobs_run_distributed_and_write_what_the_input_implies() {
 const DOMAIN_FUNCTIONS: &str = r#"apiVersion: sluice/v1
 name: domain_functions
 params:
-  landing: {type: string, required: true}
-  curated: {type: string, required: true}
+  landing: {type: path, required: true}
+  curated: {type: path, required: true}
 sources:
   claims: {format: csv, path: "{{landing}}/claims"}
 steps:
@@ -375,8 +375,8 @@ outputs:
 pub(crate) const SLOW_JOB: &str = r#"apiVersion: sluice/v1
 name: slow_cross_join
 params:
-  landing: {type: string, required: true}
-  out: {type: string, required: true}
+  landing: {type: path, required: true}
+  out: {type: path, required: true}
 sources:
   # FAILFAST: no malformed-rows branch (`permissive_slow_job` has one).
   claims: {format: csv, path: "{{landing}}/claims", csv: {mode: FAILFAST}}
@@ -899,8 +899,8 @@ pub(crate) fn read_pairs(out: &Path) -> BTreeMap<String, i64> {
 const SLOW_WRITE_JOB: &str = r#"apiVersion: sluice/v1
 name: slow_write
 params:
-  landing: {type: string, required: true}
-  out: {type: string, required: true}
+  landing: {type: path, required: true}
+  out: {type: path, required: true}
 sources:
   claims: {format: csv, path: "{{landing}}/claims", csv: {mode: FAILFAST}}
 steps:

@@ -385,8 +385,8 @@ pub fn status(run: &v1::Run) -> v1::RunStatus {
 pub const CLAIMS_BY_MONTH: &str = r#"apiVersion: sluice/v1
 name: claims_by_month
 params:
-  landing: {type: string, required: true}
-  staging: {type: string, required: true}
+  landing: {type: path, required: true}
+  staging: {type: path, required: true}
   month: {type: string, required: true}
 sources:
   claims: {format: csv, path: "{{landing}}/claims"}

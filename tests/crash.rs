@@ -16,7 +16,7 @@ use datafusion::arrow::util::display::array_value_to_string;
 use sluice_proto::v1::RunStatus;
 
 const JOB: &str = "apiVersion: sluice/v1\nname: claims_by_state\n\
-    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    params:\n  landing: {type: path, required: true}\n  out: {type: path, required: true}\n\
     sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
     outputs:\n  - {name: claims, path: \"{{out}}\", partition_by: [state]}\n";
 
@@ -184,7 +184,7 @@ async fn a_scheduler_killed_at_any_commit_step_leaves_the_old_or_the_new_rows_an
 }
 
 const TWO_OUTPUTS: &str = "apiVersion: sluice/v1\nname: claims_twice\n\
-    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    params:\n  landing: {type: path, required: true}\n  out: {type: path, required: true}\n\
     sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
     outputs:\n  - {name: by_state, path: \"{{out}}/by_state\", partition_by: [state]}\n  \
     - {name: flat, path: \"{{out}}/flat\"}\n";

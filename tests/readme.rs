@@ -197,7 +197,7 @@ fn the_job_definition_example_validates_against_the_demo_data() {
 /// `parse` step quarantines, into the rules' quarantine.)
 #[test]
 fn the_definition_fragments_are_valid_definitions() {
-    const HEAD: &str = "apiVersion: sluice/v1\nname: fragment\nparams:\n  landing: {type: string, required: true}\n  staging: {type: string, required: true}\n  run_date: {type: date, required: true}\n  mask_key: {type: string, default: \"env:SLUICE_MASK_KEY\"}\n";
+    const HEAD: &str = "apiVersion: sluice/v1\nname: fragment\nparams:\n  landing: {type: path, required: true}\n  staging: {type: path, required: true}\n  run_date: {type: date, required: true}\n  mask_key: {type: string, default: \"env:SLUICE_MASK_KEY\"}\n";
     const SOURCES: &str = "sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n  prescribers: {format: csv, path: \"{{landing}}/prescribers\"}\n  payer_aliases: {format: csv, path: \"{{landing}}/payer_aliases\"}\ninput: claims\n";
     const STEPS: &str = "steps:\n  - trim: []\n";
     const OUTPUTS: &str = "outputs:\n  - {name: claims, path: \"{{staging}}/claims\"}\n";

@@ -185,8 +185,8 @@ async fn example_jobs_run_over_s3_on_two_executors() {
 const ONE_MONTH: &str = r#"apiVersion: sluice/v1
 name: one_month
 params:
-  staging: {type: string, required: true}
-  out: {type: string, required: true}
+  staging: {type: path, required: true}
+  out: {type: path, required: true}
   month: {type: string, required: true}
 sources:
   claims:
@@ -442,8 +442,8 @@ async fn a_run_survives_s3_slow_down_errors() {
 const COPY_MONTH: &str = r#"apiVersion: sluice/v1
 name: copy_month
 params:
-  staging: {type: string, required: true}
-  out: {type: string, required: true}
+  staging: {type: path, required: true}
+  out: {type: path, required: true}
   month: {type: string, required: true}
 sources:
   claims:
@@ -460,8 +460,8 @@ outputs:
 const BIG_FILE: &str = r#"apiVersion: sluice/v1
 name: big_file
 params:
-  landing: {type: string, required: true}
-  out: {type: string, required: true}
+  landing: {type: path, required: true}
+  out: {type: path, required: true}
 sources:
   products: {format: csv, path: "{{landing}}/products"}
 steps:

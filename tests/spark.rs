@@ -89,8 +89,8 @@ async fn spark_reads_what_sluice_wrote_with_the_same_rows_and_types() {
 const MONTHLY_FROM_SPARK: &str = r#"apiVersion: sluice/v1
 name: monthly_from_spark
 params:
-  input: {type: string, required: true}
-  out: {type: string, required: true}
+  input: {type: path, required: true}
+  out: {type: path, required: true}
 sources:
   claims: {format: parquet, path: "{{input}}"}
 steps:
@@ -162,8 +162,8 @@ const TIMESTAMPS_FROM_SPARK: &str = r#"
 apiVersion: sluice/v1
 name: spark_timestamps
 params:
-  input: {type: string, required: true}
-  out: {type: string, required: true}
+  input: {type: path, required: true}
+  out: {type: path, required: true}
 sources:
   int96: {format: parquet, path: "{{input}}/int96"}
   micros: {format: parquet, path: "{{input}}/micros"}

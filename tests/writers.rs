@@ -15,7 +15,7 @@ use object_store::path::Path as ObjectPath;
 use sluice_proto::v1;
 
 const JOB: &str = "apiVersion: sluice/v1\nname: claims_copy\n\
-    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    params:\n  landing: {type: path, required: true}\n  out: {type: path, required: true}\n\
     sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
     outputs:\n  - {name: claims, path: \"{{out}}\"}\n";
 
@@ -196,7 +196,7 @@ async fn an_s3_output_locked_elsewhere_is_busy_until_the_lease_expires() {
 }
 
 const APPEND_JOB: &str = "apiVersion: sluice/v1\nname: claims_append\n\
-    params:\n  landing: {type: string, required: true}\n  out: {type: string, required: true}\n\
+    params:\n  landing: {type: path, required: true}\n  out: {type: path, required: true}\n\
     sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
     outputs:\n  - {name: claims, path: \"{{out}}\", mode: append}\n";
 

@@ -407,7 +407,7 @@ impl PreparedJob {
     /// Renders a mask step's key reference and checks that this process can read it,
     /// so a missing key fails the submission, not the run. Errors name the reference.
     fn mask_key(&self, template: &str, field: &str, at: &Position) -> Result<String> {
-        let rendered = self.params.render(template, &format!("{field}.key"))?;
+        let rendered = self.params.render_text(template, &format!("{field}.key"))?;
         let invalid = |message: String| JobError::Invalid {
             at: at.clone(),
             field: format!("{field}.key"),

@@ -1,18 +1,20 @@
 //! Typed run parameters: bound from `name=value` text, used as typed SQL placeholders
 //! (`$name`) and in path templates (`{{name}}`). A value is never pasted into SQL text.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use datafusion::common::ParamValues;
 
-use crate::definition::{JobDefinition, ParamValue};
+use crate::definition::{JobDefinition, ParamType, ParamValue};
 use crate::error::{JobError, Result};
 
 /// All parameters of a run, typed and complete (defaults applied).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BoundParams {
     values: BTreeMap<String, ParamValue>,
+    /// The params declared `type: path`: the only ones that may fill several segments.
+    paths: BTreeSet<String>,
 }
 
 impl BoundParams {
@@ -59,7 +61,13 @@ impl BoundParams {
                 ParamValue::parse(name, spec.param_type, &text)?,
             );
         }
-        Ok(Self { values })
+        let paths = definition
+            .params
+            .iter()
+            .filter(|(_, spec)| spec.param_type == ParamType::Path)
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Self { values, paths })
     }
 
     /// The value of one param.
@@ -96,8 +104,20 @@ impl BoundParams {
         )
     }
 
-    /// Replaces every `{{name}}` in `template` with the param's value.
+    /// Renders a mask step's key reference: values are pasted whole (a reference is
+    /// `env:NAME` or `file:/path`, not a path template).
+    pub fn render_text(&self, template: &str, field: &str) -> Result<String> {
+        self.fill(template, field, false)
+    }
+
+    /// Replaces every `{{name}}` in `template` with the param's value. A value fills one
+    /// path segment — no `/`, `\\`, `.` or `..` — unless its param is declared
+    /// `type: path`, so `month=../../x` cannot move a registered job's output.
     pub fn render(&self, template: &str, field: &str) -> Result<String> {
+        self.fill(template, field, true)
+    }
+
+    fn fill(&self, template: &str, field: &str, path: bool) -> Result<String> {
         let mut rendered = String::with_capacity(template.len());
         let mut rest = template;
         while let Some(start) = rest.find("{{") {
@@ -112,10 +132,30 @@ impl BoundParams {
                 name: name.to_owned(),
                 message: format!("{field} uses `{{{{{name}}}}}` but the run has no value for it"),
             })?;
-            rendered.push_str(&value.to_string());
+            let text = value.to_string();
+            if path && !self.paths.contains(name) {
+                check_segment(name, &text, field)?;
+            }
+            rendered.push_str(&text);
             rest = &after[end + 2..];
         }
         rendered.push_str(rest);
         Ok(rendered)
     }
+}
+
+/// Refuses a value that would fill more than one path segment, or climb out of one.
+fn check_segment(name: &str, value: &str, field: &str) -> Result<()> {
+    let several = value.contains(['/', '\\']) || matches!(value, "." | "..");
+    if several || value.chars().any(char::is_control) {
+        return Err(JobError::Param {
+            name: name.to_owned(),
+            message: format!(
+                "`{value}` cannot fill a path segment of {field}: a segment \
+                 holds no `/`, `\\`, `.`, `..` or control characters (declare the param \
+                 `type: path` for a location)"
+            ),
+        });
+    }
+    Ok(())
 }

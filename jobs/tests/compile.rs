@@ -129,8 +129,8 @@ async fn example_plans_match_their_golden_files() {
 const BY_MONTH: &str = r#"apiVersion: sluice/v1
 name: by_month
 params:
-  landing: {type: string, required: true}
-  staging: {type: string, required: true}
+  landing: {type: path, required: true}
+  staging: {type: path, required: true}
   month: {type: string, required: true}
 sources:
   claims: {format: csv, path: "{{landing}}/claims"}
@@ -256,7 +256,7 @@ async fn spark_null_partition_folders_read_as_null_and_partition_values_are_type
     let yaml = r#"apiVersion: sluice/v1
 name: events
 params:
-  root: {type: string, required: true}
+  root: {type: path, required: true}
 sources:
   events: {format: parquet, path: "{{root}}/events"}
 steps:
@@ -285,4 +285,109 @@ outputs:
         .to_string();
     let expected = "+------------+---+\n| day        | n |\n+------------+---+\n|            | 2 |\n| 2024-01-05 | 3 |\n+------------+---+";
     assert_eq!(text, expected);
+}
+
+/// Every file below `dir`, for "nothing was written" checks.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_sql_step_is_a_query_and_ddl_dml_copy_and_set_are_refused_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("passwd.csv"), "user,hash\nroot,x\n").unwrap();
+    let copied = dir.path().join("copied");
+    let before = files_below(dir.path());
+    let statements = [
+        format!(
+            "COPY (SELECT * FROM input) TO '{}' STORED AS CSV",
+            copied.display()
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE leaked STORED AS CSV LOCATION '{}'",
+            secret.display()
+        ),
+        "INSERT INTO input SELECT * FROM input".to_owned(),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+        "DROP TABLE input".to_owned(),
+    ];
+    for statement in statements {
+        let yaml = BY_MONTH.replace(
+            "  - filter: \"substr(fill_date, 1, 7) = $month\"",
+            &format!("  - sql: \"{statement}\""),
+        );
+        let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("`{statement}` compiled"))
+            .to_string();
+        assert!(
+            err.starts_with("job.yaml:10:5: steps[0].sql"),
+            "{statement}: {err}"
+        );
+        assert!(
+            err.contains("a sql step is one query"),
+            "{statement}: {err}"
+        );
+        assert_eq!(files_below(dir.path()), before, "{statement} wrote a file");
+    }
+    // A query still runs.
+    let yaml = BY_MONTH.replace(
+        "  - filter: \"substr(fill_date, 1, 7) = $month\"",
+        "  - sql: \"WITH m AS (SELECT * FROM input) SELECT * FROM m WHERE payer IS NOT NULL\"",
+    );
+    compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_param_fills_one_path_segment_unless_it_is_declared_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let yaml = BY_MONTH.replace(
+        "path: \"{{staging}}/by_month\"}",
+        "path: \"{{staging}}/by_month/month={{month}}\"}",
+    );
+    for month in ["../../escaped", "a/b", "..", "a\\b"] {
+        let err = compile(&yaml, params(dir.path(), &[("month", month)]))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("month={month} compiled"))
+            .to_string();
+        assert!(err.contains("param `month`"), "{month}: {err}");
+        assert!(
+            err.contains("cannot fill a path segment of outputs[0].path"),
+            "{month}: {err}"
+        );
+    }
+    compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap();
+    // A `path` param holds a location, but never climbs out of one.
+    let mut climbing = params(dir.path(), &[("month", "2024-01")]);
+    climbing.insert(
+        "staging".into(),
+        format!("{}/../elsewhere", dir.path().display()),
+    );
+    let err = compile(&yaml, climbing).await.err().unwrap().to_string();
+    assert!(err.contains("param `staging`"), "{err}");
+    assert!(err.contains("no `..` segments"), "{err}");
+    assert!(!dir.path().join("staging").exists());
 }

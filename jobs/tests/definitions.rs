@@ -65,7 +65,7 @@ fn a_template_naming_an_undeclared_param_is_an_error() {
 fn good() -> String {
     GOOD.replace(
         "params:\n",
-        "params:\n  landing: {type: string, default: /data/landing}\n",
+        "params:\n  landing: {type: path, default: /data/landing}\n",
     )
 }
 

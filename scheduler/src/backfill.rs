@@ -60,7 +60,9 @@ pub enum RangeError {
         to: NaiveDate,
     },
     /// The param takes ints, not dates.
-    #[error("param `{param}` is an int; a backfill needs a date or string param")]
+    #[error(
+        "param `{param}` is not a date or string param; a backfill ranges over dates or months"
+    )]
     IntParam {
         /// The param.
         param: String,
@@ -95,7 +97,7 @@ pub fn plan_values(
                 date.format("%Y-%m-%d").to_string()
             }
             (ParamType::String, Every::Month) => date.format("%Y-%m").to_string(),
-            (ParamType::Int, _) => {
+            (ParamType::Int | ParamType::Path, _) => {
                 return Err(RangeError::IntParam {
                     param: param.to_owned(),
                 });

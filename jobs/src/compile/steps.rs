@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use datafusion::execution::FunctionRegistry;
+use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, SortExpr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -129,11 +130,38 @@ pub(super) async fn apply_step(
         Step::Sql(query) => {
             ctx.register_table("input", frame.into_view())
                 .map_err(fail)?;
-            let result = ctx.sql(query).await;
+            // A step is one query over `input`: DDL (`CREATE EXTERNAL TABLE … LOCATION`
+            // would read any path at planning), DML and `COPY` (writes outside the staging
+            // and commit protocol) and statements (`SET` of session options) are refused
+            // before anything is planned against storage.
+            let queries_only = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let result = ctx
+                .sql_with_options(query, queries_only)
+                .await
+                .map_err(|err| {
+                    let message = strip_context(&err);
+                    if [
+                        "DDL not supported",
+                        "DML not supported",
+                        "Statement not supported",
+                    ]
+                    .iter()
+                    .any(|refused| message.contains(refused))
+                    {
+                        format!(
+                            "a sql step is one query (SELECT, WITH, VALUES): {message}; \
+                         CREATE, DROP, INSERT, COPY and SET are refused"
+                        )
+                    } else {
+                        message
+                    }
+                });
             // `input` is the previous result only for this step.
             let _ = ctx.deregister_table("input");
-            let result = result.map_err(|err| strip_context(&err))?;
-            Ok(result)
+            result
         }
     }
 }

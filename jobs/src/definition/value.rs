@@ -44,6 +44,10 @@ pub enum ParamType {
     Int,
     /// A calendar date, `YYYY-MM-DD`.
     Date,
+    /// A location — a folder, a file or an `s3://` prefix — for path templates. Only a
+    /// `path` param may fill more than one segment of a path: it may hold `/` and a
+    /// scheme, never a `..` segment.
+    Path,
 }
 
 /// A declared parameter.
@@ -84,6 +88,13 @@ impl ParamValue {
         };
         Ok(match param_type {
             ParamType::String => ParamValue::String(text.to_owned()),
+            ParamType::Path => {
+                let climbs = text.split(['/', '\\']).any(|segment| segment == "..");
+                if climbs || text.chars().any(char::is_control) {
+                    return Err(fail("a location (no `..` segments or control characters)"));
+                }
+                ParamValue::String(text.to_owned())
+            }
             ParamType::Int => ParamValue::Int(text.trim().parse().map_err(|_| fail("an int"))?),
             ParamType::Date => ParamValue::Date(
                 NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")

@@ -58,6 +58,9 @@ pub enum Command {
     /// Step Functions state machines.
     #[command(subcommand)]
     Sfn(SfnCommand),
+    /// Bearer tokens for the scheduler's tokens file.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// `sluice sfn`.
@@ -122,6 +125,29 @@ pub struct BackfillsArgs {
     /// Where the scheduler is.
     #[command(flatten)]
     pub scheduler: SchedulerAddress,
+}
+
+/// `sluice token`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a bearer token: prints the token (give it to the client, once) and the
+    /// tokens-file entry holding only its SHA-256 (add it to the scheduler's file).
+    New(TokenNewArgs),
+}
+
+/// `sluice token new`.
+#[derive(Debug, Args)]
+pub struct TokenNewArgs {
+    /// Who the token belongs to (recorded on the runs it submits).
+    #[arg(long)]
+    pub principal: String,
+    /// `reader`, `submitter`, `operator` or `admin` (each holds the ones before it).
+    #[arg(long, value_parser = ["reader", "submitter", "operator", "admin"])]
+    pub role: String,
+    /// A job-name pattern it may submit (`*` matches any text; repeatable); every job
+    /// when none.
+    #[arg(long = "job")]
+    pub jobs: Vec<String>,
 }
 
 /// `sluice jobs`.
@@ -321,6 +347,25 @@ pub struct SchedulerArgs {
     /// Seconds without a heartbeat after which an executor is lost.
     #[arg(long, env = "SLUICE_SCHEDULER__EXECUTOR_TIMEOUT", default_value_t = 30)]
     pub executor_timeout_secs: u64,
+    /// The tokens file (YAML: principal, role, jobs and each token's SHA-256; `sluice
+    /// token new` makes entries), re-read when it changes. Without it the port does not
+    /// authenticate.
+    #[arg(long, env = "SLUICE_AUTH__TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// The scheduler's TLS certificate chain (PEM), re-read when it changes.
+    #[arg(long, env = "SLUICE_TLS__CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of that certificate (PEM).
+    #[arg(long, env = "SLUICE_TLS__KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signs the executors' client certificates: only they may register,
+    /// heartbeat and report tasks.
+    #[arg(long, env = "SLUICE_TLS__CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS, tokens or a client CA (logged as
+    /// INSECURE); without it such a scheduler refuses to start.
+    #[arg(long, env = "SLUICE_INSECURE")]
+    pub insecure: bool,
     /// Also run the Step Functions activity worker for this activity (repeatable), as
     /// `sluice sfn-worker` would, against this scheduler.
     #[arg(long = "sfn-activity-arn")]
@@ -394,6 +439,17 @@ pub struct ExecutorArgs {
     /// Serve grpc.health.v1 on this port (liveness/readiness probes, `sluice health`).
     #[arg(long, env = "SLUICE_EXECUTOR__HEALTH_PORT")]
     pub health_port: Option<u16>,
+    /// The executor's fleet certificate (PEM), presented to a scheduler with TLS; the
+    /// scheduler's client CA must have signed it.
+    #[arg(long, env = "SLUICE_TLS__CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of that certificate (PEM).
+    #[arg(long, env = "SLUICE_TLS__KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA the scheduler's certificate is verified with; given, the executor reaches
+    /// the scheduler over TLS.
+    #[arg(long, env = "SLUICE_TLS__CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `sluice emr`.

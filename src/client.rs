@@ -8,18 +8,106 @@ use std::path::Path;
 use futures::StreamExt;
 use sluice_proto::JobServiceClient;
 use sluice_proto::v1;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::cli::OutputFormat;
 use crate::error::{CliError, Result};
 
 /// A connected JobService client.
-pub type Client = JobServiceClient<Channel>;
+pub type Client = JobServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// A scheduler address as a URL: `host:port` gets `http://`.
+/// Adds the client's bearer token (`SLUICE_TOKEN`, else the file `SLUICE_TOKEN_FILE`
+/// names) to every call; none when neither is set.
+#[derive(Debug, Clone, Default)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    /// The token of this process's environment.
+    pub fn from_env() -> Result<Self> {
+        let token = match std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(token) => Some(token),
+            None => match std::env::var_os("SLUICE_TOKEN_FILE") {
+                None => None,
+                Some(path) => {
+                    Some(
+                        std::fs::read_to_string(&path).map_err(|source| CliError::Io {
+                            context: format!(
+                                "reading SLUICE_TOKEN_FILE {}",
+                                Path::new(&path).display()
+                            ),
+                            source,
+                        })?,
+                    )
+                }
+            },
+        };
+        let Some(token) = token else {
+            return Ok(Self(None));
+        };
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            CliError::Usage("the bearer token holds characters a header cannot carry".into())
+        })?;
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The CA that verifies the scheduler's certificate (`SLUICE_TLS__CA`), when set.
+fn scheduler_ca() -> Result<Option<tonic::transport::Certificate>> {
+    let Some(path) = std::env::var_os("SLUICE_TLS__CA").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&path).map_err(|source| CliError::Io {
+        context: format!("reading SLUICE_TLS__CA {}", Path::new(&path).display()),
+        source,
+    })?;
+    Ok(Some(tonic::transport::Certificate::from_pem(pem)))
+}
+
+/// The endpoint of `url`: over TLS for `https://`, verified with `SLUICE_TLS__CA` or the
+/// system's roots.
+pub fn endpoint(url: &str) -> Result<tonic::transport::Endpoint> {
+    let unreachable = |message: String| CliError::Unreachable {
+        url: url.to_owned(),
+        message,
+    };
+    let mut endpoint = Channel::from_shared(url.to_owned())
+        .map_err(|err| unreachable(err.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let tls = tonic::transport::ClientTlsConfig::new();
+        let tls = match scheduler_ca()? {
+            Some(ca) => tls.ca_certificate(ca),
+            None => tls.with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|err| unreachable(err.to_string()))?;
+    }
+    Ok(endpoint)
+}
+
+/// A scheduler address as a URL: `host:port` gets `http://`, or `https://` when
+/// `SLUICE_TLS__CA` is set.
 pub fn normalize_url(url: &str) -> String {
     if url.contains("://") {
         url.to_owned()
+    } else if std::env::var_os("SLUICE_TLS__CA").is_some_and(|ca| !ca.is_empty()) {
+        format!("https://{url}")
     } else {
         format!("http://{url}")
     }
@@ -35,9 +123,8 @@ pub async fn connect(url: &str) -> Result<Client> {
         url: url.clone(),
         message,
     };
-    let endpoint = Channel::from_shared(url.clone())
-        .map_err(|err| unreachable(err.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+    let endpoint = endpoint(&url)?;
+    let token = BearerToken::from_env()?;
     // A scheduler started a moment ago (`sluice scheduler & sluice submit …`) is given a
     // few seconds to listen before the scheduler counts as unreachable.
     let deadline = std::time::Instant::now() + CONNECT_GRACE;
@@ -58,7 +145,7 @@ pub async fn connect(url: &str) -> Result<Client> {
             }
         }
     };
-    Ok(JobServiceClient::new(channel)
+    Ok(JobServiceClient::with_interceptor(channel, token)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024))
 }

@@ -17,7 +17,7 @@ pub mod sfn;
 mod submit;
 mod validate;
 
-use crate::cli::{Cli, Command, DatagenCommand, EmrCommand, JobsCommand, SfnCommand};
+use crate::cli::{Cli, Command, DatagenCommand, EmrCommand, JobsCommand, SfnCommand, TokenCommand};
 use crate::config::Settings;
 use crate::error::Result;
 
@@ -46,6 +46,7 @@ pub async fn execute(cli: Cli, settings: &Settings) -> Result<()> {
         Command::Backfills(args) => backfill::list(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Emr(EmrCommand::Submit(args)) => emr::submit(&args, settings).await,
+        Command::Token(TokenCommand::New(args)) => reference::new_token(&args),
     }
 }
 

@@ -327,6 +327,18 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "SLUICE_EMR__ENDPOINT",
         "an EMR endpoint for `sluice emr submit` instead of AWS's",
     ),
+    (
+        "SLUICE_TOKEN",
+        "the bearer token a client (submit, runs, sfn-worker, …) presents to the scheduler",
+    ),
+    (
+        "SLUICE_TOKEN_FILE",
+        "a file holding that token (a mounted secret); read when SLUICE_TOKEN is not set",
+    ),
+    (
+        "SLUICE_TLS__CA",
+        "the CA (PEM) a client or executor verifies the scheduler's certificate with; a client given it reaches `host:port` over TLS",
+    ),
 ];
 
 /// One setting the binary reads: a row of `sluice settings`.

@@ -21,7 +21,7 @@ pub enum CliError {
         message: String,
     },
     /// The scheduler refused a request.
-    #[error("{}", .0.message())]
+    #[error("{}", rejection(.0))]
     Rejected(tonic::Status),
     /// A run ended without succeeding.
     #[error("run {run_id} {status}: {error}")]
@@ -148,6 +148,15 @@ impl CliError {
             CliError::Rejected(status) if status.code() == tonic::Code::Unavailable => 3,
             _ => 1,
         }
+    }
+}
+
+/// A refusal as the user reads it: who-you-are and may-you refusals say so.
+fn rejection(status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unauthenticated => format!("unauthenticated: {}", status.message()),
+        tonic::Code::PermissionDenied => format!("permission denied: {}", status.message()),
+        _ => status.message().to_owned(),
     }
 }
 

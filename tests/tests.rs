@@ -21,6 +21,7 @@ mod landing;
 mod quality;
 mod readme;
 mod s3;
+mod security;
 mod spark;
 mod stepfunctions;
 mod writers;

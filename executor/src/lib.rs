@@ -20,9 +20,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ballista_core::extension::EndpointOverrideFn;
+use ballista_core::utils::{GrpcClientConfig, create_grpc_client_endpoint};
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use sluice_jobs::{ObjectStores, SluicePhysicalCodec, StorageSettings};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// Errors of the executor crate.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,17 @@ pub enum ExecutorError {
         /// Ballista's error.
         #[source]
         source: Box<ballista_core::error::BallistaError>,
+    },
+    /// A TLS file cannot be read.
+    #[error("executor TLS {what} {path}: {source}")]
+    Tls {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The health endpoint could not be served.
     #[error("executor health endpoint {address}: {message}")]
@@ -77,6 +91,18 @@ pub struct ExecutorSettings {
     pub health_port: Option<u16>,
     /// How storage is reached (the same as the scheduler's).
     pub storage: StorageSettings,
+    /// TLS to the scheduler; plain text when `None`.
+    pub tls: Option<ExecutorTls>,
+}
+
+/// How an executor reaches a scheduler whose port has TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorTls {
+    /// The CA (PEM) the scheduler's certificate is verified with.
+    pub ca: PathBuf,
+    /// The fleet certificate and key (PEM) presented to the scheduler, whose client CA
+    /// admits only the fleet to the executor RPCs.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ExecutorSettings {
@@ -94,12 +120,44 @@ impl Default for ExecutorSettings {
             executor_id: None,
             health_port: None,
             storage: StorageSettings::default(),
+            tls: None,
         }
     }
 }
 
+/// The endpoint override that reaches the scheduler over TLS: Ballista dials
+/// `http://host:port`; the same address is dialled as `https://` with the scheduler's CA
+/// and the fleet identity, and Ballista's client timeouts.
+fn tls_endpoint(settings: &ExecutorSettings, tls: &ExecutorTls) -> Result<EndpointOverrideFn> {
+    let read = |what: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ExecutorError::Tls {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("CA", &tls.ca)?))
+        .domain_name(settings.scheduler_host.clone());
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(
+            read("certificate", cert)?,
+            read("key", key)?,
+        ));
+    }
+    let url = format!(
+        "https://{}:{}",
+        settings.scheduler_host, settings.scheduler_port
+    );
+    Ok(Arc::new(move |_plain: Endpoint| {
+        let endpoint =
+            create_grpc_client_endpoint(url.clone(), Some(&GrpcClientConfig::default()))?;
+        Ok(endpoint.tls_config(config.clone())?)
+    }))
+}
+
 /// The Ballista executor configuration for `settings`, with Sluice's hooks installed.
-pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
+pub fn process_config(settings: &ExecutorSettings) -> Result<ExecutorProcessConfig> {
     let work_dir = settings
         .work_dir
         .as_ref()
@@ -149,13 +207,16 @@ pub fn process_config(settings: &ExecutorSettings) -> ExecutorProcessConfig {
     if let Some(id) = &settings.executor_id {
         config.executor_id = id.clone();
     }
-    config
+    if let Some(tls) = &settings.tls {
+        config.override_create_grpc_client_endpoint = Some(tls_endpoint(settings, tls)?);
+    }
+    Ok(config)
 }
 
 /// Runs an executor until it is told to stop (SIGTERM, Ctrl-C or the scheduler).
 pub async fn run_executor(settings: ExecutorSettings) -> Result<()> {
     let scheduler = format!("{}:{}", settings.scheduler_host, settings.scheduler_port);
-    let executor = start_executor_process(Arc::new(process_config(&settings)));
+    let executor = start_executor_process(Arc::new(process_config(&settings)?));
     let Some(health_port) = settings.health_port else {
         return executor.await.map_err(|source| ExecutorError::Ballista {
             scheduler,

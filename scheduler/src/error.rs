@@ -124,6 +124,32 @@ pub enum SchedulerError {
         message: String,
     },
     /// The scheduler's listener or server failed.
+    /// The tokens file cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The port's certificates cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A scheduler bound where the network reaches it, without TLS or tokens.
+    #[error(
+        "refusing to serve {address} without {missing}: anything reachable from a network \
+         needs TLS and credentials (--tls-cert/--tls-key and --tokens-file); pass --insecure \
+         to serve it anyway"
+    )]
+    Insecure {
+        /// The bound address.
+        address: String,
+        /// What is not configured.
+        missing: String,
+    },
+    /// The principal may not submit runs of this job.
+    #[error("`{principal}` may not submit runs of job `{job}`")]
+    Forbidden {
+        /// Who asked.
+        principal: String,
+        /// The job.
+        job: String,
+    },
     #[error("scheduler server on {address}: {message}")]
     Server {
         /// The address.
@@ -164,6 +190,7 @@ impl From<SchedulerError> for tonic::Status {
             }
             SchedulerError::OutputBusy { .. } => tonic::Status::failed_precondition(message),
             SchedulerError::Cancelled => tonic::Status::cancelled(message),
+            SchedulerError::Forbidden { .. } => tonic::Status::permission_denied(message),
             _ => tonic::Status::internal(message),
         }
     }

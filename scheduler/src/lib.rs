@@ -27,6 +27,8 @@
 //! 1  error       SchedulerError and its gRPC statuses
 //!    aws         where an AWS API is, and a failed call
 //! 0  record      record/{run, backfill, job}.rs types and record/proto.rs messages
+//!    auth        tokens, roles and the gate of the gRPC port
+//!    tls         the port's rustls configuration, certificates re-read on change
 //! ```
 //!
 //! ```no_run
@@ -43,6 +45,7 @@ pub mod backfill;
 pub mod sfn;
 
 mod api;
+pub mod auth;
 mod aws;
 mod commit;
 mod error;
@@ -51,6 +54,7 @@ mod record;
 mod runner;
 mod server;
 mod store;
+pub mod tls;
 
 pub use error::{Result, SchedulerError};
 pub use record::{
@@ -74,6 +78,8 @@ mod layer_rules {
     const LAYERS: &[(&str, u8)] = &[
         ("record", 0),
         ("lock", 0),
+        ("auth", 0),
+        ("tls", 0),
         ("error", 1),
         ("aws", 1),
         ("store", 2),

@@ -61,6 +61,9 @@ pub struct Submission {
     /// Names the work for `append` outputs: a key that already committed to an output
     /// appends nothing there again.
     pub idempotency_key: Option<String>,
+    /// Who submitted it, when the port authenticates: recorded on the run, and a
+    /// submitter limited to some jobs may only run those.
+    pub submitter: Option<crate::auth::Principal>,
 }
 
 /// A submission's definition text and where it came from.
@@ -219,6 +222,14 @@ impl RunManager {
     pub async fn submit(&self, submission: Submission) -> Result<RunRecord> {
         let ResolvedDefinition { yaml, origin } = self.resolve_definition(&submission)?;
         let definition = JobDefinition::from_yaml(&yaml, &origin)?;
+        if let Some(principal) = &submission.submitter
+            && !principal.may_run(&definition.name)
+        {
+            return Err(SchedulerError::Forbidden {
+                principal: principal.name.clone(),
+                job: definition.name.clone(),
+            });
+        }
         let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?;
         let ctx = prepared.session_context(&self.stores)?;
         let base_dir = submission
@@ -281,6 +292,7 @@ impl RunManager {
         let mut run = run;
         run.task_token = submission.task_token.clone();
         run.idempotency_key = submission.idempotency_key.clone();
+        run.submitted_by = submission.submitter.as_ref().map(|p| p.name.clone());
         run.profile.planning_ms = compile_ms;
         run.output_locations = compiled
             .outputs

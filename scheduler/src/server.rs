@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::{JobServiceImpl, KedaScaler, serve_http};
+use crate::auth::{Gate, GateLayer, Tokens};
 use crate::autoscale::{Autoscaler, AutoscalerSettings};
 use crate::backfill::BackfillManager;
 use crate::commit::{CommitError, recover_interrupted_commits, recover_own_commit};
@@ -53,6 +54,13 @@ pub struct SchedulerSettings {
     pub http_port: Option<u16>,
     /// Where runs' plans execute.
     pub engine: Engine,
+    /// The tokens file clients authenticate against; without it every method a role
+    /// would need is open (loopback and the embedded mode).
+    pub tokens_file: Option<PathBuf>,
+    /// TLS on the gRPC port.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Serve a non-loopback address without TLS or tokens.
+    pub insecure: bool,
 }
 
 impl Default for SchedulerSettings {
@@ -67,6 +75,9 @@ impl Default for SchedulerSettings {
             step_functions: None,
             http_port: None,
             engine: Engine::Ballista,
+            tokens_file: None,
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -239,6 +250,8 @@ pub struct Scheduler {
     listener: TcpListener,
     http_listener: Option<TcpListener>,
     ballista: BallistaScheduler,
+    gate: Gate,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -247,6 +260,47 @@ impl std::fmt::Debug for Scheduler {
             .field("address", &self.address)
             .finish_non_exhaustive()
     }
+}
+
+/// The gate and TLS of the port bound at `bound`. A port the network reaches (not
+/// loopback) is refused without TLS and tokens unless `insecure` says so, loudly.
+fn secure_port(
+    settings: &SchedulerSettings,
+    bound: SocketAddr,
+) -> Result<(Gate, Option<Arc<tokio_rustls::rustls::ServerConfig>>)> {
+    let tokens = settings
+        .tokens_file
+        .as_deref()
+        .map(Tokens::load)
+        .transpose()?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
+    let fleet_certificates = settings
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some());
+    let missing: Vec<&str> = [
+        (tls.is_none(), "TLS"),
+        (tokens.is_none(), "a tokens file"),
+        (!fleet_certificates, "a client CA for the executors"),
+    ]
+    .into_iter()
+    .filter_map(|(absent, what)| absent.then_some(what))
+    .collect();
+    if !bound.ip().is_loopback() && !missing.is_empty() {
+        let missing = missing.join(", ");
+        if !settings.insecure {
+            return Err(SchedulerError::Insecure {
+                address: bound.to_string(),
+                missing,
+            });
+        }
+        tracing::warn!(address = %bound, %missing, "INSECURE: serving a port the network reaches without TLS, tokens or fleet certificates (--insecure)");
+    }
+    Ok((Gate::new(tokens, fleet_certificates), tls))
 }
 
 impl Scheduler {
@@ -263,6 +317,7 @@ impl Scheduler {
         let bound = listener
             .local_addr()
             .map_err(|err| server_error(err.to_string()))?;
+        let (gate, tls) = secure_port(settings, bound)?;
         let store = RunStore::open(&settings.run_store)?;
         let stores = ObjectStores::new(settings.storage.clone());
         recover_runs(&store, &stores).await;
@@ -339,6 +394,8 @@ impl Scheduler {
             listener,
             http_listener,
             ballista,
+            gate,
+            tls,
         })
     }
 
@@ -406,12 +463,22 @@ impl Scheduler {
                 Arc::clone(&self.autoscaler),
             )
         });
-        let grpc = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
+            .layer(GateLayer::new(self.gate))
             .add_service(health)
             .add_service(ballista)
             .add_service(jobs)
-            .add_service(keda)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+            .add_service(keda);
+        let grpc: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match self.tls {
+            None => Box::pin(
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown),
+            ),
+            Some(config) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls::incoming(self.listener, config),
+                shutdown,
+            )),
+        };
         let served = match http {
             None => grpc.await,
             // The HTTP port lives as long as the gRPC server.

@@ -38,6 +38,10 @@ pub async fn run(args: ExecutorArgs, settings: &Settings) -> Result<()> {
         executor_id: args.executor_id.clone(),
         health_port: args.health_port,
         storage: settings.storage()?,
+        tls: args.tls_ca.clone().map(|ca| sluice_executor::ExecutorTls {
+            ca,
+            identity: args.tls_cert.clone().zip(args.tls_key.clone()),
+        }),
     };
     sluice_executor::run_executor(executor_settings).await?;
     Ok(())

@@ -6,9 +6,14 @@ use crate::error::{CliError, Result};
 
 /// Checks the endpoint and prints its status.
 pub async fn run(args: HealthArgs) -> Result<()> {
-    let url = client::normalize_url(&args.address);
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|err| CliError::Usage(format!("--address {url}: {err}")))?
+    // Health ports are plain unless the address says `https://` (an executor's health
+    // port is plain even where SLUICE_TLS__CA points at the scheduler's CA).
+    let url = if args.address.contains("://") {
+        args.address.clone()
+    } else {
+        format!("http://{}", args.address)
+    };
+    let channel = client::endpoint(&url)?
         .connect()
         .await
         .map_err(|err| CliError::Unreachable {

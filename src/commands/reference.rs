@@ -1,4 +1,4 @@
-//! `sluice schema` and `sluice settings`: references printed without a cluster.
+//! `sluice schema`, `sluice settings` and `sluice token new`: printed without a cluster.
 
 use crate::error::Result;
 
@@ -15,5 +15,25 @@ pub fn schema() -> Result<()> {
 /// Every setting the binary reads, as a Markdown table.
 pub fn settings() -> Result<()> {
     print!("{}", crate::config::settings_table());
+    Ok(())
+}
+
+/// A fresh bearer token and its tokens-file entry (which holds only the token's hash).
+pub fn new_token(args: &crate::cli::TokenNewArgs) -> Result<()> {
+    let token = sluice_scheduler::auth::new_token();
+    let jobs = if args.jobs.is_empty() {
+        String::new()
+    } else {
+        let quoted: Vec<String> = args.jobs.iter().map(|job| format!("{job:?}")).collect();
+        format!(", jobs: [{}]", quoted.join(", "))
+    };
+    println!("token: {token}");
+    println!("# the tokens file entry (under `tokens:`):");
+    println!(
+        "  - {{principal: {:?}, role: {}{jobs}, sha256: {}}}",
+        args.principal,
+        args.role,
+        sluice_scheduler::auth::token_hash(&token)
+    );
     Ok(())
 }

@@ -23,6 +23,17 @@ pub async fn run(args: SchedulerArgs, settings: &Settings) -> Result<()> {
         step_functions: settings.step_functions(),
         http_port: args.http_port,
         engine: sluice_scheduler::Engine::Ballista,
+        tokens_file: args.tokens_file.clone(),
+        tls: args
+            .tls_cert
+            .clone()
+            .zip(args.tls_key.clone())
+            .map(|(cert, key)| sluice_scheduler::tls::TlsSettings {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.clone(),
+            }),
+        insecure: args.insecure,
     };
     let scheduler = sluice_scheduler::Scheduler::start(&scheduler_settings).await?;
     eprintln!("sluice scheduler listening on {}", scheduler.address());

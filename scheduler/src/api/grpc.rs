@@ -37,7 +37,10 @@ impl JobServiceImpl {
     }
 }
 
-fn submission(request: v1::SubmitRunRequest) -> Submission {
+fn submission(
+    request: v1::SubmitRunRequest,
+    submitter: Option<crate::auth::Principal>,
+) -> Submission {
     let (definition_yaml, registered_job) = match request.job {
         Some(v1::submit_run_request::Job::DefinitionYaml(yaml)) => (Some(yaml), None),
         Some(v1::submit_run_request::Job::RegisteredJob(name)) => (None, Some(name)),
@@ -51,6 +54,7 @@ fn submission(request: v1::SubmitRunRequest) -> Submission {
         working_dir: (!request.working_dir.is_empty()).then(|| request.working_dir.into()),
         task_token: (!request.task_token.is_empty()).then_some(request.task_token),
         idempotency_key: (!request.idempotency_key.is_empty()).then_some(request.idempotency_key),
+        submitter,
     }
 }
 
@@ -62,7 +66,11 @@ impl sluice_proto::JobService for JobServiceImpl {
         &self,
         request: Request<v1::SubmitRunRequest>,
     ) -> Result<Response<v1::SubmitRunResponse>, Status> {
-        let submission = submission(request.into_inner());
+        let submitter = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
+        let submission = submission(request.into_inner(), submitter);
         let run = self.manager.submit(submission).await?;
         Ok(Response::new(v1::SubmitRunResponse {
             run_id: run.run_id.to_string(),
@@ -129,6 +137,10 @@ impl sluice_proto::JobService for JobServiceImpl {
         &self,
         request: Request<v1::SubmitBackfillRequest>,
     ) -> Result<Response<v1::Backfill>, Status> {
+        let submitter = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
         let request = request.into_inner();
         let date = |field: &str, text: &str| {
             chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
@@ -145,7 +157,7 @@ impl sluice_proto::JobService for JobServiceImpl {
             }
         };
         let backfill = BackfillRequest {
-            submission: submission(request.run.unwrap_or_default()),
+            submission: submission(request.run.unwrap_or_default(), submitter),
             date_param: (!request.date_param.is_empty()).then_some(request.date_param),
             from: date("from", &request.from)?,
             to: date("to", &request.to)?,

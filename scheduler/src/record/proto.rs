@@ -86,6 +86,7 @@ pub fn to_proto(run: &RunRecord) -> v1::Run {
         record_json: record_json(run),
         tasks_by_executor: run.tasks_by_executor.clone().into_iter().collect(),
         rows_quarantined: run.rows_quarantined,
+        submitted_by: run.submitted_by.clone().unwrap_or_default(),
         data_quality: run.dq.as_ref().map(data_quality),
     }
 }

@@ -181,6 +181,9 @@ pub struct RunRecord {
     /// The key naming the run's work for `append` outputs (see `Submission`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The principal whose token submitted the run; `None` on a port without tokens.
+    #[serde(default)]
+    pub submitted_by: Option<String>,
     /// The run's result reached Step Functions.
     #[serde(default)]
     pub task_reported: bool,
@@ -219,6 +222,7 @@ impl RunRecord {
             dq: None,
             task_token: None,
             idempotency_key: None,
+            submitted_by: None,
             task_reported: false,
             profile: RunProfile::default(),
         }

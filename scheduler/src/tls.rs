@@ -1,0 +1,245 @@
+//! TLS on the scheduler's gRPC port, with certificates re-read when their files change.
+//!
+//! The port serves one rustls configuration: the scheduler's certificate and key (PEM
+//! files; a renewed pair — cert-manager, ACM PCA — is picked up at the next handshake,
+//! checked at most every five seconds) and, when a client CA is given, verification of
+//! client certificates against it. A client certificate is optional on the port — users
+//! present bearer tokens — but the [`auth`](crate::auth) gate admits Ballista's executor
+//! RPCs only from a connection whose certificate that CA signed: the executor fleet.
+//! Handshakes run off the accept loop, so a slow or hostile client holds only its own
+//! connection; a plain-text client is refused by the handshake.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+
+/// Where the port's certificates are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The scheduler's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA that signs the executors' client certificates (PEM); without it no
+    /// client certificate is asked for and executor RPCs are not restricted.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Certificates that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS {what} {path}: {message}")]
+pub struct TlsError {
+    /// What the file is (certificate, key, client CA).
+    pub what: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |message: String| TlsError {
+        what,
+        path: path.to_owned(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|err| fail(err.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| fail(err.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+fn certified_key(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certificates("certificate", &settings.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|err| TlsError {
+        what: "key",
+        path: settings.key.clone(),
+        message: err.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, &provider())
+        .map(Arc::new)
+        .map_err(|err| TlsError {
+            what: "key",
+            path: settings.key.clone(),
+            message: format!(
+                "does not fit the certificate {}: {err}",
+                settings.cert.display()
+            ),
+        })
+}
+
+fn modified(settings: &TlsSettings) -> Option<(SystemTime, SystemTime)> {
+    let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Some((at(&settings.cert)?, at(&settings.key)?))
+}
+
+/// The scheduler's certificate, re-read when its files change.
+#[derive(Debug)]
+struct ReloadingCertificate {
+    settings: TlsSettings,
+    state: Mutex<(Arc<CertifiedKey>, Option<(SystemTime, SystemTime)>, Instant)>,
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.2.elapsed() >= Duration::from_secs(5) {
+            state.2 = Instant::now();
+            let now = modified(&self.settings);
+            if now != state.1 {
+                // A pair half-written by a renewal fails to load; the old pair serves
+                // until both files are in place.
+                match certified_key(&self.settings) {
+                    Ok(key) => {
+                        tracing::info!(cert = %self.settings.cert.display(), "TLS certificate re-read");
+                        *state = (key, now, Instant::now());
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "TLS certificate changed and cannot be loaded yet; the previous one serves")
+                    }
+                }
+            }
+        }
+        Some(Arc::clone(&state.0))
+    }
+}
+
+/// The port's TLS configuration.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = Arc::new(ReloadingCertificate {
+        state: Mutex::new((certified_key(settings)?, modified(settings), Instant::now())),
+        settings: settings.clone(),
+    });
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError {
+            what: "certificate",
+            path: settings.cert.clone(),
+            message: err.to_string(),
+        })?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("client CA", ca)? {
+                roots.add(cert).map_err(|err| TlsError {
+                    what: "client CA",
+                    path: ca.clone(),
+                    message: err.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|err| TlsError {
+                    what: "client CA",
+                    path: ca.clone(),
+                    message: err.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS connections accepted on `listener`: each handshake runs in its own task (ten
+/// seconds at most), and failed ones are dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if sender.is_closed() {
+                break;
+            }
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake refused"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> TlsSettings {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let settings = TlsSettings {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+            client_ca: None,
+        };
+        std::fs::write(&settings.cert, cert.pem()).unwrap();
+        std::fs::write(&settings.key, key.serialize_pem()).unwrap();
+        settings
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_the_certificate_is_refused_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path(), "first");
+        let second = write_pair(dir.path(), "second");
+        let mixed = TlsSettings {
+            key: second.key.clone(),
+            ..first.clone()
+        };
+        let err = server_config(&mixed).unwrap_err().to_string();
+        assert!(err.contains("second.key"), "{err}");
+        assert!(err.contains("first.crt"), "{err}");
+        let missing = TlsSettings {
+            cert: dir.path().join("absent.crt"),
+            ..first
+        };
+        let err = server_config(&missing).unwrap_err().to_string();
+        assert!(err.starts_with("TLS certificate "), "{err}");
+        assert!(err.contains("absent.crt"), "{err}");
+    }
+}

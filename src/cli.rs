@@ -352,7 +352,8 @@ pub struct SchedulerArgs {
     /// authenticate.
     #[arg(long, env = "SLUICE_AUTH__TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
-    /// The scheduler's TLS certificate chain (PEM), re-read when it changes.
+    /// A TLS certificate chain (PEM): the scheduler's server certificate, re-read when
+    /// it changes; an executor's fleet identity.
     #[arg(long, env = "SLUICE_TLS__CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of that certificate (PEM).
@@ -446,8 +447,8 @@ pub struct ExecutorArgs {
     /// The private key of that certificate (PEM).
     #[arg(long, env = "SLUICE_TLS__KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// The CA the scheduler's certificate is verified with; given, the executor reaches
-    /// the scheduler over TLS.
+    /// The CA the scheduler's certificate is verified with; given, the executor (and a
+    /// client: submit, runs, sfn-worker, …) reaches the scheduler over TLS.
     #[arg(long, env = "SLUICE_TLS__CA")]
     pub tls_ca: Option<PathBuf>,
 }

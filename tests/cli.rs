@@ -163,8 +163,9 @@ fn an_output_over_what_the_job_reads_is_refused_and_landing_is_untouched() {
             "rejects",
             "is the same location as source `claims`",
         ),
+        // (A `..` segment never reaches this check: a path param refuses it.)
         (
-            "./landing/../landing/claims/",
+            "./landing/./claims/",
             "rejects",
             "is the same location as source `claims`",
         ),

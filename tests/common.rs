@@ -510,3 +510,74 @@ pub fn pyspark(args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
     serde_json::from_str(line).unwrap()
 }
+
+/// PEM files of a CA and of certificates it signed.
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A CA (`<ca>.crt`) with a server certificate for localhost (`server.*`, which may
+    /// also serve as a client: a Helm chart's one Secret) and a client certificate
+    /// (`<client>.*`), all under `dir`.
+    pub fn generate(dir: &Path, ca: &str, client: &str) -> Pki {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{ca} CA"));
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        std::fs::write(dir.join(format!("{ca}.crt")), issuer.pem()).unwrap();
+        for (name, purpose, names) in [
+            (
+                "server",
+                vec![
+                    rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                    rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ),
+            (
+                client,
+                vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+                vec![format!("{client}.fleet")],
+            ),
+        ] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            params.extended_key_usages = purpose;
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        Pki {
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+/// A token made by `sluice token new`, and its tokens-file line.
+pub fn new_token(principal: &str, role: &str, jobs: &[&str]) -> (String, String) {
+    let mut command = Command::new(sluice_bin());
+    command.args(["token", "new", "--principal", principal, "--role", role]);
+    for job in jobs {
+        command.args(["--job", job]);
+    }
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let token = text
+        .lines()
+        .find_map(|line| line.strip_prefix("token: "))
+        .unwrap()
+        .to_owned();
+    let entry = text.lines().find(|line| line.contains("sha256")).unwrap();
+    assert!(!entry.contains(&token), "the entry holds only the hash");
+    (token, entry.to_owned())
+}

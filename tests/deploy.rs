@@ -2,7 +2,7 @@
 //! started exactly as the image starts it — its ENTRYPOINT and CMD, its ENV, plus what
 //! a deployment sets per role — serves health, registers executors and runs a job.
 
-use crate::common;
+use crate::common::{self, Pki, new_token};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,7 +77,16 @@ fn container(role: &[String], role_env: &[(&str, String)], home: &Path, log: &Pa
 }
 
 fn healthy(address: &str) -> bool {
-    Command::new(common::sluice_bin())
+    healthy_with(address, None)
+}
+
+/// `sluice health` at `address`, trusting `ca` for an `https://` one.
+fn healthy_with(address: &str, ca: Option<&Path>) -> bool {
+    let mut command = Command::new(common::sluice_bin());
+    if let Some(ca) = ca {
+        command.env("SLUICE_TLS__CA", ca);
+    }
+    command
         .arg("health")
         .env("SLUICE_HEALTH_ADDRESS", address)
         .output()
@@ -106,9 +115,40 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
         "the image starts the scheduler by default"
     );
     let port = common::free_port();
-    let scheduler = container(
+    // The image binds every interface, so the scheduler refuses to start without TLS,
+    // tokens and the fleet CA.
+    let mut bare = container(
         &cmd,
         &[("SLUICE_SCHEDULER__PORT", port.to_string())],
+        home.path(),
+        &home.path().join("bare.log"),
+    );
+    let status = bare.wait().unwrap();
+    let bare_log = std::fs::read_to_string(home.path().join("bare.log")).unwrap();
+    assert!(
+        !status.success() && bare_log.contains("refusing to serve 0.0.0.0:"),
+        "{bare_log}"
+    );
+    let pki = Pki::generate(home.path(), "fleet", "executor");
+    let (token, entry) = new_token("ops", "operator", &[]);
+    let tokens = home.path().join("tokens.yaml");
+    std::fs::write(&tokens, format!("tokens:\n{entry}\n")).unwrap();
+    let ca = pki.path("fleet.crt");
+    let scheduler = container(
+        &cmd,
+        &[
+            ("SLUICE_SCHEDULER__PORT", port.to_string()),
+            (
+                "SLUICE_TLS__CERT",
+                pki.path("server.crt").display().to_string(),
+            ),
+            (
+                "SLUICE_TLS__KEY",
+                pki.path("server.key").display().to_string(),
+            ),
+            ("SLUICE_TLS__CLIENT_CA", ca.display().to_string()),
+            ("SLUICE_AUTH__TOKENS_FILE", tokens.display().to_string()),
+        ],
         home.path(),
         &home.path().join("scheduler.log"),
     );
@@ -122,7 +162,16 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
         processes.0.push(container(
             &["executor".to_owned()],
             &[
-                ("SLUICE_SCHEDULER", format!("127.0.0.1:{port}")),
+                ("SLUICE_SCHEDULER", format!("localhost:{port}")),
+                ("SLUICE_TLS__CA", ca.display().to_string()),
+                (
+                    "SLUICE_TLS__CERT",
+                    pki.path("executor.crt").display().to_string(),
+                ),
+                (
+                    "SLUICE_TLS__KEY",
+                    pki.path("executor.key").display().to_string(),
+                ),
                 ("SLUICE_EXECUTOR__PORT", common::free_port().to_string()),
                 (
                     "SLUICE_EXECUTOR__GRPC_PORT",
@@ -135,8 +184,9 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let scheduler = format!("127.0.0.1:{port}");
-    while !(healthy(&scheduler) && executor_health.iter().all(|a| healthy(a))) {
+    let scheduler = format!("localhost:{port}");
+    let scheduler_url = format!("https://{scheduler}");
+    while !(healthy_with(&scheduler_url, Some(&ca)) && executor_health.iter().all(|a| healthy(a))) {
         assert!(
             Instant::now() < deadline,
             "not healthy: {}",
@@ -150,6 +200,8 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
     let job = home.path().join("by_month.yaml");
     std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
     let submitted = Command::new(common::sluice_bin())
+        .env("SLUICE_TLS__CA", &ca)
+        .env("SLUICE_TOKEN", &token)
         .arg("submit")
         .arg(&job)
         .args(["--wait", "--scheduler", &scheduler])
@@ -171,6 +223,8 @@ async fn the_image_entrypoint_runs_a_scheduler_and_executors_that_run_a_job() {
     );
     let executors = common::sluice_bin();
     let listed = Command::new(executors)
+        .env("SLUICE_TLS__CA", &ca)
+        .env("SLUICE_TOKEN", &token)
         .args(["runs", "--scheduler", &scheduler])
         .output()
         .unwrap();
@@ -277,6 +331,7 @@ fn the_helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
             "serviceaccount/sluice-sluice",
             "configmap/sluice-sluice-config",
             "poddisruptionbudget/sluice-sluice-executor",
+            "networkpolicy/sluice-sluice",
         ] {
             assert!(
                 report.contains(&format!("passed for resource {kind}")),
@@ -286,11 +341,24 @@ fn the_helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         assert!(!report.contains("ERROR"), "{name}:\n{report}");
         // The parts a deployment relies on.
         assert!(text.contains("grpc:"), "gRPC probes");
+        assert!(
+            text.contains("path: /readyz"),
+            "the scheduler's probes on its HTTP port"
+        );
+        for wired in [
+            "SLUICE_TLS__CLIENT_CA",
+            "SLUICE_AUTH__TOKENS_FILE",
+            "secretName: sluice-tls",
+            "secretName: sluice-tokens",
+        ] {
+            assert!(text.contains(wired), "{name}: {wired}");
+        }
         assert!(text.contains("fieldPath: status.podIP"));
         if name == "keda" {
             assert!(
                 text.contains("kind: ScaledObject")
                     && text.contains("scalerAddress: sluice-sluice-scheduler:50050")
+                    && text.contains("kind: TriggerAuthentication")
             );
             assert!(text.contains("eks.amazonaws.com/role-arn"));
             assert!(!text.contains("replicas: 3"));
@@ -709,11 +777,32 @@ async fn the_charts_containers_start_and_run_a_job() {
     let home = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let http_port = common::free_port();
+    // The chart's Secrets, as their mounts would hold them.
+    let pki = Pki::generate(home.path(), "ca", "unused");
+    let (token, entry) = new_token("pipeline", "submitter", &[]);
+    let tokens = home.path().join("tokens.yaml");
+    std::fs::write(&tokens, format!("tokens:\n{entry}\n")).unwrap();
+    let ca = pki.path("ca.crt");
+    let mounted = |env: &[(String, String)]| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(name, value)| {
+                let local = match value.as_str() {
+                    "/etc/sluice/tls/ca.crt" => ca.clone(),
+                    "/etc/sluice/tls/tls.crt" => pki.path("server.crt"),
+                    "/etc/sluice/tls/tls.key" => pki.path("server.key"),
+                    "/etc/sluice/auth/tokens.yaml" => tokens.clone(),
+                    _ => return (name.clone(), value.clone()),
+                };
+                (name.clone(), local.display().to_string())
+            })
+            .collect()
+    };
     let localize = |args: &[String]| -> Vec<String> {
         args.iter()
             .map(|arg| match arg.as_str() {
                 "sluice-sluice-scheduler" => "127.0.0.1".to_owned(),
-                "sluice-sluice-scheduler:50050" => format!("127.0.0.1:{port}"),
+                // The name the chart's certificate is for, resolved to loopback.
+                "sluice-sluice-scheduler:50050" => format!("localhost:{port}"),
                 "50050" => port.to_string(),
                 "50051" | "50052" => common::free_port().to_string(),
                 "8080" => http_port.to_string(),
@@ -736,6 +825,16 @@ async fn the_charts_containers_start_and_run_a_job() {
         };
     let (scheduler_args, scheduler_env) = &containers["scheduler"];
     let (executor_args, executor_env) = &containers["executor"];
+    let (scheduler_env, executor_env) = (&mounted(scheduler_env), &mounted(executor_env));
+    assert!(
+        scheduler_env
+            .iter()
+            .any(|(k, v)| k == "SLUICE_TLS__CLIENT_CA" && *v == ca.display().to_string())
+            && executor_env
+                .iter()
+                .any(|(k, v)| k == "SLUICE_TLS__CERT" && v.ends_with("server.crt")),
+        "the chart wires TLS into both containers"
+    );
     let health_port = common::free_port();
     let work = home.path().join("work");
     let processes = Killed(vec![
@@ -758,9 +857,11 @@ async fn the_charts_containers_start_and_run_a_job() {
             ],
         ),
     ]);
-    let scheduler = format!("127.0.0.1:{port}");
+    let scheduler = format!("localhost:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(healthy(&scheduler) && healthy(&format!("127.0.0.1:{health_port}"))) {
+    while !(healthy_with(&format!("https://{scheduler}"), Some(&ca))
+        && healthy(&format!("127.0.0.1:{health_port}")))
+    {
         assert!(
             Instant::now() < deadline,
             "{}",
@@ -773,6 +874,8 @@ async fn the_charts_containers_start_and_run_a_job() {
     let job = home.path().join("by_month.yaml");
     std::fs::write(&job, common::CLAIMS_BY_MONTH).unwrap();
     let submitted = Command::new(common::sluice_bin())
+        .env("SLUICE_TLS__CA", &ca)
+        .env("SLUICE_TOKEN", &token)
         .arg("submit")
         .arg(&job)
         .args(["--wait", "--scheduler", &scheduler])
@@ -783,6 +886,8 @@ async fn the_charts_containers_start_and_run_a_job() {
         .unwrap();
     assert!(submitted.status.success(), "{submitted:?}");
     let executors = Command::new(common::sluice_bin())
+        .env("SLUICE_TLS__CA", &ca)
+        .env("SLUICE_TOKEN", &token)
         .args(["runs", "--scheduler", &scheduler])
         .output()
         .unwrap();

@@ -4,83 +4,14 @@
 //! executor — and the fleet executor and a submitter that may run the job, which work.
 //! Certificates are generated per test with rcgen; tokens with `sluice token new`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::common::{self, sluice_bin};
-
-/// PEM files of a CA and of certificates it signed.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// A CA (`<ca>.crt`) with a server certificate for localhost (`server.*`) and a
-    /// client certificate (`<client>.*`), all under `dir`.
-    fn generate(dir: &Path, ca: &str, client: &str) -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{ca} CA"));
-        let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join(format!("{ca}.crt")), issuer.pem()).unwrap();
-        for (name, purpose, names) in [
-            (
-                "server",
-                ExtendedKeyUsagePurpose::ServerAuth,
-                vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-            ),
-            (
-                client,
-                ExtendedKeyUsagePurpose::ClientAuth,
-                vec![format!("{client}.fleet")],
-            ),
-        ] {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(names).unwrap();
-            params.extended_key_usages = vec![purpose];
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        }
-        Pki {
-            dir: dir.to_owned(),
-        }
-    }
-}
-
-/// A token made by `sluice token new`, and its tokens-file line.
-fn new_token(principal: &str, role: &str, jobs: &[&str]) -> (String, String) {
-    let mut command = Command::new(sluice_bin());
-    command.args(["token", "new", "--principal", principal, "--role", role]);
-    for job in jobs {
-        command.args(["--job", job]);
-    }
-    let output = command.output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let text = String::from_utf8(output.stdout).unwrap();
-    let token = text
-        .lines()
-        .find_map(|line| line.strip_prefix("token: "))
-        .unwrap()
-        .to_owned();
-    let entry = text.lines().find(|line| line.contains("sha256")).unwrap();
-    assert!(!entry.contains(&token), "the entry holds only the hash");
-    (token, entry.to_owned())
-}
+use crate::common::{self, Pki, new_token, sluice_bin};
 
 struct Killed(Vec<Child>);
 

@@ -23,7 +23,10 @@ PRIMARY_HOST=$(python3 -c 'import json;print(json.load(open("/mnt/var/lib/info/j
 HOST=$(hostname -f)
 
 if [ "$IS_PRIMARY" = "true" ]; then
-  ROLE_ARGS="scheduler --bind 0.0.0.0 --external-host $HOST --port 50050 --state-dir $STATE_DIR"
+  # Not yet wired here: TLS and tokens (--tls-cert/--tls-key/--tls-client-ca,
+  # --tokens-file, as the Helm chart mounts them). Until then the scheduler opts out
+  # explicitly, relies on the cluster's security groups and logs INSECURE.
+  ROLE_ARGS="scheduler --bind 0.0.0.0 --external-host $HOST --port 50050 --state-dir $STATE_DIR --insecure"
 else
   ROLE_ARGS="executor --scheduler $PRIMARY_HOST:50050 --bind 0.0.0.0 --external-host $HOST --port 50051 --grpc-port 50052 --health-port 50053 --vcores $SLOTS --work-dir $STATE_DIR/work"
 fi

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -86,16 +87,20 @@ fn certified_key(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> 
         })
 }
 
-fn modified(settings: &TlsSettings) -> Option<(SystemTime, SystemTime)> {
+fn modified(settings: &TlsSettings) -> Modified {
     let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     Some((at(&settings.cert)?, at(&settings.key)?))
 }
+
+/// The modification times of a certificate and its key.
+type Modified = Option<(SystemTime, SystemTime)>;
 
 /// The scheduler's certificate, re-read when its files change.
 #[derive(Debug)]
 struct ReloadingCertificate {
     settings: TlsSettings,
-    state: Mutex<(Arc<CertifiedKey>, Option<(SystemTime, SystemTime)>, Instant)>,
+    /// The certificate served, its files' times when read, and the last check.
+    state: Mutex<(Arc<CertifiedKey>, Modified, Instant)>,
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
@@ -162,44 +167,43 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
-/// The TLS connections accepted on `listener`: each handshake runs in its own task (ten
-/// seconds at most), and failed ones are dropped.
+/// The TLS connections accepted on `listener`. Handshakes run beside the accept loop
+/// (ten seconds at most each) in a set the stream owns, so dropping the stream stops
+/// them all; failed handshakes are dropped.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+) -> impl futures::Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static {
     let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
+    let state = (listener, JoinSet::new(), acceptor);
+    futures::stream::unfold(state, |(listener, mut handshakes, acceptor)| async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(%err, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            if sender.is_closed() {
-                break;
-            }
-            let acceptor = acceptor.clone();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                match handshake.await {
-                    Ok(Ok(tls)) => {
-                        let _ = sender.send(Ok(tls)).await;
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let acceptor = acceptor.clone();
+                        handshakes.spawn(async move {
+                            let handshake = acceptor.accept(stream);
+                            (peer, tokio::time::timeout(Duration::from_secs(10), handshake).await)
+                        });
                     }
-                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake refused"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
+                    Err(err) => {
+                        // Out of file descriptors and the like: wait rather than spin.
+                        tracing::warn!(%err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
+                    Ok((_, Ok(Ok(tls)))) => {
+                        return Some((Ok(tls), (listener, handshakes, acceptor)));
+                    }
+                    Ok((peer, Ok(Err(err)))) => tracing::debug!(%peer, %err, "TLS handshake refused"),
+                    Ok((peer, Err(_))) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Err(err) => tracing::debug!(%err, "a TLS handshake task ended"),
+                },
+            }
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
+    })
 }
 
 #[cfg(test)]

@@ -57,10 +57,20 @@ pub async fn run(args: SchedulerArgs, settings: &Settings) -> Result<()> {
     if args.sfn_activity_arns.is_empty() {
         scheduler.serve(super::shutdown_signal()).await?;
     } else {
-        // The activity worker inside the scheduler, a client of its own address.
+        // The activity worker inside the scheduler, a client of its own address: over
+        // TLS at the name its certificate carries, with the process's SLUICE_TOKEN and
+        // SLUICE_TLS__CA, when the port has TLS.
+        let own_url = match &scheduler_settings.tls {
+            None => format!("http://{}", scheduler.address()),
+            Some(_) => format!(
+                "https://{}:{}",
+                scheduler_settings.external_host,
+                scheduler.address().port()
+            ),
+        };
         let worker = sfn::worker_settings(
             args.sfn_activity_arns.clone(),
-            format!("http://{}", scheduler.address()),
+            own_url,
             4,
             20,
             60,

@@ -363,6 +363,9 @@ pub fn summary(run: &v1::Run) -> String {
         text.push_str(&format!(" in {seconds:.1}s"));
     }
     text.push('\n');
+    if !run.submitted_by.is_empty() {
+        text.push_str(&format!("  submitted  by {}\n", run.submitted_by));
+    }
     if !run.params.is_empty() {
         let mut params: Vec<_> = run.params.iter().collect();
         params.sort();

@@ -455,7 +455,7 @@ fn definition(
     let data = tables.small.display();
     (
         format!(
-            "apiVersion: sluice/v1\nname: differential\nparams:\n  out: {{type: string, required: true}}\n\
+            "apiVersion: sluice/v1\nname: differential\nparams:\n  out: {{type: path, required: true}}\n\
              sources:\n  t1: {{format: csv, path: \"{data}/t1\", csv: {{infer_schema: true}}}}\n  \
              t2: {{format: csv, path: \"{data}/t2\", csv: {{infer_schema: true}}}}\n\
              input: t1\nsteps:\n  - sql: |\n{block}outputs:\n  - {{name: result, path: \"{{{{out}}}}\"}}\n\

@@ -151,7 +151,7 @@ async fn the_demo_and_the_small_cluster_run_as_written() {
         shown(&output)
     );
 
-    let cluster = block_with("sh", "sluice scheduler --port");
+    let cluster = block_with("sh", "sluice scheduler --port 50050");
     let output = run_block(dir.path(), &cluster);
     assert!(output.status.success(), "{}", shown(&output));
     let printed = String::from_utf8_lossy(&output.stdout);
@@ -163,6 +163,18 @@ async fn the_demo_and_the_small_cluster_run_as_written() {
         .expect("the block's staging param");
     let claims = dir.path().join(staging).join("claims");
     assert!(claims.join("_SUCCESS").exists(), "{}", shown(&output));
+    assert!(!parquet_files(&claims).is_empty(), "{}", shown(&output));
+
+    // The secured cluster, as written: TLS, a fleet executor, a token of a submitter.
+    let secured = block_with("sh", "--tls-client-ca");
+    let output = run_block(dir.path(), &secured);
+    assert!(output.status.success(), "{}", shown(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("succeeded"),
+        "{}",
+        shown(&output)
+    );
+    let claims = dir.path().join("sluice-demo/secure/claims");
     assert!(!parquet_files(&claims).is_empty(), "{}", shown(&output));
 }
 

@@ -367,6 +367,18 @@ pub struct SchedulerArgs {
     /// INSECURE); without it such a scheduler refuses to start.
     #[arg(long, env = "SLUICE_INSECURE")]
     pub insecure: bool,
+    /// A zone jobs may read (an `s3://` prefix or a local root; repeatable). With any
+    /// zone declared, a source outside every zone, or an output outside every writable
+    /// one, is refused before anything is read.
+    #[arg(long = "read-zone", env = "SLUICE_ZONES__READ", value_delimiter = ',')]
+    pub read_zones: Vec<String>,
+    /// A zone jobs may read and write (repeatable).
+    #[arg(
+        long = "write-zone",
+        env = "SLUICE_ZONES__WRITE",
+        value_delimiter = ','
+    )]
+    pub write_zones: Vec<String>,
     /// Also run the Step Functions activity worker for this activity (repeatable), as
     /// `sluice sfn-worker` would, against this scheduler.
     #[arg(long = "sfn-activity-arn")]

@@ -378,3 +378,98 @@ fn rustix_kill(child: &Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
 }
+
+/// A scheduler with declared zones reads only inside them and writes only inside its
+/// writable ones: `/etc/passwd`, a folder beside the landing zone and an output into the
+/// read-only landing zone are each refused naming the field, with nothing written; the
+/// same job inside its zones runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_read_and_write_only_inside_the_deployments_zones() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(lake.path(), 1_000, &[2], 3).unwrap();
+    let landing = lake.path().join("landing");
+    let staging = lake.path().join("staging");
+    let elsewhere = lake.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("claims")).unwrap();
+    let first = common::data_files(&landing.join("claims"))
+        .into_iter()
+        .next()
+        .expect("a landing file");
+    std::fs::copy(
+        landing.join("claims").join(first),
+        elsewhere.join("claims/copy.csv"),
+    )
+    .unwrap();
+    let cluster = common::Cluster::start_with(
+        1,
+        Vec::new(),
+        vec![
+            "--read-zone".into(),
+            landing.display().to_string(),
+            "--write-zone".into(),
+            staging.display().to_string(),
+        ],
+    )
+    .await;
+    let submit = |definition: &str, landing_param: &Path, staging_param: &Path| {
+        let job = cluster.dir.path().join("job.yaml");
+        std::fs::write(&job, definition).unwrap();
+        Command::new(sluice_bin())
+            .arg("submit")
+            .arg(&job)
+            .args(["--wait", "--scheduler", &cluster.url()])
+            .args(["-p", &format!("landing={}", landing_param.display())])
+            .args(["-p", &format!("staging={}", staging_param.display())])
+            .args(["-p", "month=2024-02"])
+            .output()
+            .unwrap()
+    };
+    let passwd = common::CLAIMS_BY_MONTH.replace(
+        "claims: {format: csv, path: \"{{landing}}/claims\"}",
+        "claims: {format: csv, path: /etc/passwd}",
+    );
+    let cases = [
+        (
+            passwd.as_str(),
+            landing.clone(),
+            staging.clone(),
+            "sources.claims.path",
+            "file:///etc/passwd lies outside the deployment's zones",
+        ),
+        (
+            common::CLAIMS_BY_MONTH,
+            elsewhere.clone(),
+            staging.clone(),
+            "sources.claims.path",
+            "lies outside the deployment's zones",
+        ),
+        (
+            common::CLAIMS_BY_MONTH,
+            landing.clone(),
+            landing.join("out"),
+            "outputs[0].path",
+            "lies outside the deployment's writable zones",
+        ),
+    ];
+    for (definition, landing_param, staging_param, field, expected) in cases {
+        let output = submit(definition, &landing_param, &staging_param);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{field}: {stderr}");
+        assert!(
+            stderr.contains(field) && stderr.contains(expected),
+            "{field}: {stderr}"
+        );
+    }
+    assert!(
+        !staging.exists() && !landing.join("out").exists(),
+        "a refused job wrote"
+    );
+    let output = submit(common::CLAIMS_BY_MONTH, &landing, &staging);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!common::data_files(&staging.join("claims")).is_empty());
+}

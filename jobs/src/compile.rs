@@ -14,6 +14,9 @@ mod output;
 mod overlap;
 mod source;
 mod steps;
+mod zones;
+
+pub use zones::{StorageZone, StorageZones};
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -54,6 +57,8 @@ pub struct PreparedJob {
     pub params: BoundParams,
     /// The resolved `conf`.
     pub settings: JobSettings,
+    /// Where the deployment lets it read and write; empty checks nothing.
+    pub zones: StorageZones,
 }
 
 /// A source as resolved for one run.
@@ -176,11 +181,13 @@ impl PreparedJob {
             origin: origin.to_owned(),
             params,
             settings,
+            zones: StorageZones::default(),
         })
     }
 
     /// Compiles the job in `ctx`. Relative local paths resolve against `base_dir`.
     pub async fn compile(&self, ctx: &SessionContext, base_dir: &FsPath) -> Result<CompiledJob> {
+        self.check_zones(base_dir)?;
         let definition = &self.definition;
         let mut sources = Vec::new();
         for (name, source) in &definition.sources {

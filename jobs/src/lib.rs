@@ -71,6 +71,7 @@ mod write;
 pub use codec::SluicePhysicalCodec;
 pub use compile::{
     CompiledJob, CompiledOutput, DEFAULT_TARGET_FILE_SIZE, PreparedJob, ResolvedSource,
+    StorageZone, StorageZones,
 };
 pub use conf::{Compression, JobSettings};
 pub use definition::{

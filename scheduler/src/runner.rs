@@ -104,6 +104,8 @@ pub struct RunManager {
     executor_timeout: Duration,
     step_functions: Option<aws_sdk_sfn::Client>,
     engine: Engine,
+    /// Where the deployment lets jobs read and write.
+    zones: sluice_jobs::StorageZones,
 }
 
 impl std::fmt::Debug for RunManager {
@@ -135,12 +137,19 @@ impl RunManager {
             lock_lease: crate::lock::DEFAULT_LEASE,
             step_functions: None,
             engine: Engine::Ballista,
+            zones: sluice_jobs::StorageZones::default(),
         }
     }
 
     /// Executes runs' plans with `engine`.
     pub fn with_engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
+        self
+    }
+
+    /// Refuses jobs that read outside `zones` or write outside their writable ones.
+    pub fn with_zones(mut self, zones: sluice_jobs::StorageZones) -> Self {
+        self.zones = zones;
         self
     }
 
@@ -230,7 +239,8 @@ impl RunManager {
                 job: definition.name.clone(),
             });
         }
-        let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?;
+        let prepared = PreparedJob::prepare(definition, &origin, &submission.params)?
+            .with_zones(self.zones.clone());
         let ctx = prepared.session_context(&self.stores)?;
         let base_dir = submission
             .working_dir

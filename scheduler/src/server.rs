@@ -61,6 +61,8 @@ pub struct SchedulerSettings {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Serve a non-loopback address without TLS or tokens.
     pub insecure: bool,
+    /// Where jobs may read and write; empty checks nothing.
+    pub zones: sluice_jobs::StorageZones,
 }
 
 impl Default for SchedulerSettings {
@@ -78,6 +80,7 @@ impl Default for SchedulerSettings {
             tokens_file: None,
             tls: None,
             insecure: false,
+            zones: sluice_jobs::StorageZones::default(),
         }
     }
 }
@@ -300,6 +303,9 @@ fn secure_port(
         }
         tracing::warn!(address = %bound, %missing, "INSECURE: serving a port the network reaches without TLS, tokens or fleet certificates (--insecure)");
     }
+    if !bound.ip().is_loopback() && settings.zones.is_empty() {
+        tracing::warn!(address = %bound, "no storage zones declared (--read-zone, --write-zone): jobs may read and write any location this scheduler and its executors reach");
+    }
     Ok((Gate::new(tokens, fleet_certificates), tls))
 }
 
@@ -364,7 +370,8 @@ impl Scheduler {
             stores,
             settings.executor_timeout,
         )
-        .with_engine(settings.engine);
+        .with_engine(settings.engine)
+        .with_zones(settings.zones.clone());
         if let Some(sfn) = &settings.step_functions {
             manager = manager.with_step_functions(crate::sfn::client(sfn).await);
         }

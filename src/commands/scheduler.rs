@@ -34,6 +34,7 @@ pub async fn run(args: SchedulerArgs, settings: &Settings) -> Result<()> {
                 client_ca: args.tls_client_ca.clone(),
             }),
         insecure: args.insecure,
+        zones: sluice_jobs::StorageZones::new(&args.read_zones, &args.write_zones),
     };
     let scheduler = sluice_scheduler::Scheduler::start(&scheduler_settings).await?;
     eprintln!("sluice scheduler listening on {}", scheduler.address());

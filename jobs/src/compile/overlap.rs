@@ -49,6 +49,14 @@ impl Canonical {
         }
     }
 
+    /// Whether `other` is this location or lies below it.
+    pub(crate) fn holds(&self, other: &Self) -> bool {
+        matches!(
+            self.relation(other),
+            Some("is the same location as" | "contains")
+        )
+    }
+
     /// How `self` relates to `other`, if they overlap.
     fn relation(&self, other: &Self) -> Option<&'static str> {
         if self.scheme != other.scheme || self.authority != other.authority {

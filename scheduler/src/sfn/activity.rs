@@ -266,6 +266,9 @@ async fn read_input(
     })
 }
 
+/// The largest `definition_uri` object read (a definition is a few kilobytes).
+const MAX_DEFINITION_BYTES: u64 = 1024 * 1024;
+
 async fn read_uri(uri: &str, stores: &sluice_jobs::ObjectStores) -> Result<String, InputError> {
     use datafusion::execution::object_store::ObjectStoreRegistry;
     use object_store::ObjectStoreExt;
@@ -278,11 +281,25 @@ async fn read_uri(uri: &str, stores: &sluice_jobs::ObjectStores) -> Result<Strin
         source,
     };
     let url = url::Url::parse(uri).map_err(|err| bad_uri(err.to_string()))?;
+    // A task input is written by whoever may start the state machine: it names an
+    // object in S3, never a file of the worker's machine, and a definition-sized one.
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Err(bad_uri(format!(
+            "`{}://` is not read; definition_uri takes an s3:// object",
+            url.scheme()
+        )));
+    }
     let store = stores
         .get_store(&url)
         .map_err(|err| bad_uri(err.to_string()))?;
     let path = object_store::path::Path::from_url_path(url.path())
         .map_err(|err| bad_uri(err.to_string()))?;
+    let size = store.head(&path).await.map_err(read)?.size;
+    if size > MAX_DEFINITION_BYTES {
+        return Err(bad_uri(format!(
+            "{size} bytes is more than a definition's {MAX_DEFINITION_BYTES}"
+        )));
+    }
     let bytes = store
         .get(&path)
         .await
@@ -386,4 +403,29 @@ async fn execute(
 /// is dropped here, so the futures that wait stay `Send`.
 async fn until_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|value| *value).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_definition_uri_names_an_s3_object_never_a_local_file() {
+        let stores = sluice_jobs::ObjectStores::new(Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("job.yaml");
+        std::fs::write(&local, "apiVersion: sluice/v1\n").unwrap();
+        for uri in [
+            format!("file://{}", local.display()),
+            "file:///etc/passwd".to_owned(),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+        ] {
+            let input = format!("{{\"definition_uri\": \"{uri}\"}}");
+            let err = read_input(&input, &stores).await.err().unwrap().to_string();
+            assert!(
+                err.contains("is not read; definition_uri takes an s3:// object"),
+                "{uri}: {err}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! executor — and the fleet executor and a submitter that may run the job, which work.
 //! Certificates are generated per test with rcgen; tokens with `sluice token new`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -472,4 +472,106 @@ async fn jobs_read_and_write_only_inside_the_deployments_zones() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!common::data_files(&staging.join("claims")).is_empty());
+}
+
+/// Every file below `dir` that holds `needle`, to search for a canary.
+fn contains_bytes(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|window| window == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A canary value in a column the definition declares sensitive reaches neither the
+/// error of a failed cast, nor the logs, nor the run record, nor the data-quality
+/// report's samples — only the data (the quarantine keeps the row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensitive_columns_value_never_leaves_the_data() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let dir = tempfile::tempdir().unwrap();
+    let canary = "CANARY-987-65-4321";
+    std::fs::create_dir_all(dir.path().join("landing/members")).unwrap();
+    std::fs::write(
+        dir.path().join("landing/members/part-0.csv"),
+        format!("member_id,ssn,amount\nM1,123456789,10\nM2,{canary},12\n"),
+    )
+    .unwrap();
+    let job = |steps: &str, quality: &str| {
+        format!(
+            "apiVersion: sluice/v1\nname: members\nsensitive: [ssn]\n\
+             sources:\n  members: {{format: csv, path: landing/members}}\n\
+             {steps}{quality}\
+             outputs:\n  - {{name: members, path: staging/members}}\n"
+        )
+    };
+    let state = dir.path().join("state");
+    let run = |definition: String| {
+        let file = dir.path().join("job.yaml");
+        std::fs::write(&file, definition).unwrap();
+        Command::new(sluice_bin())
+            .args(["run"])
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--output", "json"])
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+
+    // A strict cast fails the run, naming the file and the column, not the value.
+    let failed = run(job("steps:\n  - cast: {ssn: int}\n", ""));
+    let shown = String::from_utf8_lossy(&failed.stderr).to_string()
+        + &String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success(), "{shown}");
+    assert!(
+        shown.contains("ssn") && shown.contains("part-0.csv"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(canary),
+        "the canary reached the error or the logs: {shown}"
+    );
+
+    // A rule on the column quarantines the row; its sample shows `<masked>`.
+    let quarantined = run(job(
+        "steps: []\n",
+        "quality:\n  quarantine: {path: staging/rejects}\n  rules:\n    \
+         - {name: ssn_digits, regex: {column: ssn, pattern: \"^[0-9]{9}$\"}}\n",
+    ));
+    let shown = String::from_utf8_lossy(&quarantined.stderr).to_string()
+        + &String::from_utf8_lossy(&quarantined.stdout);
+    assert!(quarantined.status.success(), "{shown}");
+    assert!(shown.contains("ssn=<masked>"), "{shown}");
+    assert!(
+        !shown.contains(canary),
+        "the canary reached the report or the logs: {shown}"
+    );
+    assert_eq!(
+        contains_bytes(&state, canary.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    // The row itself is kept where data belongs.
+    assert_eq!(
+        common::data_files(&dir.path().join("staging/rejects")).len(),
+        1,
+        "the quarantined row is in the data"
+    );
 }

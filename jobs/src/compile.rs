@@ -238,6 +238,11 @@ impl PreparedJob {
                 .map_err(|err| JobError::datafusion(format!("reading source `{input}`"), err))?;
         }
         let mut effects = StepEffects::default();
+        // Declared sensitive: withheld from errors and samples from the first step on.
+        effects
+            .sensitive
+            .extend(definition.sensitive.iter().cloned());
+        effects.masked.extend(definition.sensitive.iter().cloned());
         for step in &definition.steps {
             if let Step::Mask(mask) = &step.value {
                 effects.sensitive.extend(mask.columns.keys().cloned());

@@ -67,6 +67,11 @@ pub struct JobDefinition {
     /// Data-quality rules, their thresholds and the quarantine output.
     #[serde(default)]
     pub quality: Option<QualitySpec>,
+    /// Columns holding PHI/PII whose values never leave the data: a failed cast names
+    /// the row but withholds the value, and data-quality samples show `<masked>` (as for
+    /// masked columns, which are sensitive too).
+    #[serde(default)]
+    pub sensitive: Vec<String>,
     /// Spark (`spark.*`), DataFusion (`datafusion.*`) and Ballista (`ballista.*`) settings.
     #[serde(default)]
     pub conf: BTreeMap<String, Literal>,

@@ -61,6 +61,22 @@ pub enum Command {
     /// Bearer tokens for the scheduler's tokens file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The scheduler's audit trail: who called what, and what was refused (admins).
+    Audit(AuditArgs),
+}
+
+/// `sluice audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Show at most this many events, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
 }
 
 /// `sluice sfn`.

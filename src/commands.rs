@@ -47,6 +47,7 @@ pub async fn execute(cli: Cli, settings: &Settings) -> Result<()> {
         Command::Health(args) => health::run(args).await,
         Command::Emr(EmrCommand::Submit(args)) => emr::submit(&args, settings).await,
         Command::Token(TokenCommand::New(args)) => reference::new_token(&args),
+        Command::Audit(args) => runs::audit(args).await,
     }
 }
 

@@ -312,6 +312,59 @@ async fn hostile_clients_are_refused_and_the_fleet_and_a_permitted_submitter_run
             .any(|l| l.contains("ExecuteQuery") && l.contains("PermissionDenied")),
         "{audit:#?}"
     );
+
+    // The trail is kept in the run store: `sluice audit`, for admins only.
+    refused(
+        &client(&["audit", "--scheduler", &url], &reader, &ca),
+        "permission denied: `analyst` is a reader; ListAudit needs the admin role",
+        "audit as a reader",
+    );
+    let trail = client(
+        &[
+            "audit",
+            "--scheduler",
+            &url,
+            "--limit",
+            "1000",
+            "--output",
+            "json",
+        ],
+        &admin,
+        &ca,
+    );
+    assert!(
+        trail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trail.stderr)
+    );
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&trail.stdout).unwrap();
+    let has = |principal: &str, method: &str, outcome: &str| {
+        events.iter().any(|e| {
+            e["principal"] == principal
+                && e["action"].as_str().is_some_and(|a| a.ends_with(method))
+                && e["outcome"] == outcome
+        })
+    };
+    assert!(
+        has("claims-pipeline", "/SubmitRun", "allowed"),
+        "{events:#?}"
+    );
+    assert!(
+        has("analyst", "/SubmitRun", "PermissionDenied"),
+        "{events:#?}"
+    );
+    assert!(
+        has("unverified", "/RegisterJob", "Unauthenticated"),
+        "{events:#?}"
+    );
+    assert!(
+        has("unverified", "/ExecuteQuery", "PermissionDenied"),
+        "{events:#?}"
+    );
+    assert!(
+        has("analyst", "/ListAudit", "PermissionDenied"),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

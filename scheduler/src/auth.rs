@@ -245,6 +245,27 @@ fn read_tokens(path: &Path) -> Result<Read, AuthError> {
     Ok((version, by_hash))
 }
 
+/// One decision of the gate on a JobService call, or a refusal of any call: the audit
+/// trail's entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who: the token's principal, `anonymous` on a port without tokens, `unverified`
+    /// when no known token came with the call.
+    pub principal: String,
+    /// The method (`/sluice.v1.JobService/SubmitRun`).
+    pub action: String,
+    /// `allowed`, or the refusal's gRPC code (`Unauthenticated`, `PermissionDenied`).
+    pub outcome: String,
+    /// Why a call was refused; empty when allowed.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Where audit events go besides the log (the run store).
+pub type AuditSink = Arc<dyn Fn(AuditEvent) + Send + Sync>;
+
 /// What a gRPC method needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -286,12 +307,23 @@ pub fn access(path: &str) -> Access {
 
 /// The gate of the scheduler's port: decides each call from its method, its bearer
 /// token and its client certificate.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Gate {
     /// `None`: no tokens file, every role's methods are open (loopback and embedded).
     tokens: Option<Arc<Tokens>>,
     /// Executor RPCs need a client certificate the port's client CA verified.
     fleet_certificates: bool,
+    /// Keeps each audit event (the run store's trail).
+    audit: Option<AuditSink>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("tokens", &self.tokens)
+            .field("fleet_certificates", &self.fleet_certificates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gate {
@@ -301,6 +333,25 @@ impl Gate {
         Self {
             tokens: tokens.map(Arc::new),
             fleet_certificates,
+            audit: None,
+        }
+    }
+
+    /// Also keeps every audit event with `sink`.
+    pub fn with_audit(mut self, sink: AuditSink) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    fn record(&self, principal: &str, action: &str, outcome: String, reason: &str) {
+        if let Some(sink) = &self.audit {
+            sink(AuditEvent {
+                at: chrono::Utc::now(),
+                principal: principal.to_owned(),
+                action: action.to_owned(),
+                outcome,
+                reason: reason.to_owned(),
+            });
         }
     }
 
@@ -446,6 +497,7 @@ where
                 if audited {
                     let who = principal.as_ref().map_or("anonymous", |p| p.name.as_str());
                     tracing::info!(target: "sluice::audit", principal = who, action = %path, outcome = "allowed");
+                    self.gate.record(who, &path, "allowed".into(), "");
                 }
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
@@ -453,9 +505,12 @@ where
                 Box::pin(self.inner.call(request))
             }
             Err(Refusal { status, principal }) => {
+                let who = principal.as_deref().unwrap_or("unverified");
+                self.gate
+                    .record(who, &path, format!("{:?}", status.code()), status.message());
                 tracing::warn!(
                     target: "sluice::audit",
-                    principal = principal.as_deref().unwrap_or("unverified"),
+                    principal = who,
                     action = %path,
                     outcome = ?status.code(),
                     reason = status.message(),

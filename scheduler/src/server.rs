@@ -470,8 +470,17 @@ impl Scheduler {
                 Arc::clone(&self.autoscaler),
             )
         });
+        // With tokens, the trail is kept in the run store too (`sluice audit`); without,
+        // every caller is anonymous and the log says enough.
+        let runs = Arc::clone(self.manager.runs());
+        let gate = if self.gate.authenticates() {
+            self.gate
+                .with_audit(Arc::new(move |event| runs.record_audit(event)))
+        } else {
+            self.gate
+        };
         let router = tonic::transport::Server::builder()
-            .layer(GateLayer::new(self.gate))
+            .layer(GateLayer::new(gate))
             .add_service(health)
             .add_service(ballista)
             .add_service(jobs)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::auth::AuditEvent;
 use crate::error::{Result, SchedulerError};
 use crate::record::{BackfillRecord, JobVersion, RunId, RunRecord, RunStatus};
 
@@ -15,6 +16,10 @@ const BACKFILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("backfills"
 /// Registered definitions: `name` + `\u{1f}` + zero-padded version → [`JobVersion`] JSON,
 /// so one name's versions sort together and in order.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_versions");
+/// The audit trail: a growing sequence number → [`AuditEvent`] JSON.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Audit events kept; older ones are dropped as new ones arrive.
+const AUDIT_KEPT: u64 = 100_000;
 
 fn job_key(name: &str, version: u32) -> String {
     format!("{name}\u{1f}{version:010}")
@@ -77,6 +82,7 @@ impl RunStore {
             txn.open_table(RUNS).map_err(|e| self.fail(e))?;
             txn.open_table(JOBS).map_err(|e| self.fail(e))?;
             txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
+            txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
     }
@@ -96,6 +102,38 @@ impl RunStore {
                 .map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Appends an audit event, dropping the oldest past [`AUDIT_KEPT`].
+    pub fn append_audit(&self, event: &AuditEvent) -> Result<()> {
+        let json = serde_json::to_vec(event).map_err(|e| self.fail(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
+            let next = match table.last().map_err(|e| self.fail(e))? {
+                Some((key, _)) => key.value() + 1,
+                None => 0,
+            };
+            table
+                .insert(next, json.as_slice())
+                .map_err(|e| self.fail(e))?;
+            if next >= AUDIT_KEPT {
+                table.remove(next - AUDIT_KEPT).map_err(|e| self.fail(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Audit events, newest first; at most `limit`.
+    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
+        let mut events = Vec::new();
+        for entry in table.iter().map_err(|e| self.fail(e))?.rev().take(limit) {
+            let (_, value) = entry.map_err(|e| self.fail(e))?;
+            events.push(serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?);
+        }
+        Ok(events)
     }
 
     /// Reads one run.

@@ -1,8 +1,9 @@
-//! `sluice runs`, `sluice status` and `sluice cancel`: a scheduler's runs.
+//! `sluice runs`, `sluice status` and `sluice cancel`: a scheduler's runs; `sluice
+//! audit`: who called what.
 
 use sluice_proto::v1;
 
-use crate::cli::{CancelArgs, RunsArgs, StatusArgs};
+use crate::cli::{AuditArgs, CancelArgs, OutputFormat, RunsArgs, StatusArgs};
 use crate::client;
 use crate::error::Result;
 
@@ -48,6 +49,45 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
             run.run_id,
             client::status_name(run.status)
         );
+    }
+    Ok(())
+}
+
+/// Prints the audit trail, newest first.
+pub async fn audit(args: AuditArgs) -> Result<()> {
+    let mut client = client::connect(&args.scheduler.url).await?;
+    let events = client
+        .list_audit(v1::ListAuditRequest { limit: args.limit })
+        .await?
+        .into_inner()
+        .events;
+    match args.output {
+        OutputFormat::Json => {
+            let rows: Vec<serde_json::Value> = events
+                .iter()
+                .map(|e| {
+                    serde_json::json!({"at": e.at, "principal": e.principal, "action": e.action,
+                        "outcome": e.outcome, "reason": e.reason})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        }
+        OutputFormat::Text => {
+            for event in &events {
+                let method = event.action.rsplit('/').next().unwrap_or(&event.action);
+                let mut line = format!(
+                    "{}  {:<20} {:<16} {}",
+                    event.at, event.principal, method, event.outcome
+                );
+                if !event.reason.is_empty() {
+                    line.push_str(&format!("  ({})", event.reason));
+                }
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }

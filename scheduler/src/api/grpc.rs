@@ -198,6 +198,29 @@ impl sluice_proto::JobService for JobServiceImpl {
         Ok(Response::new(backfill_to_proto(&record)))
     }
 
+    async fn list_audit(
+        &self,
+        request: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            limit => limit as usize,
+        };
+        let events = self.manager.runs().audit(limit)?;
+        Ok(Response::new(v1::ListAuditResponse {
+            events: events
+                .into_iter()
+                .map(|event| v1::AuditEvent {
+                    at: event.at.to_rfc3339(),
+                    principal: event.principal,
+                    action: event.action,
+                    outcome: event.outcome,
+                    reason: event.reason,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_autoscaler(
         &self,
         _request: Request<v1::GetAutoscalerRequest>,

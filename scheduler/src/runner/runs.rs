@@ -26,6 +26,18 @@ impl Runs {
         }
     }
 
+    /// Keeps an audit event in the store (a failure is logged: the call goes on).
+    pub fn record_audit(&self, event: crate::auth::AuditEvent) {
+        if let Err(err) = self.store.append_audit(&event) {
+            tracing::error!(%err, action = %event.action, "an audit event could not be stored");
+        }
+    }
+
+    /// The audit trail, newest first.
+    pub fn audit(&self, limit: usize) -> Result<Vec<crate::auth::AuditEvent>> {
+        self.store.audit(limit)
+    }
+
     pub(super) fn insert(&self, run: RunRecord) -> Result<()> {
         self.store.put(&run)?;
         let (sender, _) = watch::channel(run.clone());

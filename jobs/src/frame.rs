@@ -161,9 +161,61 @@ pub(crate) fn check_expr(
     text: &str,
 ) -> std::result::Result<(), String> {
     use datafusion::logical_expr::ExprSchemable;
+    refuse_keyed(expr).map_err(|message| format!("`{text}`: {message}"))?;
     expr.get_type(frame.schema())
         .map(|_| ())
         .map_err(|err| format!("`{text}`: {}", strip_context(&err)))
+}
+
+/// The functions keyed by a masking key. Only `mask` steps call them: from an
+/// expression anyone who may submit a job could token a list of guessed identifiers under
+/// the production key and so reverse the tokens of the data.
+pub(crate) const KEYED_FUNCTIONS: [&str; 2] = ["tokenize", "hmac_sha256"];
+
+/// Refuses an expression that calls a keyed function.
+pub(crate) fn refuse_keyed(expr: &Expr) -> std::result::Result<(), String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut keyed = None;
+    let _ = expr.apply(|node| {
+        if let Expr::ScalarFunction(call) = node
+            && KEYED_FUNCTIONS.contains(&call.name())
+        {
+            keyed = Some(call.name().to_owned());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match keyed {
+        None => Ok(()),
+        Some(name) => Err(format!(
+            "`{name}` runs only in a mask step (`mask: {{columns: {{COLUMN: {name}}}}}`), \
+             keyed by the job's key; an expression may not call it"
+        )),
+    }
+}
+
+/// Refuses a plan (a `sql` step's query, its subqueries included) that calls a keyed
+/// function.
+pub(crate) fn refuse_keyed_in_plan(
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> std::result::Result<(), String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut refused = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|expr| {
+            if let Err(message) = refuse_keyed(expr) {
+                refused = Some(message);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Ok(if refused.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    refused.map_or(Ok(()), Err)
 }
 
 pub(crate) fn require_columns<'a>(

@@ -16,6 +16,9 @@
 //! | `tokenize(value, key_ref)` | a deterministic token (`tok_` + 24 hex digits) of the value under that key |
 //! | `redact(value)` | `REDACTED`, or NULL for NULL |
 //! | `generalize_date(date, 'month' \| 'year')` | the first day of the date's month or year |
+//!
+//! `hmac_sha256` and `tokenize` are keyed: only `mask` steps call them (an expression that
+//! does is refused at compile time, see `frame::refuse_keyed`).
 
 mod cast;
 mod claims;

@@ -391,3 +391,37 @@ async fn a_param_fills_one_path_segment_unless_it_is_declared_a_path() {
     assert!(err.contains("no `..` segments"), "{err}");
     assert!(!dir.path().join("staging").exists());
 }
+
+#[tokio::test]
+async fn keyed_functions_run_only_in_mask_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path());
+    let key = dir.path().join("mask.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+    let key = format!("file:{}", key.display());
+    let steps = [
+        format!("  - derive: {{column: t, expr: \"tokenize(payer, '{key}')\"}}"),
+        format!("  - filter: \"hmac_sha256(payer, '{key}') <> ''\""),
+        format!(
+            "  - sql: \"SELECT * FROM input WHERE payer IN (SELECT payer FROM input WHERE tokenize(payer, '{key}') = 'tok_0')\""
+        ),
+    ];
+    for step in steps {
+        let yaml = BY_MONTH.replace("  - filter: \"substr(fill_date, 1, 7) = $month\"", &step);
+        let err = compile(&yaml, params(dir.path(), &[("month", "2024-01")]))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{step} compiled"))
+            .to_string();
+        assert!(err.starts_with("job.yaml:10:5: steps[0]."), "{step}: {err}");
+        assert!(err.contains("runs only in a mask step"), "{step}: {err}");
+    }
+    // The mask step itself tokenizes.
+    let masked = BY_MONTH.replace(
+        "  - filter: \"substr(fill_date, 1, 7) = $month\"",
+        &format!("  - mask: {{key: \"{key}\", columns: {{payer: tokenize}}}}"),
+    );
+    compile(&masked, params(dir.path(), &[("month", "2024-01")]))
+        .await
+        .unwrap();
+}

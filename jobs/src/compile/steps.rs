@@ -161,7 +161,9 @@ pub(super) async fn apply_step(
                 });
             // `input` is the previous result only for this step.
             let _ = ctx.deregister_table("input");
-            result
+            let result = result?;
+            crate::frame::refuse_keyed_in_plan(result.logical_plan())?;
+            Ok(result)
         }
     }
 }

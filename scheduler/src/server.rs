@@ -254,7 +254,7 @@ pub struct Scheduler {
     http_listener: Option<TcpListener>,
     ballista: BallistaScheduler,
     gate: Gate,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -270,7 +270,7 @@ impl std::fmt::Debug for Scheduler {
 fn secure_port(
     settings: &SchedulerSettings,
     bound: SocketAddr,
-) -> Result<(Gate, Option<Arc<tokio_rustls::rustls::ServerConfig>>)> {
+) -> Result<(Gate, Option<Arc<crate::tls::ServerTls>>)> {
     let tokens = settings
         .tokens_file
         .as_deref()
@@ -279,8 +279,9 @@ fn secure_port(
     let tls = settings
         .tls
         .as_ref()
-        .map(crate::tls::server_config)
-        .transpose()?;
+        .map(crate::tls::ServerTls::load)
+        .transpose()?
+        .map(Arc::new);
     let fleet_certificates = settings
         .tls
         .as_ref()

@@ -1,9 +1,9 @@
 //! TLS on the scheduler's gRPC port, with certificates re-read when their files change.
 //!
 //! The port serves one rustls configuration: the scheduler's certificate and key (PEM
-//! files; a renewed pair — cert-manager, ACM PCA — is picked up at the next handshake,
-//! checked at most every five seconds) and, when a client CA is given, verification of
-//! client certificates against it. A client certificate is optional on the port — users
+//! files) and, when a client CA is given, verification of client certificates against
+//! it. Renewed files — cert-manager, ACM PCA, a rotated CA — are picked up by the next
+//! connection ([`ServerTls`], checked at most every five seconds). A client certificate is optional on the port — users
 //! present bearer tokens — but the [`auth`](crate::auth) gate admits Ballista's executor
 //! RPCs only from a connection whose certificate that CA signed: the executor fleet.
 //! Handshakes run off the accept loop, so a slow or hostile client holds only its own
@@ -87,52 +87,73 @@ fn certified_key(settings: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsError> 
         })
 }
 
+/// The modification times of the certificate, its key and the client CA.
+type Modified = Option<(SystemTime, SystemTime, Option<SystemTime>)>;
+
 fn modified(settings: &TlsSettings) -> Modified {
     let at = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    Some((at(&settings.cert)?, at(&settings.key)?))
+    let ca = match &settings.client_ca {
+        Some(ca) => Some(at(ca)?),
+        None => None,
+    };
+    Some((at(&settings.cert)?, at(&settings.key)?, ca))
 }
 
-/// The modification times of a certificate and its key.
-type Modified = Option<(SystemTime, SystemTime)>;
-
-/// The scheduler's certificate, re-read when its files change.
+/// Serves one certificate.
 #[derive(Debug)]
-struct ReloadingCertificate {
-    settings: TlsSettings,
-    /// The certificate served, its files' times when read, and the last check.
-    state: Mutex<(Arc<CertifiedKey>, Modified, Instant)>,
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
-impl ResolvesServerCert for ReloadingCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+/// The port's TLS configuration, rebuilt when the certificate, its key or the client CA
+/// changes on disk (checked at most every five seconds, as connections arrive). A set of
+/// files half-written by a renewal fails to load; the previous configuration serves until
+/// all of them are in place.
+#[derive(Debug)]
+pub struct ServerTls {
+    settings: TlsSettings,
+    /// The configuration served, its files' times when read, and the last check.
+    state: Mutex<(Arc<ServerConfig>, Modified, Instant)>,
+}
+
+impl ServerTls {
+    /// Reads the files; an unusable one is an error naming it.
+    pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
+        Ok(Self {
+            state: Mutex::new((server_config(settings)?, modified(settings), Instant::now())),
+            settings: settings.clone(),
+        })
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.2.elapsed() >= Duration::from_secs(5) {
             state.2 = Instant::now();
             let now = modified(&self.settings);
             if now != state.1 {
-                // A pair half-written by a renewal fails to load; the old pair serves
-                // until both files are in place.
-                match certified_key(&self.settings) {
-                    Ok(key) => {
-                        tracing::info!(cert = %self.settings.cert.display(), "TLS certificate re-read");
-                        *state = (key, now, Instant::now());
+                match server_config(&self.settings) {
+                    Ok(config) => {
+                        tracing::info!(cert = %self.settings.cert.display(), "TLS certificates re-read");
+                        *state = (config, now, Instant::now());
                     }
                     Err(err) => {
-                        tracing::warn!(%err, "TLS certificate changed and cannot be loaded yet; the previous one serves")
+                        tracing::warn!(%err, "TLS files changed and cannot be loaded yet; the previous ones serve")
                     }
                 }
             }
         }
-        Some(Arc::clone(&state.0))
+        Arc::clone(&state.0)
     }
 }
 
-/// The port's TLS configuration.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let resolver = Arc::new(ReloadingCertificate {
-        state: Mutex::new((certified_key(settings)?, modified(settings), Instant::now())),
-        settings: settings.clone(),
-    });
+/// A TLS configuration of the files as they are now.
+fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = Arc::new(Fixed(certified_key(settings)?));
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|err| TlsError {
@@ -172,16 +193,15 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
 /// them all; failed handshakes are dropped.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    tls: Arc<ServerTls>,
 ) -> impl futures::Stream<Item = std::io::Result<TlsStream<TcpStream>>> + Send + 'static {
-    let acceptor = TlsAcceptor::from(config);
-    let state = (listener, JoinSet::new(), acceptor);
-    futures::stream::unfold(state, |(listener, mut handshakes, acceptor)| async move {
+    let state = (listener, JoinSet::new(), tls);
+    futures::stream::unfold(state, |(listener, mut handshakes, tls)| async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let acceptor = acceptor.clone();
+                        let acceptor = TlsAcceptor::from(tls.current());
                         handshakes.spawn(async move {
                             let handshake = acceptor.accept(stream);
                             (peer, tokio::time::timeout(Duration::from_secs(10), handshake).await)
@@ -194,8 +214,8 @@ pub fn incoming(
                     }
                 },
                 Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
-                    Ok((_, Ok(Ok(tls)))) => {
-                        return Some((Ok(tls), (listener, handshakes, acceptor)));
+                    Ok((_, Ok(Ok(stream)))) => {
+                        return Some((Ok(stream), (listener, handshakes, tls)));
                     }
                     Ok((peer, Ok(Err(err)))) => tracing::debug!(%peer, %err, "TLS handshake refused"),
                     Ok((peer, Err(_))) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -235,15 +255,41 @@ mod tests {
             key: second.key.clone(),
             ..first.clone()
         };
-        let err = server_config(&mixed).unwrap_err().to_string();
+        let err = ServerTls::load(&mixed).unwrap_err().to_string();
         assert!(err.contains("second.key"), "{err}");
         assert!(err.contains("first.crt"), "{err}");
         let missing = TlsSettings {
             cert: dir.path().join("absent.crt"),
             ..first
         };
-        let err = server_config(&missing).unwrap_err().to_string();
+        let err = ServerTls::load(&missing).unwrap_err().to_string();
         assert!(err.starts_with("TLS certificate "), "{err}");
         assert!(err.contains("absent.crt"), "{err}");
+    }
+
+    #[test]
+    fn renewed_files_are_served_and_a_half_written_renewal_keeps_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path(), "scheduler");
+        let tls = ServerTls::load(&first).unwrap();
+        let served = tls.current();
+        let stale = |tls: &ServerTls| {
+            tls.state.lock().unwrap().2 -= Duration::from_secs(10);
+        };
+        // Unchanged files: the same configuration.
+        stale(&tls);
+        assert!(Arc::ptr_eq(&served, &tls.current()));
+        // A renewal: certificate and key replaced (times moved on).
+        std::thread::sleep(Duration::from_millis(20));
+        write_pair(dir.path(), "scheduler");
+        stale(&tls);
+        let renewed = tls.current();
+        assert!(!Arc::ptr_eq(&served, &renewed), "the renewed pair serves");
+        // Half a renewal (a key that fits no certificate): the renewed pair stays.
+        std::thread::sleep(Duration::from_millis(20));
+        let other = write_pair(dir.path(), "other");
+        std::fs::copy(&other.key, &first.key).unwrap();
+        stale(&tls);
+        assert!(Arc::ptr_eq(&renewed, &tls.current()));
     }
 }

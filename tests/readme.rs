@@ -82,8 +82,11 @@ fn workspace() -> tempfile::TempDir {
 }
 
 /// `bash` running a README block in `dir`, `sluice` on `PATH`; background processes the
-/// block starts are stopped when it ends.
+/// block starts are stopped when it ends. A block that has not ended in five minutes (a
+/// submit waiting for executors that could not start) is stopped and fails, so the
+/// test reports it rather than hanging.
 fn run_block(dir: &Path, block: &str) -> Output {
+    wait_for_ports(block);
     let bin_dir = sluice_bin().parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -93,14 +96,34 @@ fn run_block(dir: &Path, block: &str) -> Output {
     let script = format!(
         "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n{block}"
     );
-    Command::new("bash")
-        .arg("-c")
+    Command::new("timeout")
+        .args(["300", "bash", "-c"])
         .arg(script)
         .current_dir(dir)
         .env("PATH", path)
         .env_remove("SLUICE_SCHEDULER")
         .output()
         .unwrap()
+}
+
+/// Waits (up to a minute) until the fixed ports a block binds (`--port N`,
+/// `--grpc-port N`) are free: they lie in the kernel's ephemeral range, where another
+/// test's process may hold one for a moment.
+fn wait_for_ports(block: &str) {
+    let words: Vec<&str> = block.split_whitespace().collect();
+    let ports: Vec<u16> = words
+        .windows(2)
+        .filter(|pair| matches!(pair[0], "--port" | "--grpc-port"))
+        .filter_map(|pair| pair[1].parse().ok())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ports
+        .iter()
+        .all(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn shown(output: &Output) -> String {

@@ -63,6 +63,18 @@ pub fn one_cluster_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> 
 
 static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Processes killed (and reaped) when dropped.
+pub struct Killed(pub Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A scheduler process and executor processes, killed when dropped.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

@@ -2,7 +2,7 @@
 //! started exactly as the image starts it — its ENTRYPOINT and CMD, its ENV, plus what
 //! a deployment sets per role — serves health, registers executors and runs a job.
 
-use crate::common::{self, Pki, new_token};
+use crate::common::{self, Killed, Pki, new_token};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,17 +91,6 @@ fn healthy_with(address: &str, ca: Option<&Path>) -> bool {
         .env("SLUICE_HEALTH_ADDRESS", address)
         .output()
         .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "SERVING")
-}
-
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

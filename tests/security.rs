@@ -11,18 +11,7 @@ use std::time::{Duration, Instant};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::common::{self, Pki, new_token, sluice_bin};
-
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use crate::common::{self, Killed, Pki, new_token, sluice_bin};
 
 /// `sluice <args>` as a client holding `token` (none when empty) and trusting `ca`.
 fn client(args: &[&str], token: &str, ca: &Path) -> Output {
@@ -420,13 +409,14 @@ async fn a_scheduler_the_network_reaches_refuses_to_start_without_tls_and_tokens
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let child = insecure.0.pop().unwrap();
-    rustix_kill(&child);
+    terminate(&child);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("INSECURE"), "{stderr}");
 }
 
-fn rustix_kill(child: &Child) {
+/// SIGTERM, as a container runtime stops a process.
+fn terminate(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

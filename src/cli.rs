@@ -363,6 +363,13 @@ pub struct SchedulerArgs {
     /// Seconds without a heartbeat after which an executor is lost.
     #[arg(long, env = "SLUICE_SCHEDULER__EXECUTOR_TIMEOUT", default_value_t = 30)]
     pub executor_timeout_secs: u64,
+    /// Seconds an output's lock on an object store lasts without renewal (the holder
+    /// renews it every third of that): how long the outputs of a scheduler that died stay
+    /// busy, and how long a paused one may stall before another process takes its outputs
+    /// over — after which its commit is refused.
+    #[arg(long, env = "SLUICE_SCHEDULER__OUTPUT_LEASE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..))]
+    pub output_lease_secs: u64,
     /// The tokens file (YAML: principal, role, jobs and each token's SHA-256; `sluice
     /// token new` makes entries), re-read when it changes. Without it the port does not
     /// authenticate.

@@ -239,6 +239,18 @@ impl Cluster {
         }
     }
 
+    /// Sends the scheduler process a signal (`STOP` pauses it as a long GC pause or a
+    /// frozen VM would, `CONT` resumes it).
+    pub fn signal_scheduler(&self, signal: &str) {
+        let pid = self.scheduler.as_ref().expect("no scheduler").id();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// Waits (up to a minute) for the scheduler process to end by itself.
     pub async fn wait_scheduler_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -423,7 +423,8 @@ async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
         ),
         (
             from_s3,
-            "aws s3 cp s3://jobs/claims_quality.yaml /tmp/sluice-",
+            // Each word quoted for `bash -c`: a key cannot inject a command.
+            "'aws' 's3' 'cp' 's3://jobs/claims_quality.yaml' '/tmp/sluice-",
         ),
     ] {
         let step = emr
@@ -885,7 +886,12 @@ async fn the_charts_containers_start_and_run_a_job() {
     let get = |path: &str| {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: sluice\r\n\r\n").unwrap();
+        // The request line and the headers in two segments, as some clients send them:
+        // the server answers once the head is whole.
+        write!(stream, "GET {path} HTTP/1.1\r\n").unwrap();
+        stream.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stream.write_all(b"Host: sluice\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response

@@ -646,3 +646,274 @@ async fn credentials_come_from_the_shared_credentials_file_when_the_environment_
     );
     assert!(!logs.contains("profile-secret-never-logged"));
 }
+
+/// Runs the cleansing example over a delivery (`landing-<version>`) into a staging prefix.
+async fn cleanse(cluster: &Cluster, version: &str, staging: &str) -> sluice_proto::v1::Run {
+    let params = [
+        ("landing", format!("s3://lake/landing-{version}")),
+        ("staging", format!("s3://lake/{staging}")),
+    ];
+    let job = example("claims_cleanse.yaml");
+    let run_id = cluster.submit(&job, "cleanse.yaml", &params).await.unwrap();
+    cluster.wait_final(&run_id).await
+}
+
+/// Claims (`id=paid`) per `fill_month` partition below a prefix: what a reader of the
+/// output sees.
+async fn claims_by_month(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    use arrow::array::AsArray;
+    let mut months: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for file in visible_files(store, prefix).await.keys() {
+        let month = file.split('/').next().unwrap().to_owned();
+        let bytes = store
+            .get(&ObjectPath::from(format!("{prefix}/{file}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let text = |column: &str| {
+                arrow::compute::cast(
+                    batch.column_by_name(column).unwrap(),
+                    &arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap()
+            };
+            let (ids, paid) = (text("claim_id"), text("paid_amount"));
+            let entry = months.entry(month.clone()).or_default();
+            // The deliveries share claim ids; what was paid tells them apart.
+            for (id, paid) in ids.as_string::<i32>().iter().zip(paid.as_string::<i32>()) {
+                let claim = format!("{}={}", id.unwrap(), paid.unwrap_or("null"));
+                assert!(
+                    entry.insert(claim.clone()),
+                    "claim {claim} twice in {month}"
+                );
+            }
+        }
+    }
+    months
+}
+
+/// S3 calls of a commit fail — the k-th copy, delete or put, once or from then on — in a
+/// proxy in front of moto: a run whose commit could not finish fails naming the object,
+/// and every partition ends with exactly the old or exactly the new claims once the
+/// commit is rolled forward (by the next scheduler start, or by the next commit on the
+/// output, either of which also marks the run succeeded). A plan that could not be
+/// written changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() {
+    use common::faults::{FaultRule, S3Call, S3FaultProxy};
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    // Three deliveries: two of the same months with different claims, one of a later month.
+    let deliveries: [(&str, &[u32], u64); 3] =
+        [("v1", &[1, 2], 31), ("v2", &[1, 2], 32), ("v3", &[3], 33)];
+    for (version, months, seed) in deliveries {
+        let local = scratch.path().join(version);
+        sluice_jobs::datagen::write_claims(&local, 3_000, months, seed).unwrap();
+        upload_dir(
+            &store,
+            &local.join("landing"),
+            &format!("landing-{version}"),
+        )
+        .await;
+    }
+    let proxy = S3FaultProxy::start(moto.port).await;
+    let mut cluster =
+        Cluster::start_with_env(2, moto.env_via(&format!("http://127.0.0.1:{}", proxy.port))).await;
+    let succeeded = |run: &sluice_proto::v1::Run, logs: String| {
+        assert_eq!(status(run), RunStatus::Succeeded, "{run:?}{logs}");
+    };
+    // What each delivery gives without faults, and the two in sequence.
+    let first = cleanse(&cluster, "v1", "control-v1").await;
+    succeeded(&first, cluster.logs());
+    let old = claims_by_month(&store, "control-v1/claims").await;
+    let second = cleanse(&cluster, "v2", "control").await;
+    succeeded(&second, cluster.logs());
+    let new = claims_by_month(&store, "control/claims").await;
+    assert_ne!(old, new, "the deliveries must differ");
+    let third = cleanse(&cluster, "v3", "control").await;
+    succeeded(&third, cluster.logs());
+    let new_then_later = claims_by_month(&store, "control/claims").await;
+    assert_eq!(new_then_later.len(), new.len() + 1);
+
+    let exists = |key: String| {
+        let store = std::sync::Arc::clone(&store);
+        async move { store.head(&ObjectPath::from(key)).await.is_ok() }
+    };
+    // The object of the last call failed: the one the run's last attempt stopped at.
+    let failed_key = |proxy: &S3FaultProxy| {
+        let failed = proxy.failed();
+        let last = failed.last().expect("the proxy failed no call");
+        last.trim_start_matches("/lake/").to_owned()
+    };
+
+    // A copy (the first half of a move) fails once: the plan is retried and commits.
+    let case = "copy-once";
+    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
+    proxy.arm(FaultRule {
+        call: S3Call::Copy,
+        key_contains: format!("{case}/claims/fill_month="),
+        nth: 2,
+        persistent: false,
+    });
+    let once = cleanse(&cluster, "v2", case).await;
+    succeeded(&once, cluster.logs());
+    assert_eq!(proxy.failed().len(), 1);
+    assert_eq!(
+        claims_by_month(&store, &format!("{case}/claims")).await,
+        new
+    );
+    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
+    assert!(
+        keys(&store, &format!("{case}/claims/_temporary"))
+            .await
+            .is_empty()
+    );
+
+    // The `_SUCCESS` marker cannot be written once: retried, the run commits.
+    let case = "success-once";
+    proxy.disarm();
+    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
+    proxy.arm(FaultRule {
+        call: S3Call::Put,
+        key_contains: format!("{case}/claims/_SUCCESS"),
+        nth: 1,
+        persistent: false,
+    });
+    succeeded(&cleanse(&cluster, "v2", case).await, cluster.logs());
+    assert_eq!(proxy.failed().len(), 1);
+    assert_eq!(
+        claims_by_month(&store, &format!("{case}/claims")).await,
+        new
+    );
+    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
+
+    // The commit plan cannot be written: nothing changes, and nothing is left behind.
+    let case = "plan-refused";
+    proxy.disarm();
+    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
+    // Only the plan's write fails: the tasks' staged files are written.
+    proxy.arm(FaultRule {
+        call: S3Call::Put,
+        key_contains: "/commit-plan.json".into(),
+        nth: 1,
+        persistent: true,
+    });
+    let refused = cleanse(&cluster, "v2", case).await;
+    proxy.disarm();
+    assert_eq!(status(&refused), RunStatus::Failed, "{refused:?}");
+    assert!(
+        refused.error.contains("commit failed, nothing changed")
+            && refused.error.contains(&failed_key(&proxy)),
+        "{}",
+        refused.error
+    );
+    assert_eq!(
+        claims_by_month(&store, &format!("{case}/claims")).await,
+        old
+    );
+    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
+    assert!(
+        keys(&store, &format!("{case}/claims/_temporary"))
+            .await
+            .is_empty()
+    );
+
+    // Every copy from the second on fails: the run fails naming the object, `_SUCCESS`
+    // is gone (readers are told the output is incomplete), and the next scheduler start
+    // completes the commit and marks the run succeeded.
+    let case = "copy-down";
+    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
+    proxy.arm(FaultRule {
+        call: S3Call::Copy,
+        key_contains: format!("{case}/claims/fill_month="),
+        nth: 2,
+        persistent: true,
+    });
+    let stuck = cleanse(&cluster, "v2", case).await;
+    proxy.disarm();
+    assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
+    assert!(
+        stuck.error.contains("commit stopped part way")
+            && stuck.error.contains(&failed_key(&proxy)),
+        "{}",
+        stuck.error
+    );
+    assert!(!exists(format!("{case}/claims/_SUCCESS")).await);
+    cluster.kill_scheduler();
+    cluster.start_scheduler().await;
+    cluster.start_executor(2);
+    cluster.start_executor(3);
+    cluster.wait_for_executors(2).await;
+    let recovered = cluster.run(&stuck.run_id).await;
+    assert_eq!(status(&recovered), RunStatus::Succeeded, "{recovered:?}");
+    assert!(
+        recovered
+            .warnings
+            .iter()
+            .any(|w| w.contains("completed when the scheduler started again")),
+        "{recovered:?}"
+    );
+    assert_eq!(
+        claims_by_month(&store, &format!("{case}/claims")).await,
+        new
+    );
+    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
+    assert!(
+        keys(&store, &format!("{case}/claims/_temporary"))
+            .await
+            .is_empty()
+    );
+
+    // Every delete of a replaced file fails: the new files are in place beside the old
+    // ones without `_SUCCESS`; the next run on the output (a later month) completes the
+    // stopped commit before its own, and the stopped run becomes succeeded.
+    let case = "delete-down";
+    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
+    proxy.arm(FaultRule {
+        call: S3Call::Delete,
+        key_contains: format!("{case}/claims/fill_month="),
+        nth: 1,
+        persistent: true,
+    });
+    let stuck = cleanse(&cluster, "v2", case).await;
+    proxy.disarm();
+    assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
+    assert!(
+        stuck.error.contains("commit stopped part way")
+            && stuck.error.contains(&failed_key(&proxy)),
+        "{}",
+        stuck.error
+    );
+    assert!(!exists(format!("{case}/claims/_SUCCESS")).await);
+    let later = cleanse(&cluster, "v3", case).await;
+    succeeded(&later, cluster.logs());
+    assert_eq!(
+        claims_by_month(&store, &format!("{case}/claims")).await,
+        new_then_later
+    );
+    let settled = cluster.run(&stuck.run_id).await;
+    assert_eq!(status(&settled), RunStatus::Succeeded, "{settled:?}");
+    assert!(
+        settled.warnings.iter().any(|w| w.contains(&later.run_id)),
+        "{settled:?}"
+    );
+    assert!(
+        keys(&store, &format!("{case}/claims/_temporary"))
+            .await
+            .is_empty()
+    );
+}

@@ -314,3 +314,205 @@ async fn an_append_retried_with_its_idempotency_key_appends_once() {
     );
     assert_eq!(rows_below(&out), 3 * landed, "the retry appended again");
 }
+
+/// Two scheduler processes (each with its own executor and run store) and an embedded
+/// `sluice run` on one S3 output, spelled `s3://` by the first and `s3a://` by the
+/// others: while the first scheduler's run holds it, the second scheduler refuses its
+/// submission and `sluice run` exits non-zero, both naming the holding run; once that run
+/// has committed, the second scheduler's run replaces its rows, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_and_an_embedded_run_on_one_s3_output_take_turns() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    let sample = sluice_jobs::datagen::write_claims(&local, 2_000, &[1, 2], 11).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+    let first = common::Cluster::start_with_env(1, moto.env()).await;
+    let second = common::Cluster::start_with_env(1, moto.env()).await;
+    let params = |scheme: &str| {
+        [
+            ("landing", "s3://lake/landing".to_owned()),
+            ("out", format!("{scheme}://lake/staging/claims")),
+        ]
+    };
+
+    let holder = first
+        .submit(JOB, "claims_copy.yaml", &params("s3"))
+        .await
+        .unwrap();
+    let refused = second
+        .submit(JOB, "claims_copy.yaml", &params("s3a"))
+        .await
+        .expect_err("the second scheduler accepted a run on a held output");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains(&format!("is being written by run {holder}")),
+        "{refused:?}"
+    );
+    let embedded = sluice_run(scratch.path(), &params("s3a"), &moto.env());
+    let stderr = String::from_utf8_lossy(&embedded.stderr);
+    assert!(!embedded.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("is being written by run {holder}")),
+        "{stderr}"
+    );
+    let held = first.wait_final(&holder).await;
+    assert_eq!(common::status(&held), v1::RunStatus::Succeeded, "{held:?}");
+
+    // Free again: the second scheduler's run takes it and replaces the rows.
+    let next = second
+        .submit(JOB, "claims_copy.yaml", &params("s3a"))
+        .await
+        .unwrap();
+    let next = second.wait_final(&next).await;
+    assert_eq!(
+        common::status(&next),
+        v1::RunStatus::Succeeded,
+        "{next:?}{}",
+        second.logs()
+    );
+    let mut rows = 0;
+    let mut files = Vec::new();
+    let listing: Vec<_> =
+        futures::TryStreamExt::try_collect(store.list(Some(&ObjectPath::from("staging/claims"))))
+            .await
+            .unwrap();
+    for meta in listing {
+        let name = meta.location.filename().unwrap().to_owned();
+        if name.starts_with('_') || meta.location.as_ref().contains("/_") {
+            continue;
+        }
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        rows += reader.metadata().file_metadata().num_rows() as usize;
+        files.push(name);
+    }
+    files.sort();
+    let mut committed = next.outputs[0].files.clone();
+    committed.sort();
+    assert_eq!(
+        files, committed,
+        "files of the first run left beside the second's"
+    );
+    assert_eq!(rows, sample.claim_rows);
+}
+
+/// A scheduler paused mid-run (SIGSTOP, as a long GC pause or a frozen VM would pause
+/// it) stops renewing its output's lease; once the lease has run out a second
+/// scheduler takes the output over and commits. When the first resumes, its commit is
+/// refused by the lock's fencing: the output holds exactly the second run's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_schedulers_commit_is_refused_once_another_took_its_output_over() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = Moto::start(scratch.path().join("moto.log"));
+    moto.create_bucket("lake");
+    let store = moto.store("lake");
+    let local = scratch.path().join("generated");
+    sluice_jobs::datagen::write_claims(&local, 80_000, &[1, 2], 19).unwrap();
+    upload_dir(&store, &local.join("landing"), "landing").await;
+    // Small files, so that the first run is still writing when it is paused.
+    let job = common::example("claims_cleanse.yaml").replace(
+        "    mode: overwrite_partitions\n",
+        "    mode: overwrite_partitions\n    target_file_size: 24KiB\n",
+    );
+    let lease = vec!["--output-lease-secs".to_owned(), "3".to_owned()];
+    let first = common::Cluster::start_with(1, moto.env(), lease.clone()).await;
+    let second = common::Cluster::start_with(1, moto.env(), lease).await;
+    let params = |scheme: &str| {
+        [
+            ("landing", "s3://lake/landing".to_owned()),
+            ("staging", format!("{scheme}://lake/staging")),
+        ]
+    };
+
+    let paused = first
+        .submit(&job, "cleanse.yaml", &params("s3"))
+        .await
+        .unwrap();
+    let staging = ObjectPath::from(format!("staging/claims/_temporary/{paused}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let staged: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&staging)))
+            .await
+            .unwrap();
+        if !staged.is_empty() {
+            break;
+        }
+        let run = first.run(&paused).await;
+        assert_eq!(common::status(&run), v1::RunStatus::Running, "{run:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never staged a file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    first.signal_scheduler("STOP");
+    // Past the lease: the lock is the second scheduler's to take.
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    let taker = second.submit(&job, "cleanse.yaml", &params("s3a")).await;
+    let taker = match taker {
+        Ok(taker) => taker,
+        Err(err) => {
+            first.signal_scheduler("CONT");
+            panic!("the expired lease was not taken over: {err:?}");
+        }
+    };
+    let taker = second.wait_final(&taker).await;
+    first.signal_scheduler("CONT");
+    assert_eq!(
+        common::status(&taker),
+        v1::RunStatus::Succeeded,
+        "{taker:?}{}",
+        second.logs()
+    );
+
+    let resumed = first.wait_final(&paused).await;
+    assert_ne!(
+        common::status(&resumed),
+        v1::RunStatus::Succeeded,
+        "the paused run committed: {resumed:?}"
+    );
+    assert!(
+        resumed.error.contains("is no longer this run's"),
+        "{resumed:?}{}",
+        first.logs()
+    );
+    let listing: Vec<_> =
+        futures::TryStreamExt::try_collect(store.list(Some(&ObjectPath::from("staging/claims"))))
+            .await
+            .unwrap();
+    let mut files: Vec<String> = listing
+        .iter()
+        .map(|meta| {
+            meta.location
+                .as_ref()
+                .trim_start_matches("staging/claims/")
+                .to_owned()
+        })
+        .filter(|key| !key.split('/').any(|segment| segment.starts_with('_')))
+        .collect();
+    files.sort();
+    let mut committed = taker.outputs[0].files.clone();
+    committed.sort();
+    assert_eq!(
+        files, committed,
+        "the paused run's files reached the output"
+    );
+}

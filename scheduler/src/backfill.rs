@@ -237,7 +237,13 @@ impl BackfillManager {
         sluice_jobs::PreparedJob::prepare(definition.clone(), &origin, &first_params)?;
 
         let key = backfill_key(&definition.name, &yaml, &request, &date_param);
-        let committed = self.committed_values(&key);
+        let mut committed = self.committed_values(&legacy_backfill_key(
+            &definition.name,
+            &yaml,
+            &request,
+            &date_param,
+        ));
+        committed.extend(self.committed_values(&key));
         let partitions = values
             .into_iter()
             .map(|value| match committed.get(&value) {
@@ -346,7 +352,42 @@ impl BackfillManager {
     }
 }
 
+/// What makes two backfills the same work: the job, its definition text, the shared
+/// params, the range and the date param. SHA-256 over a length-prefixed encoding, so
+/// the key is the same in every Sluice release (Rust's `DefaultHasher` is not).
 fn backfill_key(job: &str, yaml: &str, request: &BackfillRequest, date_param: &str) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        digest.update((bytes.len() as u64).to_be_bytes());
+        digest.update(bytes);
+    };
+    field(yaml.as_bytes());
+    for (name, value) in &request.submission.params {
+        field(name.as_bytes());
+        field(value.as_bytes());
+    }
+    field(b"--");
+    field(request.from.to_string().as_bytes());
+    field(request.to.to_string().as_bytes());
+    field(match request.every {
+        Every::Day => b"day",
+        Every::Month => b"month",
+    });
+    field(date_param.as_bytes());
+    let hash = hex::encode(&digest.finalize()[..16]);
+    format!("{job}:sha256:{hash}")
+}
+
+/// The key backfills recorded before keys were SHA-256 (`DefaultHasher`, stable only
+/// within one Rust release): looked up too, so a backfill resubmitted after the upgrade
+/// still skips what those committed.
+fn legacy_backfill_key(
+    job: &str,
+    yaml: &str,
+    request: &BackfillRequest,
+    date_param: &str,
+) -> String {
     let mut hasher = std::hash::DefaultHasher::new();
     yaml.hash(&mut hasher);
     request.submission.params.hash(&mut hasher);
@@ -513,6 +554,32 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key is pinned: the expected value is Python's `hashlib.sha256` over the same
+    /// length-prefixed fields, so a change to the encoding, or to the hash, fails here
+    /// instead of making resubmitted backfills redo committed partitions.
+    #[test]
+    fn the_backfill_key_is_the_same_in_every_release() {
+        let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let request = BackfillRequest {
+            submission: Submission {
+                params: [("out", "s3://lake/x"), ("region", "EU")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                ..Submission::default()
+            },
+            date_param: None,
+            from: date("2024-01-01"),
+            to: date("2024-03-31"),
+            every: Every::Month,
+            max_concurrent: 2,
+        };
+        assert_eq!(
+            backfill_key("rx", "name: rx\n", &request, "month_start"),
+            "rx:sha256:eb315d3b121df551236d987e2f6015a9"
+        );
+    }
 
     #[test]
     fn ranges_become_partition_values() {

@@ -156,6 +156,7 @@ pub async fn commit_output(
         resolver,
     )
     .await?
+    .0
     {
         Prepared::Planned(prepared) => apply_prepared(*prepared, lock).await,
         Prepared::Done(record) => Ok(record),
@@ -180,8 +181,9 @@ pub struct PreparedCommit {
 
 /// The first phase of a commit: rolls forward what stopped runs left on the output,
 /// decides what the run's files replace, and writes the plan (every move and delete)
-/// into the run's staging folder. Nothing is visible yet. With `decision`, the plan is
-/// one of a run's several outputs and is applied only once that decision exists.
+/// into the run's staging folder. Nothing of this run is visible yet. With `decision`,
+/// the plan is one of a run's several outputs and is applied only once that decision
+/// exists. Returns, beside the prepared commit, the other runs' commits it completed.
 #[allow(clippy::too_many_arguments)]
 pub async fn prepare_output(
     store: Arc<dyn ObjectStore>,
@@ -192,7 +194,7 @@ pub async fn prepare_output(
     idempotency_key: Option<&str>,
     decision: Option<&str>,
     resolver: &StoreResolver<'_>,
-) -> Result<Prepared> {
+) -> Result<(Prepared, Vec<RolledForward>)> {
     let fail = |message: String| SchedulerError::Commit {
         output: spec.output.clone(),
         location: spec.location.clone(),
@@ -206,7 +208,7 @@ pub async fn prepare_output(
     lock.check().await.map_err(fenced)?;
     let root = spec.root().map_err(|e| fail(e.to_string()))?;
     let staging = spec.staging_root().map_err(|e| fail(e.to_string()))?;
-    recover_interrupted_commits(Arc::clone(&store), spec, resolver)
+    let rolled_forward = recover_interrupted_commits(Arc::clone(&store), spec, resolver)
         .await
         .map_err(|e| fail(e.to_string()))?;
 
@@ -285,12 +287,13 @@ pub async fn prepare_output(
                     .map_err(|e| fail(format!("reading {marker}: {e}")))?;
                 tracing::warn!(output = %spec.output, key, earlier_run = %earlier.run_id, "this key already appended to the output; appending nothing");
                 discard_staging(Arc::clone(&store), spec).await;
-                return Ok(Prepared::Done(OutputRecord {
+                let done = Prepared::Done(OutputRecord {
                     name: spec.output.clone(),
                     location: spec.location.clone(),
                     duplicate_of: Some(earlier.run_id),
                     ..Default::default()
-                }));
+                });
+                return Ok((done, rolled_forward));
             }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(fail(format!("reading {marker}: {e}"))),
@@ -325,19 +328,21 @@ pub async fn prepare_output(
     // The point of no return: from here the commit completes, now or by recovery.
     lock.check().await.map_err(fenced)?;
     let plan_json = serde_json::to_vec(&plan).map_err(|e| fail(e.to_string()))?;
+    let plan_path = staging.clone().join(COMMIT_PLAN);
     store
-        .put(&staging.clone().join(COMMIT_PLAN), plan_json.into())
+        .put(&plan_path, plan_json.into())
         .await
-        .map_err(|e| fail(format!("writing the commit plan: {e}")))?;
+        .map_err(|e| fail(format!("writing the commit plan {plan_path}: {e}")))?;
     if decision.is_none() {
         crash_point("after_plan");
     }
-    Ok(Prepared::Planned(Box::new(PreparedCommit {
+    let planned = Prepared::Planned(Box::new(PreparedCommit {
         store,
         spec: spec.clone(),
         plan,
         record,
-    })))
+    }));
+    Ok((planned, rolled_forward))
 }
 
 /// The second phase: applies a written plan (retrying it), with `_SUCCESS` removed
@@ -356,13 +361,7 @@ pub async fn apply_prepared(prepared: PreparedCommit, lock: &OutputLock) -> Resu
         message,
     };
     let root = spec.root().map_err(|e| fail(e.to_string()))?;
-    // Readers that wait for `_SUCCESS` never see a half-replaced output as complete.
-    match store.delete(&root.clone().join("_SUCCESS")).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => {
-            tracing::warn!(output = %spec.output, %e, "could not remove _SUCCESS before the commit")
-        }
-    }
+    let success = root.clone().join("_SUCCESS");
     let mut attempt = 0;
     loop {
         // A lock lost now leaves the plan for whoever holds the output next to roll
@@ -374,15 +373,28 @@ pub async fn apply_prepared(prepared: PreparedCommit, lock: &OutputLock) -> Resu
                 message: err.to_string(),
             });
         }
-        let applied = match apply(store.as_ref(), &plan).await {
+        // Readers that wait for `_SUCCESS` never see a half-replaced output as
+        // complete: it goes before the first move, or nothing moves.
+        let unmarked = match store.delete(&success).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CommitError::Delete {
+                path: success.clone(),
+                source,
+            }),
+        };
+        let applied = match unmarked {
+            Ok(()) => apply(store.as_ref(), &plan).await,
+            Err(err) => Err(err),
+        };
+        let applied = match applied {
             Ok(()) => {
                 crash_point("after_moves");
                 store
-                    .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
+                    .put(&success, Vec::<u8>::new().into())
                     .await
                     .map(|_| ())
                     .map_err(|source| CommitError::Write {
-                        path: root.clone().join("_SUCCESS"),
+                        path: success.clone(),
                         source,
                     })
             }
@@ -641,18 +653,29 @@ async fn apply(store: &dyn ObjectStore, plan: &CommitPlan) -> std::result::Resul
     Ok(())
 }
 
-/// Rolls forward the commits of other runs that a stopped scheduler left half done
-/// below this output (their plans are in their staging folders).
+/// A commit of another run that a commit on the same output completed.
+#[derive(Debug, Clone)]
+pub struct RolledForward {
+    /// The run whose plan was applied.
+    pub run_id: String,
+    /// What it committed to the output, as its plan recorded it.
+    pub record: Option<OutputRecord>,
+}
+
+/// Rolls forward the commits of other runs that a stopped scheduler, or a commit whose
+/// store errors outlasted its retries, left half done below this output (their plans
+/// are in their staging folders). Returns the commits it completed.
 pub async fn recover_interrupted_commits(
     store: Arc<dyn ObjectStore>,
     spec: &WriteSpec,
     resolver: &StoreResolver<'_>,
-) -> std::result::Result<(), CommitError> {
+) -> std::result::Result<Vec<RolledForward>, CommitError> {
+    let mut completed = Vec::new();
     let root = spec.root()?;
     let temporary = root.clone().join(sluice_jobs::STAGING_DIR);
     let listing = match store.list_with_delimiter(Some(&temporary)).await {
         Ok(listing) => listing,
-        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(object_store::Error::NotFound { .. }) => return Ok(completed),
         Err(source) => {
             return Err(CommitError::List {
                 path: temporary,
@@ -690,18 +713,66 @@ pub async fn recover_interrupted_commits(
             discard_staging(Arc::clone(&store), &undecided).await;
             continue;
         }
-        tracing::warn!(output = %spec.output, %run_id, "completing a commit a stopped scheduler left half done");
+        tracing::warn!(output = %spec.output, %run_id, "completing a commit another run left half done");
         apply(store.as_ref(), &plan).await?;
-        let _ = store
-            .put(&root.clone().join("_SUCCESS"), Vec::<u8>::new().into())
-            .await;
+        let success = root.clone().join("_SUCCESS");
+        if let Err(source) = store.put(&success, Vec::<u8>::new().into()).await {
+            return Err(CommitError::Write {
+                path: success,
+                source,
+            });
+        }
         let finished = WriteSpec {
-            run_id,
+            run_id: run_id.clone(),
             ..spec.clone()
         };
         discard_staging(Arc::clone(&store), &finished).await;
+        if let Some(decision) = &plan.decision {
+            retire_decision(resolver, decision, &run_id).await;
+        }
+        completed.push(RolledForward {
+            run_id,
+            record: plan.record,
+        });
     }
-    Ok(())
+    Ok(completed)
+}
+
+/// Removes a run's decision once none of its outputs holds a plan of the run any more
+/// (the last of them was just applied), so decisions do not pile up below outputs.
+async fn retire_decision(resolver: &StoreResolver<'_>, url: &str, run_id: &str) {
+    #[derive(serde::Deserialize)]
+    struct Decision {
+        outputs: Vec<String>,
+    }
+    let Ok((store, path)) = decision_location(resolver, url) else {
+        return;
+    };
+    let Ok(found) = store.get(&path).await else {
+        return;
+    };
+    let Ok(bytes) = found.bytes().await else {
+        return;
+    };
+    let Ok(decision) = serde_json::from_slice::<Decision>(&bytes) else {
+        return;
+    };
+    for output in &decision.outputs {
+        let plan = format!(
+            "{}/{}/{run_id}/{COMMIT_PLAN}",
+            output.trim_end_matches('/'),
+            sluice_jobs::STAGING_DIR
+        );
+        // Unknown (a store error) counts as pending: the decision stays.
+        match decision_location(resolver, &plan) {
+            Ok((store, path)) => match store.head(&path).await {
+                Err(object_store::Error::NotFound { .. }) => {}
+                _ => return,
+            },
+            Err(_) => return,
+        }
+    }
+    remove_decision(resolver, url).await;
 }
 
 /// At scheduler start, for a run the previous process left in flight: completes its own
@@ -912,9 +983,14 @@ mod tests {
         )
         .unwrap();
 
-        recover_interrupted_commits(Arc::clone(&store), &spec(root, "r-next"), &|_| None)
-            .await
-            .unwrap();
+        let rolled =
+            recover_interrupted_commits(Arc::clone(&store), &spec(root, "r-next"), &|_| None)
+                .await
+                .unwrap();
+        assert_eq!(
+            rolled.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["r-dead"]
+        );
         assert_eq!(
             files_below(root),
             [

@@ -147,6 +147,12 @@ impl RunManager {
         self
     }
 
+    /// Locks outputs on object stores with leases of `lease`.
+    pub fn with_output_lease(mut self, lease: Duration) -> Self {
+        self.lock_lease = lease;
+        self
+    }
+
     /// Refuses jobs that read outside `zones` or write outside their writable ones.
     pub fn with_zones(mut self, zones: sluice_jobs::StorageZones) -> Self {
         self.zones = zones;

@@ -46,6 +46,8 @@ pub struct SchedulerSettings {
     pub run_store: PathBuf,
     /// An executor silent for this long is considered lost and its tasks rerun.
     pub executor_timeout: Duration,
+    /// How long an output's lock on an object store lasts without renewal.
+    pub output_lease: Duration,
     /// How storage is reached (the same as the executors').
     pub storage: StorageSettings,
     /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
@@ -73,6 +75,7 @@ impl Default for SchedulerSettings {
             external_host: "127.0.0.1".into(),
             run_store: PathBuf::from("sluice-state/runs.redb"),
             executor_timeout: Duration::from_secs(30),
+            output_lease: crate::lock::DEFAULT_LEASE,
             storage: StorageSettings::default(),
             step_functions: None,
             http_port: None,
@@ -92,11 +95,12 @@ impl Default for SchedulerSettings {
 /// then committed succeeded — it is recorded so, with its outputs, and reported so to
 /// Step Functions; one that committed nothing stays `interrupted` with nothing visible;
 /// one that committed some outputs says which.
-async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>) {
+async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>, lease: Duration) {
     let owner = crate::lock::LockOwner::current(store.dir());
     for run in store.interrupted_on_open() {
         let mut committed = run.outputs.clone();
         let mut missing = Vec::new();
+        let mut unsettled = false;
         for (output, location) in &run.output_locations {
             if committed.iter().any(|done| &done.name == output) {
                 continue;
@@ -109,24 +113,33 @@ async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>) {
                 target_file_size: sluice_jobs::DEFAULT_TARGET_FILE_SIZE,
                 compression: sluice_jobs::Compression::default(),
             };
-            match recover_output(stores, &spec, &owner).await {
+            match recover_output(stores, &spec, &owner, lease).await {
                 Ok(Some(record)) => committed.push(record),
                 Ok(None) => missing.push(output.clone()),
                 Err(err) => {
                     tracing::error!(run_id = %run.run_id, %output, %location, %err, "could not settle an interrupted run's output");
                     missing.push(output.clone());
+                    unsettled = true;
                 }
             }
         }
         let mut settled = run.clone();
         if missing.is_empty() && !run.output_locations.is_empty() {
-            tracing::warn!(run_id = %run.run_id, "a run the previous scheduler stopped while committing is committed");
-            settled.finish(RunStatus::Succeeded, None);
-            settled.warnings.push(
+            tracing::warn!(run_id = %run.run_id, "a run whose commit had stopped part way is committed");
+            let why = if run.commit_pending {
+                format!(
+                    "this run's commit stopped part way ({}); it was completed when the \
+                     scheduler started again",
+                    run.error.as_deref().unwrap_or("store errors")
+                )
+            } else {
                 "the scheduler stopped while this run was committing; its commit was \
                  completed when the scheduler started again"
-                    .into(),
-            );
+                    .to_owned()
+            };
+            settled.finish(RunStatus::Succeeded, None);
+            settled.commit_pending = false;
+            settled.warnings.push(why);
             if let Some(report) = &run.dq {
                 for output in &committed {
                     write_recovered_report(stores, run, output, report).await;
@@ -141,6 +154,23 @@ async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>) {
             for location in run.output_locations.values() {
                 let decision = crate::commit::decision_url(location, run.run_id.as_str());
                 crate::commit::remove_decision(&resolver, &decision).await;
+            }
+        } else if run.commit_pending {
+            if unsettled {
+                // Still failed; tried again at the next start, or completed by the next
+                // commit on the output.
+                if committed.len() == run.outputs.len() {
+                    continue;
+                }
+            } else {
+                // No plan of the run is left: a commit on the output by another
+                // process completed it (a commit in this process settles the run).
+                settled.commit_pending = false;
+                settled.warnings.push(format!(
+                    "at scheduler start the pending commit plans of outputs {} were gone: \
+                     another process's commit on them completed them",
+                    missing.join(", ")
+                ));
             }
         } else if !committed.is_empty() {
             let done: Vec<&str> = committed.iter().map(|o| o.name.as_str()).collect();
@@ -169,6 +199,7 @@ async fn recover_output(
     stores: &Arc<ObjectStores>,
     spec: &sluice_jobs::WriteSpec,
     owner: &crate::lock::LockOwner,
+    lease: Duration,
 ) -> std::result::Result<Option<crate::record::OutputRecord>, RecoveryError> {
     use datafusion::execution::object_store::ObjectStoreRegistry;
     let url = url::Url::parse(&spec.location).map_err(RecoveryError::Url)?;
@@ -182,7 +213,7 @@ async fn recover_output(
         &root,
         &spec.run_id,
         owner,
-        crate::lock::DEFAULT_LEASE,
+        lease,
     )
     .await
     .map_err(RecoveryError::Lock)?;
@@ -327,7 +358,7 @@ impl Scheduler {
         let (gate, tls) = secure_port(settings, bound)?;
         let store = RunStore::open(&settings.run_store)?;
         let stores = ObjectStores::new(settings.storage.clone());
-        recover_runs(&store, &stores).await;
+        recover_runs(&store, &stores, settings.output_lease).await;
         let session_stores = Arc::clone(&stores);
 
         let mut config = SchedulerConfig::default()
@@ -372,7 +403,8 @@ impl Scheduler {
             settings.executor_timeout,
         )
         .with_engine(settings.engine)
-        .with_zones(settings.zones.clone());
+        .with_zones(settings.zones.clone())
+        .with_output_lease(settings.output_lease);
         if let Some(sfn) = &settings.step_functions {
             manager = manager.with_step_functions(crate::sfn::client(sfn).await);
         }

@@ -65,13 +65,18 @@ impl RunStore {
                 );
                 store.put(&run)?;
                 interrupted.push(run);
+            } else if run.commit_pending {
+                // A commit that stopped part way on store errors: settled like one a
+                // stopped scheduler left.
+                interrupted.push(run);
             }
         }
         store.interrupted = interrupted;
         Ok(store)
     }
 
-    /// The runs this open found in flight and marked interrupted.
+    /// The runs this open found in flight (and marked interrupted), and the failed runs
+    /// whose commit is pending: the runs whose outputs start-up settles.
     pub fn interrupted_on_open(&self) -> &[RunRecord] {
         &self.interrupted
     }

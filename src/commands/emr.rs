@@ -91,18 +91,20 @@ fn step_args(args: &EmrSubmitArgs) -> Result<Vec<String>> {
     Ok(match copy {
         None => submit,
         // One command for command-runner.jar: copy, then submit.
-        Some(copy) => vec![
-            "bash".to_owned(),
-            "-c".to_owned(),
-            format!(
-                "{} && {}",
-                copy.join(" "),
-                submit
+        // Every word single-quoted: an S3 key or a param may hold spaces, `;` or `$(…)`.
+        Some(copy) => {
+            let quoted = |words: &[String]| {
+                words
                     .iter()
                     .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
                     .collect::<Vec<_>>()
                     .join(" ")
-            ),
-        ],
+            };
+            vec![
+                "bash".to_owned(),
+                "-c".to_owned(),
+                format!("{} && {}", quoted(&copy), quoted(&submit)),
+            ]
+        }
     })
 }

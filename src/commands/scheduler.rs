@@ -19,6 +19,7 @@ pub async fn run(args: SchedulerArgs, settings: &Settings) -> Result<()> {
         external_host: args.external_host.clone().unwrap_or(args.bind.clone()),
         run_store: args.state_dir.join("runs.redb"),
         executor_timeout: Duration::from_secs(args.executor_timeout_secs),
+        output_lease: Duration::from_secs(args.output_lease_secs),
         storage: settings.storage()?,
         step_functions: settings.step_functions(),
         http_port: args.http_port,

@@ -32,11 +32,10 @@ pub async fn serve(
         let manager = Arc::clone(&manager);
         let autoscaler = Arc::clone(&autoscaler);
         connections.spawn(async move {
-            let mut request = [0u8; 2048];
-            let Ok(read) = stream.read(&mut request).await else {
+            let Some(head) = read_head(&mut stream).await else {
                 return;
             };
-            let head = String::from_utf8_lossy(&request[..read]);
+            let head = String::from_utf8_lossy(&head);
             let path = head
                 .lines()
                 .next()
@@ -64,6 +63,29 @@ pub async fn serve(
             let _ = stream.shutdown().await;
         });
     }
+}
+
+/// The longest request head served; probes and scrapers send a few hundred bytes.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Reads a request's head up to its blank line. A client may send it in several
+/// segments (a line at a time), so one `read` is not enough; a client that sends
+/// nothing for ten seconds, or more than [`MAX_HEAD`], is dropped.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+        if read == 0 || head.len() + read > MAX_HEAD {
+            return (read == 0 && !head.is_empty()).then_some(head);
+        }
+        head.extend_from_slice(&chunk[..read]);
+    }
+    Some(head)
 }
 
 async fn metrics(manager: &RunManager, autoscaler: Option<&Autoscaler>) -> String {

@@ -190,6 +190,11 @@ pub struct RunRecord {
     /// Where the run's time went.
     #[serde(default)]
     pub profile: RunProfile,
+    /// The run failed with its commit plan written but not wholly applied (store errors
+    /// outlasted the retries): the next commit on the output, or the next scheduler
+    /// start, completes it, and the run then becomes `succeeded`.
+    #[serde(default)]
+    pub commit_pending: bool,
 }
 
 impl RunRecord {
@@ -225,6 +230,7 @@ impl RunRecord {
             submitted_by: None,
             task_reported: false,
             profile: RunProfile::default(),
+            commit_pending: false,
         }
     }
 

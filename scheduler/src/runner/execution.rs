@@ -172,11 +172,10 @@ impl Execution {
         if let Ok(mut cancels) = self.cancels.lock() {
             cancels.remove(&run_id);
         }
-        let _ = match result {
+        let (status, error, pending) = match &result {
             Ok(()) => {
                 tracing::info!(%run_id, "run succeeded");
-                self.runs
-                    .update(&run_id, |run| run.finish(RunStatus::Succeeded, None))
+                (RunStatus::Succeeded, None, false)
             }
             Err(err) => {
                 let status = if matches!(err, SchedulerError::Cancelled) {
@@ -185,10 +184,30 @@ impl Execution {
                     RunStatus::Failed
                 };
                 tracing::warn!(%run_id, error = %err, "run ended {}", status.as_str());
-                self.runs
-                    .update(&run_id, |run| run.finish(status, Some(err.to_string())))
+                let pending = matches!(err, SchedulerError::CommitIncomplete { .. });
+                (status, Some(err.to_string()), pending)
             }
         };
+        // The end must be recorded, or the run shows `running` and Step Functions is never
+        // told: a failed write of the store is retried.
+        for attempt in 0..5u32 {
+            let recorded = self.runs.update(&run_id, |run| {
+                run.finish(status, error.clone());
+                run.commit_pending = pending;
+            });
+            match recorded {
+                Ok(_) => break,
+                Err(err) if attempt < 4 => {
+                    tracing::warn!(%run_id, %err, attempt, "recording the run's end failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                Err(err) => tracing::error!(
+                    %run_id, %err,
+                    "could not record the run's end; it shows as in flight until the next \
+                     scheduler start marks it interrupted"
+                ),
+            }
+        }
         if let Some(client) = &self.step_functions {
             report_task(&self.runs, client, &run_id).await;
         }
@@ -205,6 +224,53 @@ impl Execution {
                 location: spec.location.clone(),
                 message: "the run holds no lock on the output".into(),
             })
+    }
+
+    /// Brings the records of runs whose pending commits this run's commit completed up to
+    /// date: a run whose every output is now committed has succeeded after all. Runs of
+    /// another scheduler's store are not here; its next start settles them.
+    fn settle_rolled_forward(&self, spec: &WriteSpec, completed: Vec<commit::RolledForward>) {
+        for rolled in completed {
+            let run_id = RunId::from(rolled.run_id);
+            let by = self.run_id.clone();
+            let settled = self.runs.update(&run_id, |run| {
+                if !run.commit_pending {
+                    return;
+                }
+                if !run.outputs.iter().any(|o| o.name == spec.output) {
+                    run.outputs.push(rolled.record.unwrap_or_else(|| {
+                        crate::record::OutputRecord {
+                            name: spec.output.clone(),
+                            location: spec.location.clone(),
+                            ..Default::default()
+                        }
+                    }));
+                }
+                let all = run
+                    .output_locations
+                    .keys()
+                    .all(|name| run.outputs.iter().any(|o| &o.name == name));
+                if all {
+                    let why = format!(
+                        "this run's commit stopped part way ({}); run {by} completed it \
+                         before its own commit",
+                        run.error.as_deref().unwrap_or("store errors")
+                    );
+                    run.finish(RunStatus::Succeeded, None);
+                    run.commit_pending = false;
+                    run.warnings.push(why);
+                }
+            });
+            match settled {
+                Ok(run) if run.status == RunStatus::Succeeded => {
+                    tracing::info!(run_id = %run_id, by = %self.run_id, "a run's pending commit was completed; it succeeded")
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(run_id = %run_id, %err, "a rolled-forward run is not in this store")
+                }
+            }
+        }
     }
 
     /// Records a committed output (or one an earlier run with the key had committed).
@@ -575,7 +641,7 @@ impl Execution {
         for output in &produced {
             let store = self.store_for(&output.spec)?;
             let lock = self.lock_of(&output.spec)?;
-            match commit::prepare_output(
+            let (prepared, rolled_forward) = commit::prepare_output(
                 store,
                 &output.spec,
                 output.mode,
@@ -585,8 +651,9 @@ impl Execution {
                 decision.as_deref(),
                 &resolver,
             )
-            .await?
-            {
+            .await?;
+            self.settle_rolled_forward(&output.spec, rolled_forward);
+            match prepared {
                 commit::Prepared::Planned(prepared) => planned.push((prepared, lock)),
                 commit::Prepared::Done(record) => self.record_output(record)?,
             }

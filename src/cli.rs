@@ -357,6 +357,18 @@ pub struct SchedulerArgs {
     /// Where the run store lives.
     #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
     pub state_dir: PathBuf,
+    /// An object-store prefix (`s3://bucket/prefix`) that keeps a copy of the run store:
+    /// updated a second after each change and before every commit, and restored from at
+    /// start when the state directory holds no store (a scheduler on ephemeral disk).
+    #[arg(long, env = "SLUICE_STATE__BACKUP")]
+    pub state_backup: Option<String>,
+    /// Runs the run store keeps at most, the newest (0 keeps every one); applied at start
+    /// and hourly. Runs in flight or still to be reported are kept beyond it.
+    #[arg(long, env = "SLUICE_STATE__KEEP_RUNS", default_value_t = 0)]
+    pub keep_runs: usize,
+    /// Days an ended run is kept after it ended (0 keeps it forever).
+    #[arg(long, env = "SLUICE_STATE__KEEP_DAYS", default_value_t = 0)]
+    pub keep_days: u64,
     /// A port for HTTP `/healthz`, `/readyz` and `/metrics` (Prometheus).
     #[arg(long, env = "SLUICE_SCHEDULER__HTTP_PORT")]
     pub http_port: Option<u16>,
@@ -566,6 +578,10 @@ pub struct RunsArgs {
     /// Show at most this many runs, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Only runs submitted before this run id (the next page: the id the previous page
+    /// ended with, printed as `more: --before ID`).
+    #[arg(long)]
+    pub before: Option<String>,
     /// How to print the result.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,

@@ -90,7 +90,10 @@ async fn runs(cluster: &Cluster) -> Vec<v1::Run> {
     cluster
         .client()
         .await
-        .list_runs(v1::ListRunsRequest { limit: 0 })
+        .list_runs(v1::ListRunsRequest {
+            limit: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -520,7 +520,10 @@ async fn a_restarted_scheduler_keeps_history_and_marks_in_flight_runs_interrupte
     let runs = cluster
         .client()
         .await
-        .list_runs(v1::ListRunsRequest { limit: 0 })
+        .list_runs(v1::ListRunsRequest {
+            limit: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

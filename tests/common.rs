@@ -128,6 +128,11 @@ impl Cluster {
         cluster
     }
 
+    /// The scheduler's state directory (its run store).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// The scheduler's URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

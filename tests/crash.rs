@@ -265,3 +265,69 @@ async fn a_run_with_two_outputs_commits_both_or_neither() {
         }
     }
 }
+
+/// A scheduler whose disk does not outlive it keeps a copy of its run store in S3
+/// (`--state-backup`). Killed in the middle of a commit and replaced by one with an empty
+/// state directory, the new one restores the store from S3 — the earlier run is there —
+/// and finishes the commit the old one died in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_replaced_on_an_empty_disk_restores_its_runs_from_s3_and_finishes_the_commit() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    let moto = common::moto::Moto::start(lake.path().join("moto.log"));
+    moto.create_bucket("state");
+    let (old, new) = (lake.path().join("old"), lake.path().join("new"));
+    sluice_jobs::datagen::write_claims(&old, 300, &[1], 1).unwrap();
+    sluice_jobs::datagen::write_claims(&new, 300, &[1], 2).unwrap();
+    let (old, new) = (old.join("landing"), new.join("landing"));
+    let backup = vec!["--state-backup".to_owned(), "s3://state/sluice".to_owned()];
+    let mut cluster = Cluster::start_with(1, moto.env(), backup).await;
+
+    // What the new data gives when nothing goes wrong, and the old data in place.
+    let reference = lake.path().join("reference");
+    let run = submit(&cluster, &new, &reference).await;
+    assert_eq!(
+        status(&cluster.wait_final(&run).await),
+        RunStatus::Succeeded
+    );
+    let expected_new = rows(&reference);
+    let out = lake.path().join("out");
+    let earlier = submit(&cluster, &old, &out).await;
+    assert_eq!(
+        status(&cluster.wait_final(&earlier).await),
+        RunStatus::Succeeded
+    );
+    let mut replaced = rows(&out);
+    replaced.extend(expected_new.clone());
+
+    // The next run's scheduler dies once its commit plan is written …
+    cluster.kill_scheduler();
+    cluster.scheduler_env = vec![("SLUICE_FAULT_KILL_AT".into(), "commit:after_plan".into())];
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    let doomed = submit(&cluster, &new, &out).await;
+    let exit = cluster.wait_scheduler_exit().await;
+    assert!(!exit.success(), "the scheduler did not stop");
+    // … and its disk is gone with it.
+    std::fs::remove_dir_all(cluster.state_dir()).unwrap();
+
+    cluster.scheduler_env.clear();
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    assert!(
+        cluster
+            .logs()
+            .contains("restored the run store from its copy"),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        status(&cluster.run(&earlier).await),
+        RunStatus::Succeeded,
+        "the earlier run was lost"
+    );
+    let finished = cluster.run(&doomed).await;
+    assert_eq!(status(&finished), RunStatus::Succeeded, "{finished:?}");
+    assert_same(&rows(&out), &replaced, "after the restore");
+    assert!(!out.join("_temporary").exists(), "staging left behind");
+}

@@ -478,6 +478,8 @@ async fn the_ecs_template_lints_and_its_task_definitions_register() {
                     "Image" => "sluice:test".into(),
                     "LogGroup" => "/sluice".into(),
                     "AWS::Region" => "us-east-1".into(),
+                    "StateFileSystem" => "fs-0123456789abcdef0".into(),
+                    "StateAccessPoint" => "fsap-0123456789abcdef0".into(),
                     other => panic!("unresolved Ref {other}"),
                 },
                 (_, Some(serde_json::Value::Array(att))) => format!(
@@ -525,6 +527,32 @@ async fn the_ecs_template_lints_and_its_task_definitions_register() {
                 compatibility.as_str(),
             ));
         }
+        for volume in p["Volumes"].as_array().into_iter().flatten() {
+            let efs = &volume["EFSVolumeConfiguration"];
+            let auth = &efs["AuthorizationConfig"];
+            request = request.volumes(
+                aws_sdk_ecs::types::Volume::builder()
+                    .name(resolve(&volume["Name"]))
+                    .efs_volume_configuration(
+                        aws_sdk_ecs::types::EfsVolumeConfiguration::builder()
+                            .file_system_id(resolve(&efs["FilesystemId"]))
+                            .transit_encryption(aws_sdk_ecs::types::EfsTransitEncryption::from(
+                                resolve(&efs["TransitEncryption"]).as_str(),
+                            ))
+                            .authorization_config(
+                                aws_sdk_ecs::types::EfsAuthorizationConfig::builder()
+                                    .access_point_id(resolve(&auth["AccessPointId"]))
+                                    .iam(aws_sdk_ecs::types::EfsAuthorizationConfigIam::from(
+                                        resolve(&auth["IAM"]).as_str(),
+                                    ))
+                                    .build(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            );
+        }
         for c in p["ContainerDefinitions"].as_array().unwrap() {
             let mut container = aws_sdk_ecs::types::ContainerDefinition::builder()
                 .name(resolve(&c["Name"]))
@@ -535,6 +563,15 @@ async fn the_ecs_template_lints_and_its_task_definitions_register() {
                     aws_sdk_ecs::types::KeyValuePair::builder()
                         .name(resolve(&env["Name"]))
                         .value(resolve(&env["Value"]))
+                        .build(),
+                );
+            }
+            for mount in c["MountPoints"].as_array().into_iter().flatten() {
+                container = container.mount_points(
+                    aws_sdk_ecs::types::MountPoint::builder()
+                        .source_volume(resolve(&mount["SourceVolume"]))
+                        .container_path(resolve(&mount["ContainerPath"]))
+                        .read_only(mount["ReadOnly"].as_bool().unwrap_or(false))
                         .build(),
                 );
             }
@@ -583,8 +620,57 @@ async fn the_ecs_template_lints_and_its_task_definitions_register() {
         .send()
         .await
         .unwrap();
-    let container = &scheduler.task_definition().unwrap().container_definitions()[0];
+    let definition = scheduler.task_definition().unwrap();
+    let container = &definition.container_definitions()[0];
     assert_eq!(container.command()[0], "scheduler");
+    // The run store survives a task replacement: the state directory is an EFS volume,
+    // encrypted in transit, mounted through the template's access point.
+    let state_dir = container
+        .environment()
+        .iter()
+        .find(|kv| kv.name() == Some("SLUICE_STATE_DIR"))
+        .and_then(|kv| kv.value())
+        .expect("the scheduler names its state directory");
+    let mount = container
+        .mount_points()
+        .iter()
+        .find(|m| m.container_path() == Some(state_dir))
+        .unwrap_or_else(|| panic!("nothing is mounted at {state_dir}: {container:?}"));
+    assert_ne!(mount.read_only(), Some(true));
+    let volume = definition
+        .volumes()
+        .iter()
+        .find(|v| v.name() == mount.source_volume())
+        .expect("the mount's volume");
+    let efs = volume
+        .efs_volume_configuration()
+        .expect("the state volume is EFS");
+    assert_eq!(efs.file_system_id(), "fs-0123456789abcdef0");
+    assert_eq!(
+        efs.transit_encryption().map(|t| t.as_str()),
+        Some("ENABLED")
+    );
+    assert_eq!(
+        efs.authorization_config().and_then(|a| a.access_point_id()),
+        Some("fsap-0123456789abcdef0")
+    );
+    // The access point belongs to the image's user, so the scheduler can write there.
+    let dockerfile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/docker/Dockerfile"),
+    )
+    .unwrap();
+    let uid = template["Resources"]["StateAccessPoint"]["Properties"]["PosixUser"]["Uid"]
+        .as_str()
+        .unwrap();
+    assert!(
+        dockerfile.contains(&format!("USER {uid}")),
+        "the access point's user {uid} is not the image's"
+    );
+    assert_eq!(
+        template["Resources"]["SchedulerService"]["Properties"]["DeploymentConfiguration"]["MaximumPercent"],
+        100,
+        "two schedulers would open one run store"
+    );
     assert!(
         container.command().contains(&"ecs".to_owned()),
         "the scheduler scales the executor service"

@@ -327,7 +327,10 @@ async fn a_state_machine_runs_sluice_activity_tasks_with_their_error_names() {
     let mut client = cluster.client().await;
     loop {
         let runs = client
-            .list_runs(sluice_proto::v1::ListRunsRequest { limit: 0 })
+            .list_runs(sluice_proto::v1::ListRunsRequest {
+                limit: 0,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()

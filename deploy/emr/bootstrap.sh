@@ -2,14 +2,18 @@
 # EMR bootstrap action: installs Sluice on every node. The primary node runs the
 # scheduler; core and task nodes run executors that register with it.
 #
-#   --bootstrap-actions Path=s3://BUCKET/sluice/bootstrap.sh,Args=[s3://BUCKET/sluice/sluice,SLOTS]
+#   --bootstrap-actions Path=s3://BUCKET/sluice/bootstrap.sh,Args=[s3://BUCKET/sluice/sluice,SLOTS,s3://BUCKET/sluice/state]
 #
-# Arguments: the S3 URI of the `sluice` binary (built for the cluster's architecture)
-# and the task slots of each executor (default: the node's vCPUs).
+# Arguments: the S3 URI of the `sluice` binary (built for the cluster's architecture),
+# the task slots of each executor (default: the node's vCPUs), and an S3 prefix that
+# keeps a copy of the scheduler's run store (recommended: the primary node's disk ends
+# with the cluster; a new cluster given the same prefix restores the run history,
+# registered jobs, backfills and commit recovery from it).
 set -euo pipefail
 
 BINARY_URI="${1:?the S3 URI of the sluice binary}"
 SLOTS="${2:-$(nproc)}"
+STATE_BACKUP="${3:-}"
 STATE_DIR=/mnt/sluice
 
 sudo aws s3 cp "$BINARY_URI" /usr/local/bin/sluice
@@ -27,6 +31,9 @@ if [ "$IS_PRIMARY" = "true" ]; then
   # --tokens-file, as the Helm chart mounts them). Until then the scheduler opts out
   # explicitly, relies on the cluster's security groups and logs INSECURE.
   ROLE_ARGS="scheduler --bind 0.0.0.0 --external-host $HOST --port 50050 --state-dir $STATE_DIR --insecure"
+  if [ -n "$STATE_BACKUP" ]; then
+    ROLE_ARGS="$ROLE_ARGS --state-backup $STATE_BACKUP"
+  fi
 else
   ROLE_ARGS="executor --scheduler $PRIMARY_HOST:50050 --bind 0.0.0.0 --external-host $HOST --port 50051 --grpc-port 50052 --health-port 50053 --vcores $SLOTS --work-dir $STATE_DIR/work"
 fi

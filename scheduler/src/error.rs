@@ -14,6 +14,14 @@ pub enum SchedulerError {
     /// No backfill has this id.
     #[error("no backfill `{0}`")]
     BackfillNotFound(String),
+    /// The run store's copy in object storage could not be read or written.
+    #[error("the run store's copy at {url}: {message}")]
+    Backup {
+        /// The copy's location.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The run store could not be opened, read or written.
     #[error("run store {path}: {message}")]
     Store {

@@ -42,6 +42,7 @@
 
 pub mod autoscale;
 pub mod backfill;
+mod backup;
 pub mod sfn;
 
 mod api;
@@ -85,11 +86,12 @@ mod layer_rules {
         ("store", 2),
         ("commit", 2),
         ("sfn", 2),
-        ("runner", 3),
-        ("backfill", 4),
-        ("autoscale", 4),
-        ("api", 5),
-        ("server", 6),
+        ("backup", 3),
+        ("runner", 4),
+        ("backfill", 5),
+        ("autoscale", 5),
+        ("api", 6),
+        ("server", 7),
     ];
 
     /// Submodules of a folder, bottom to top, where some use others.
@@ -259,7 +261,7 @@ mod layer_rules {
     fn an_upward_import_is_caught() {
         assert_eq!(
             violations("store", "use crate::runner::Runs;"),
-            ["store (layer 2) uses crate::runner (layer 3)"]
+            ["store (layer 2) uses crate::runner (layer 4)"]
         );
         assert_eq!(
             violations("record/run", "use crate::{error::Result, record::RunId};").len(),

@@ -48,6 +48,13 @@ pub struct SchedulerSettings {
     pub executor_timeout: Duration,
     /// How long an output's lock on an object store lasts without renewal.
     pub output_lease: Duration,
+    /// An object-store prefix that keeps a copy of the run store, restored from when the
+    /// local store file is missing at start.
+    pub state_backup: Option<String>,
+    /// Ended runs kept at most (the newest); `None` keeps every one.
+    pub keep_runs: Option<usize>,
+    /// Ended runs are removed this long after they ended; `None` keeps them.
+    pub keep_for: Option<Duration>,
     /// How storage is reached (the same as the executors').
     pub storage: StorageSettings,
     /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
@@ -76,6 +83,9 @@ impl Default for SchedulerSettings {
             run_store: PathBuf::from("sluice-state/runs.redb"),
             executor_timeout: Duration::from_secs(30),
             output_lease: crate::lock::DEFAULT_LEASE,
+            state_backup: None,
+            keep_runs: None,
+            keep_for: None,
             storage: StorageSettings::default(),
             step_functions: None,
             http_port: None,
@@ -193,6 +203,21 @@ async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>, lease: Durat
     }
 }
 
+/// Applies the history retention at start and every hour after.
+async fn prune_history(runs: Arc<Runs>, keep_runs: Option<usize>, keep_for: Option<Duration>) {
+    loop {
+        let since = keep_for
+            .and_then(|keep| chrono::Duration::from_std(keep).ok())
+            .map(|keep| chrono::Utc::now() - keep);
+        match runs.store.prune(keep_runs, since) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed ended runs past the retention"),
+            Err(err) => tracing::warn!(%err, "could not apply the history retention"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
 /// Settles one output of an interrupted run under its lock: its own commit completed
 /// (`Some`) or its staging removed (`None`), and other stopped runs' plans rolled forward.
 async fn recover_output(
@@ -281,6 +306,8 @@ pub struct Scheduler {
     /// Background loops (the autoscaler): aborted and awaited when serving ends,
     /// aborted when the scheduler is dropped unserved.
     background: Mutex<JoinSet<()>>,
+    /// The run store's copy in object storage; brought up to date when serving ends.
+    backup: Option<Arc<crate::backup::StateBackup>>,
     listener: TcpListener,
     http_listener: Option<TcpListener>,
     ballista: BallistaScheduler,
@@ -356,8 +383,16 @@ impl Scheduler {
             .local_addr()
             .map_err(|err| server_error(err.to_string()))?;
         let (gate, tls) = secure_port(settings, bound)?;
-        let store = RunStore::open(&settings.run_store)?;
         let stores = ObjectStores::new(settings.storage.clone());
+        let backup = match &settings.state_backup {
+            Some(url) => {
+                let backup = Arc::new(crate::backup::StateBackup::new(url, &stores)?);
+                backup.restore_if_missing(&settings.run_store).await?;
+                Some(backup)
+            }
+            None => None,
+        };
+        let store = RunStore::open(&settings.run_store)?;
         recover_runs(&store, &stores, settings.output_lease).await;
         let session_stores = Arc::clone(&stores);
 
@@ -394,7 +429,20 @@ impl Scheduler {
             .init()
             .await
             .map_err(|err| SchedulerError::ballista("starting the Ballista scheduler", err))?;
-        let runs = Arc::new(Runs::new(store));
+        let runs = Arc::new(Runs::new(store).with_backup(backup.clone()));
+        let mut background = JoinSet::new();
+        if settings.keep_runs.is_some() || settings.keep_for.is_some() {
+            background.spawn(prune_history(
+                Arc::clone(&runs),
+                settings.keep_runs,
+                settings.keep_for,
+            ));
+        }
+        if backup.is_some() {
+            // The copy holds what recovery settled before anything else happens.
+            runs.flush_backup().await;
+            background.spawn(Arc::clone(&runs).keep_backup());
+        }
         let mut manager = RunManager::new(
             runs,
             ballista.clone(),
@@ -430,7 +478,8 @@ impl Scheduler {
             manager,
             backfills,
             autoscaler: Arc::new(OnceLock::new()),
-            background: Mutex::new(JoinSet::new()),
+            background: Mutex::new(background),
+            backup,
             listener,
             http_listener,
             ballista,
@@ -542,6 +591,9 @@ impl Scheduler {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         background.shutdown().await;
+        if self.backup.is_some() {
+            self.manager.runs().flush_backup().await;
+        }
         served.map_err(|err| SchedulerError::Server {
             address,
             message: err.to_string(),

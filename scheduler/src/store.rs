@@ -2,10 +2,16 @@
 //! registered job definition (as JSON). It stores the types of [`crate::record`] and
 //! knows nothing above them. It survives scheduler restarts; runs that were in flight
 //! when the scheduler stopped are marked `interrupted` when it opens again.
+//!
+//! The file carries its format version (table `meta`): a store written by an earlier
+//! release opens (records gain fields with serde defaults), one written by a later
+//! release is refused rather than misread. Every committed write bumps a generation that
+//! [`crate::backup`] watches to keep a copy in object storage; [`RunStore::snapshot_to`]
+//! writes a consistent copy of every table while the scheduler runs.
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::auth::AuditEvent;
 use crate::error::{Result, SchedulerError};
@@ -18,8 +24,21 @@ const BACKFILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("backfills"
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_versions");
 /// The audit trail: a growing sequence number → [`AuditEvent`] JSON.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The runs a starting scheduler must look at — in flight, with a commit pending, or
+/// with a Step Functions result not yet sent — so start-up reads them, not the history.
+const OPEN: TableDefinition<&str, u8> = TableDefinition::new("open_runs");
+/// The store's format: its version, and what opened it last.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// The format this release writes. Raise it when a change to a table or a record could
+/// not be read by the release before, and teach [`RunStore::open`] the migration.
+pub const FORMAT_VERSION: u32 = 1;
 /// Audit events kept; older ones are dropped as new ones arrive.
 const AUDIT_KEPT: u64 = 100_000;
+
+/// Whether start-up must look at a run (see [`OPEN`]).
+fn is_open(run: &RunRecord) -> bool {
+    !run.status.is_final() || run.commit_pending || (run.task_token.is_some() && !run.task_reported)
+}
 
 fn job_key(name: &str, version: u32) -> String {
     format!("{name}\u{1f}{version:010}")
@@ -31,9 +50,16 @@ pub struct RunStore {
     path: PathBuf,
     db: Database,
     interrupted: Vec<RunRecord>,
+    /// Bumped by every committed write.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl RunStore {
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The folder that holds the store's file: no job may write there.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(&self.path)
@@ -50,10 +76,13 @@ impl RunStore {
             path: path.to_owned(),
             db,
             interrupted: Vec::new(),
+            generation: tokio::sync::watch::Sender::new(0),
         };
         store.init_tables()?;
+        store.check_format()?;
+        store.index_open_runs()?;
         let mut interrupted = Vec::new();
-        for mut run in store.list(0)? {
+        for mut run in store.open_runs()? {
             if !run.status.is_final() {
                 run.finish(
                     RunStatus::Interrupted,
@@ -88,8 +117,187 @@ impl RunStore {
             txn.open_table(JOBS).map_err(|e| self.fail(e))?;
             txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
             txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
+            txn.open_table(META).map_err(|e| self.fail(e))?;
+            txn.open_table(OPEN).map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Builds the index of open runs once, for a store from before it existed.
+    fn index_open_runs(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+            if meta.get("open_index").map_err(|e| self.fail(e))?.is_some() {
+                return Ok(());
+            }
+            let runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
+            let mut open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            for entry in runs.iter().map_err(|e| self.fail(e))? {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                let run: RunRecord =
+                    serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
+                if is_open(&run) {
+                    open.insert(key.value(), 0).map_err(|e| self.fail(e))?;
+                }
+            }
+            meta.insert("open_index", "1").map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// The runs of the open index, oldest first.
+    pub fn open_runs(&self) -> Result<Vec<RunRecord>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+        let runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
+        let mut found = Vec::new();
+        for entry in open.iter().map_err(|e| self.fail(e))? {
+            let (key, _) = entry.map_err(|e| self.fail(e))?;
+            if let Some(value) = runs.get(key.value()).map_err(|e| self.fail(e))? {
+                found.push(serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes ended runs past the retention: the oldest while more than `keep_runs`
+    /// runs are stored, and those that ended before `keep_since`. Open runs are always
+    /// kept. Returns how many were removed.
+    pub fn prune(
+        &self,
+        keep_runs: Option<usize>,
+        keep_since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<usize> {
+        if keep_runs.is_none() && keep_since.is_none() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let removed;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
+            let open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            let mut remaining = runs.len().map_err(|e| self.fail(e))? as usize;
+            let mut doomed = Vec::new();
+            // Oldest first (ids sort by submission time): stop at the first run kept
+            // for both reasons.
+            for entry in runs.iter().map_err(|e| self.fail(e))? {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                let over_count = keep_runs.is_some_and(|keep| remaining > keep);
+                let run: RunRecord =
+                    serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
+                let too_old = keep_since
+                    .is_some_and(|since| run.finished_at.is_some_and(|ended| ended < since));
+                if !over_count && !too_old {
+                    // Submitted after the cut-off: it and every later run ended after it.
+                    if keep_since.is_none_or(|since| run.submitted_at >= since) {
+                        break;
+                    }
+                    continue;
+                }
+                if open.get(key.value()).map_err(|e| self.fail(e))?.is_some() {
+                    continue;
+                }
+                doomed.push(key.value().to_owned());
+                remaining -= 1;
+            }
+            for key in &doomed {
+                runs.remove(key.as_str()).map_err(|e| self.fail(e))?;
+            }
+            removed = doomed.len();
+        }
+        if removed > 0 {
+            self.commit(txn)?;
+        }
+        Ok(removed)
+    }
+
+    /// Refuses a store a later release wrote; records this release's format in one
+    /// that has none yet (a new store, or one from before formats were recorded).
+    fn check_format(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+            let found = meta
+                .get("format_version")
+                .map_err(|e| self.fail(e))?
+                .map(|v| v.value().to_owned());
+            match found {
+                Some(text) => {
+                    let version: u32 = text.parse().map_err(|_| {
+                        self.fail(format!("its format version `{text}` is not a number"))
+                    })?;
+                    if version > FORMAT_VERSION {
+                        return Err(self.fail(format!(
+                            "it was written by a later Sluice release (store format \
+                             {version}; this release reads formats up to {FORMAT_VERSION}); \
+                             run that release, or restore a backup this release wrote"
+                        )));
+                    }
+                }
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION.to_string().as_str())
+                        .map_err(|e| self.fail(e))?;
+                }
+            }
+            meta.insert("opened_by", env!("CARGO_PKG_VERSION"))
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// The generation of the store's contents: it changes with every committed write.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Commits a write and bumps the generation.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.generation.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Writes a consistent copy of every table (one read transaction) into a new store
+    /// file at `target`, which must not exist.
+    pub fn snapshot_to(&self, target: &Path) -> Result<()> {
+        let fail = |err: &dyn std::fmt::Display| SchedulerError::store(target, err);
+        let copy = Database::create(target).map_err(|e| fail(&e))?;
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let write = copy.begin_write().map_err(|e| fail(&e))?;
+        {
+            for table in [RUNS, BACKFILLS, JOBS] {
+                let from = read.open_table(table).map_err(|e| self.fail(e))?;
+                let mut to = write.open_table(table).map_err(|e| fail(&e))?;
+                for entry in from.iter().map_err(|e| self.fail(e))? {
+                    let (key, value) = entry.map_err(|e| self.fail(e))?;
+                    to.insert(key.value(), value.value())
+                        .map_err(|e| fail(&e))?;
+                }
+            }
+            let from = read.open_table(AUDIT).map_err(|e| self.fail(e))?;
+            let mut to = write.open_table(AUDIT).map_err(|e| fail(&e))?;
+            for entry in from.iter().map_err(|e| self.fail(e))? {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                to.insert(key.value(), value.value())
+                    .map_err(|e| fail(&e))?;
+            }
+            let from = read.open_table(META).map_err(|e| self.fail(e))?;
+            let mut to = write.open_table(META).map_err(|e| fail(&e))?;
+            for entry in from.iter().map_err(|e| self.fail(e))? {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                to.insert(key.value(), value.value())
+                    .map_err(|e| fail(&e))?;
+            }
+            let from = read.open_table(OPEN).map_err(|e| self.fail(e))?;
+            let mut to = write.open_table(OPEN).map_err(|e| fail(&e))?;
+            for entry in from.iter().map_err(|e| self.fail(e))? {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                to.insert(key.value(), value.value())
+                    .map_err(|e| fail(&e))?;
+            }
+        }
+        write.commit().map_err(|e| fail(&e))
     }
 
     fn fail(&self, err: impl std::fmt::Display) -> SchedulerError {
@@ -105,8 +313,15 @@ impl RunStore {
             table
                 .insert(run.run_id.as_str(), json.as_slice())
                 .map_err(|e| self.fail(e))?;
+            let mut open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            if is_open(run) {
+                open.insert(run.run_id.as_str(), 0)
+                    .map_err(|e| self.fail(e))?;
+            } else {
+                open.remove(run.run_id.as_str()).map_err(|e| self.fail(e))?;
+            }
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// Appends an audit event, dropping the oldest past [`AUDIT_KEPT`].
@@ -126,7 +341,7 @@ impl RunStore {
                 table.remove(next - AUDIT_KEPT).map_err(|e| self.fail(e))?;
             }
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// Audit events, newest first; at most `limit`.
@@ -155,10 +370,20 @@ impl RunStore {
 
     /// Runs, newest first; `limit` 0 means all.
     pub fn list(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        self.list_before(limit, None)
+    }
+
+    /// Like [`RunStore::list`], for the runs submitted before `before` (a page of
+    /// history: pass the last run id of the previous page).
+    pub fn list_before(&self, limit: usize, before: Option<&RunId>) -> Result<Vec<RunRecord>> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
         let mut runs = Vec::new();
-        for entry in table.iter().map_err(|e| self.fail(e))?.rev() {
+        let entries = match before {
+            Some(before) => table.range(..before.as_str()),
+            None => table.iter(),
+        };
+        for entry in entries.map_err(|e| self.fail(e))?.rev() {
             let (_, value) = entry.map_err(|e| self.fail(e))?;
             runs.push(
                 serde_json::from_slice::<RunRecord>(value.value()).map_err(|e| self.fail(e))?,
@@ -227,7 +452,7 @@ impl RunStore {
                 .insert(job_key(name, version.version).as_str(), json.as_slice())
                 .map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))?;
+        self.commit(txn)?;
         Ok(version)
     }
 
@@ -241,7 +466,7 @@ impl RunStore {
                 .insert(record.backfill_id.as_str(), json.as_slice())
                 .map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// Every backfill record, oldest first.
@@ -268,5 +493,204 @@ impl RunStore {
             latest.insert(version.name.clone(), version);
         }
         Ok(latest.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::record::{BackfillStatus, Every, PartitionRecord, PartitionStatus};
+
+    /// The fixture of this release's store format, kept in the repository.
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/runs-format-{FORMAT_VERSION}.redb"))
+    }
+
+    /// Writes one record of every kind, as a scheduler of this release would.
+    fn fill(store: &RunStore) {
+        let mut run = RunRecord::new(
+            RunId::from("r-20260101T000000000-fixture1".to_owned()),
+            "claims_cleanse".into(),
+            "claims_cleanse.yaml".into(),
+            [("month".to_owned(), "2024-03".to_owned())].into(),
+            vec!["a warning".into()],
+        );
+        run.rows_read = 1_234;
+        run.output_locations
+            .insert("claims".into(), "s3://lake/staging/claims".into());
+        run.finish(RunStatus::Succeeded, None);
+        store.put(&run).unwrap();
+        store
+            .register_job("claims_cleanse", "the fixture", "apiVersion: sluice/v1\n")
+            .unwrap();
+        store
+            .append_audit(&AuditEvent {
+                at: chrono::Utc::now(),
+                principal: "etl-bot".into(),
+                action: "/sluice.v1.JobService/SubmitRun".into(),
+                outcome: "allowed".into(),
+                reason: String::new(),
+            })
+            .unwrap();
+        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        store
+            .put_backfill(&BackfillRecord {
+                backfill_id: "b-fixture".into(),
+                job: "claims_cleanse".into(),
+                origin: "claims_cleanse.yaml".into(),
+                key: "claims_cleanse:sha256:0".into(),
+                date_param: "month".into(),
+                from: date("2024-01-01"),
+                to: date("2024-01-31"),
+                every: Every::Month,
+                max_concurrent: 1,
+                params: BTreeMap::new(),
+                status: BackfillStatus::Succeeded,
+                submitted_at: chrono::Utc::now(),
+                finished_at: Some(chrono::Utc::now()),
+                partitions: vec![PartitionRecord {
+                    value: "2024-01".into(),
+                    status: PartitionStatus::Succeeded,
+                    run_id: Some(RunId::from("r-20260101T000000000-fixture1".to_owned())),
+                    error: None,
+                }],
+            })
+            .unwrap();
+    }
+
+    /// A store file written by this release's format opens after every change, with
+    /// every record readable. `SLUICE_UPDATE_FIXTURES=1` writes the fixture when a new
+    /// format has none yet; an existing fixture is never rewritten.
+    #[test]
+    fn a_store_written_by_an_earlier_build_opens_with_every_record() {
+        let fixture = fixture();
+        if !fixture.exists() && std::env::var_os("SLUICE_UPDATE_FIXTURES").is_some() {
+            std::fs::create_dir_all(fixture.parent().unwrap()).unwrap();
+            let store = RunStore::open(&fixture).unwrap();
+            fill(&store);
+        }
+        assert!(
+            fixture.exists(),
+            "no fixture for store format {FORMAT_VERSION}: run with SLUICE_UPDATE_FIXTURES=1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("runs.redb");
+        std::fs::copy(&fixture, &copy).unwrap();
+        let store = RunStore::open(&copy).unwrap();
+        let run = store
+            .get(&RunId::from("r-20260101T000000000-fixture1".to_owned()))
+            .unwrap()
+            .expect("the fixture's run");
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.rows_read, 1_234);
+        assert_eq!(run.params["month"], "2024-03");
+        assert_eq!(
+            store
+                .registered_job("claims_cleanse")
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+        assert_eq!(store.audit(10).unwrap()[0].principal, "etl-bot");
+        assert_eq!(store.list_backfills().unwrap()[0].partitions.len(), 1);
+    }
+
+    /// A store a later release wrote is refused, naming both formats, and left as it was.
+    #[test]
+    fn a_store_from_a_later_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.redb");
+        drop(RunStore::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", "99")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RunStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("written by a later Sluice release (store format 99; this release reads formats up to 1)"),
+            "{err}"
+        );
+    }
+
+    /// A run submitted `days` ago, ended a day later unless it is in flight.
+    fn run(id: &str, status: RunStatus, days: i64) -> RunRecord {
+        let mut run = RunRecord::new(
+            RunId::from(id.to_owned()),
+            "job".into(),
+            "job.yaml".into(),
+            BTreeMap::new(),
+            Vec::new(),
+        );
+        run.status = status;
+        run.submitted_at = chrono::Utc::now() - chrono::Duration::days(days);
+        if status.is_final() {
+            run.finished_at = Some(chrono::Utc::now() - chrono::Duration::days(days - 1));
+        }
+        run
+    }
+
+    fn ids(runs: &[RunRecord]) -> Vec<String> {
+        runs.iter().map(|r| r.run_id.to_string()).collect()
+    }
+
+    /// History is paged newest first; retention removes the oldest ended runs past a
+    /// count or an age and never a run in flight; the open-run index follows each write.
+    #[test]
+    fn history_pages_and_retention_keep_open_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(&dir.path().join("runs.redb")).unwrap();
+        // Ids sort as the runs were submitted; the first is still in flight.
+        store.put(&run("r-1", RunStatus::Running, 50)).unwrap();
+        for (id, days) in [("r-2", 41), ("r-3", 31), ("r-4", 3), ("r-5", 2)] {
+            store.put(&run(id, RunStatus::Succeeded, days)).unwrap();
+        }
+        assert_eq!(ids(&store.list_before(2, None).unwrap()), ["r-5", "r-4"]);
+        let next = RunId::from("r-4".to_owned());
+        assert_eq!(
+            ids(&store.list_before(2, Some(&next)).unwrap()),
+            ["r-3", "r-2"]
+        );
+        assert_eq!(ids(&store.open_runs().unwrap()), ["r-1"]);
+
+        // Ended more than a week ago: r-2 and r-3 (r-1 is in flight).
+        let week = chrono::Utc::now() - chrono::Duration::days(7);
+        assert_eq!(store.prune(None, Some(week)).unwrap(), 2);
+        assert_eq!(ids(&store.list(0).unwrap()), ["r-5", "r-4", "r-1"]);
+        // Two runs at most: the oldest ended one goes, the one in flight stays.
+        assert_eq!(store.prune(Some(2), None).unwrap(), 1);
+        assert_eq!(ids(&store.list(0).unwrap()), ["r-5", "r-1"]);
+
+        store.put(&run("r-1", RunStatus::Succeeded, 50)).unwrap();
+        assert!(store.open_runs().unwrap().is_empty());
+    }
+
+    /// A snapshot taken while the store is open holds every record.
+    #[test]
+    fn a_snapshot_holds_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(&dir.path().join("runs.redb")).unwrap();
+        fill(&store);
+        store.put(&run("r-9", RunStatus::Running, 0)).unwrap();
+        let copy = dir.path().join("copy.redb");
+        store.snapshot_to(&copy).unwrap();
+        let restored = RunStore::open(&copy).unwrap();
+        assert_eq!(
+            ids(&restored.list(0).unwrap()),
+            ids(&store.list(0).unwrap())
+        );
+        assert_eq!(restored.list_jobs().unwrap().len(), 1);
+        assert_eq!(restored.audit(10).unwrap().len(), 1);
+        assert_eq!(restored.list_backfills().unwrap().len(), 1);
+        // A restored store still knows which runs were in flight (and marks them).
+        assert_eq!(ids(restored.interrupted_on_open()), ["r-9"]);
     }
 }

@@ -10,12 +10,17 @@ use crate::error::Result;
 /// Lists runs, newest first.
 pub async fn list(args: RunsArgs) -> Result<()> {
     let mut client = client::connect(&args.scheduler.url).await?;
-    let runs = client
-        .list_runs(v1::ListRunsRequest { limit: args.limit })
+    let page = client
+        .list_runs(v1::ListRunsRequest {
+            limit: args.limit,
+            before: args.before.clone().unwrap_or_default(),
+        })
         .await?
-        .into_inner()
-        .runs;
-    client::print_runs(&runs, args.output);
+        .into_inner();
+    client::print_runs(&page.runs, args.output);
+    if !page.next_before.is_empty() && matches!(args.output, OutputFormat::Text) {
+        eprintln!("more: --before {}", page.next_before);
+    }
     Ok(())
 }
 

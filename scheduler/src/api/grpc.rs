@@ -91,10 +91,17 @@ impl sluice_proto::JobService for JobServiceImpl {
         &self,
         request: Request<v1::ListRunsRequest>,
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
-        let limit = request.into_inner().limit as usize;
-        let runs = self.manager.runs().list(limit)?;
+        let request = request.into_inner();
+        let limit = request.limit as usize;
+        let before = (!request.before.is_empty()).then(|| RunId::from(request.before));
+        let runs = self.manager.runs().list_before(limit, before.as_ref())?;
+        let next_before = match runs.last() {
+            Some(last) if limit > 0 && runs.len() == limit => last.run_id.to_string(),
+            _ => String::new(),
+        };
         Ok(Response::new(v1::ListRunsResponse {
             runs: runs.iter().map(to_proto).collect(),
+            next_before,
         }))
     }
 

@@ -627,6 +627,8 @@ impl Execution {
         }
         let specs: Vec<WriteSpec> = produced.iter().map(|p| p.spec.clone()).collect();
         let committing = std::time::Instant::now();
+        // A scheduler restored from the store's copy after dying mid-commit finds the run.
+        self.runs.flush_backup().await;
         let ctx = Arc::clone(&self.ctx);
         let resolver = move |url: &url::Url| {
             let store = datafusion::execution::object_store::ObjectStoreUrl::parse(

@@ -15,6 +15,8 @@ use crate::store::RunStore;
 pub struct Runs {
     pub(crate) store: RunStore,
     watchers: Mutex<HashMap<RunId, watch::Sender<RunRecord>>>,
+    /// The store's copy in object storage, when the scheduler keeps one.
+    backup: Option<std::sync::Arc<crate::backup::StateBackup>>,
 }
 
 impl Runs {
@@ -23,6 +25,35 @@ impl Runs {
         Self {
             store,
             watchers: Mutex::new(HashMap::new()),
+            backup: None,
+        }
+    }
+
+    /// Keeps the store's copy at `backup` current.
+    pub fn with_backup(
+        mut self,
+        backup: Option<std::sync::Arc<crate::backup::StateBackup>>,
+    ) -> Self {
+        self.backup = backup;
+        self
+    }
+
+    /// Keeps the store's copy current until the task is aborted (see
+    /// [`crate::backup::StateBackup::keep`]); returns at once without one.
+    pub async fn keep_backup(self: std::sync::Arc<Self>) {
+        if let Some(backup) = &self.backup {
+            backup.keep(&self.store).await;
+        }
+    }
+
+    /// Brings the store's copy up to date (before a commit: a scheduler that dies during
+    /// it and comes back on an empty disk must find the run to finish its commit). A
+    /// failure is logged; the commit goes on.
+    pub async fn flush_backup(&self) {
+        if let Some(backup) = &self.backup
+            && let Err(err) = backup.save(&self.store).await
+        {
+            tracing::error!(%err, "the run store's copy is behind: a scheduler restored from it would not know this run");
         }
     }
 
@@ -78,6 +109,11 @@ impl Runs {
         self.store.list(limit)
     }
 
+    /// A page of runs submitted before `before`, newest first.
+    pub fn list_before(&self, limit: usize, before: Option<&RunId>) -> Result<Vec<RunRecord>> {
+        self.store.list_before(limit, before)
+    }
+
     /// A receiver of the run's changes, or `None` once it is final.
     pub fn watch(&self, run_id: &RunId) -> Option<watch::Receiver<RunRecord>> {
         self.watchers
@@ -99,7 +135,7 @@ impl Runs {
     pub(super) fn unreported(&self) -> Result<Vec<RunRecord>> {
         Ok(self
             .store
-            .list(0)?
+            .open_runs()?
             .into_iter()
             .filter(|run| run.status.is_final() && run.task_token.is_some() && !run.task_reported)
             .collect())

@@ -15,6 +15,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the scheduler's arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a job on an embedded cluster (scheduler + executors in this process).
     Run(RunArgs),

@@ -293,9 +293,7 @@ async fn proxy_one(
             }
             remaining = remaining.saturating_sub(read);
         }
-        let body = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied (the test's fault proxy)</Message></Error>"
-        );
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied (the test's fault proxy)</Message></Error>";
         let response = format!(
             "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

@@ -65,6 +65,39 @@ pub enum Command {
     Token(TokenCommand),
     /// The scheduler's audit trail: who called what, and what was refused (admins).
     Audit(AuditArgs),
+    /// Back up a running scheduler's run store, or restore one.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `sluice store`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a consistent snapshot of a running scheduler's run store to FILE (admins).
+    Backup(StoreBackupArgs),
+    /// Put a backup in place as the run store of a state directory, with the scheduler
+    /// stopped; the store it replaces is kept beside it.
+    Restore(StoreRestoreArgs),
+}
+
+/// `sluice store backup`.
+#[derive(Debug, Args)]
+pub struct StoreBackupArgs {
+    /// Where to write the snapshot (whole or not at all).
+    pub file: PathBuf,
+    /// Where the scheduler is.
+    #[command(flatten)]
+    pub scheduler: SchedulerAddress,
+}
+
+/// `sluice store restore`.
+#[derive(Debug, Args)]
+pub struct StoreRestoreArgs {
+    /// A snapshot `sluice store backup` wrote (or a `--state-backup` copy).
+    pub file: PathBuf,
+    /// The scheduler's state directory.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    pub state_dir: PathBuf,
 }
 
 /// `sluice audit`.

@@ -17,7 +17,9 @@ pub mod sfn;
 mod submit;
 mod validate;
 
-use crate::cli::{Cli, Command, DatagenCommand, EmrCommand, JobsCommand, SfnCommand, TokenCommand};
+use crate::cli::{
+    Cli, Command, DatagenCommand, EmrCommand, JobsCommand, SfnCommand, StoreCommand, TokenCommand,
+};
 use crate::config::Settings;
 use crate::error::Result;
 
@@ -48,6 +50,8 @@ pub async fn execute(cli: Cli, settings: &Settings) -> Result<()> {
         Command::Emr(EmrCommand::Submit(args)) => emr::submit(&args, settings).await,
         Command::Token(TokenCommand::New(args)) => reference::new_token(&args),
         Command::Audit(args) => runs::audit(args).await,
+        Command::Store(StoreCommand::Backup(args)) => runs::backup_store(args).await,
+        Command::Store(StoreCommand::Restore(args)) => runs::restore_store(&args),
     }
 }
 

@@ -152,7 +152,8 @@ fn spawn_executor(
     settings.grpc_port = free_port()?;
     tasks.spawn(async move {
         match sluice_executor::run_executor(settings).await {
-            Ok(()) => None,
+            // Before registration this is a start that failed quietly: started again.
+            Ok(()) => Some((index, "the executor stopped".to_owned())),
             Err(err) => {
                 tracing::error!(%err, "embedded executor stopped");
                 Some((index, err.to_string()))
@@ -162,16 +163,33 @@ fn spawn_executor(
     Ok(())
 }
 
+/// A port for an embedded executor, below the kernel's ephemeral range (32768–60999 by
+/// default) and below the range the tests' processes use (20000–32000): a port from the
+/// ephemeral range that was free when checked can be handed, before the executor binds
+/// it, to any outgoing connection on the machine as its source port.
 fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| CliError::Io {
-        context: "finding a free port".into(),
-        source,
-    })?;
-    listener
-        .local_addr()
-        .map(|address| address.port())
-        .map_err(|source| CliError::Io {
-            context: "finding a free port".into(),
-            source,
-        })
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        12_000 + (std::process::id() % 50) as u16 * 150,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..8_000 {
+        let mut port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port >= 20_000 {
+            // Wrapped: start over at the bottom of the range.
+            NEXT.store(12_001, Ordering::SeqCst);
+            port = 12_000;
+        }
+        let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+        if free("127.0.0.1") && free("0.0.0.0") {
+            return Ok(port);
+        }
+    }
+    Err(CliError::Io {
+        context: "finding a free port for an embedded executor".into(),
+        source: std::io::ErrorKind::AddrInUse.into(),
+    })
 }

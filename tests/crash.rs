@@ -331,3 +331,91 @@ async fn a_scheduler_replaced_on_an_empty_disk_restores_its_runs_from_s3_and_fin
     assert_same(&rows(&out), &replaced, "after the restore");
     assert!(!out.join("_temporary").exists(), "staging left behind");
 }
+
+/// `sluice store backup` takes a consistent snapshot while the scheduler runs, and
+/// `sluice store restore` puts it in place for a scheduler that lost its state
+/// directory: the new one knows the earlier run. A file that is not a run store is
+/// refused, and a store a restore replaces is kept beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_backed_up_while_running_restores_into_an_empty_state_directory() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(lake.path(), 200, &[1], 5).unwrap();
+    let landing = lake.path().join("landing");
+    let mut cluster = Cluster::start(1).await;
+    let run = submit(&cluster, &landing, &lake.path().join("out")).await;
+    assert_eq!(
+        status(&cluster.wait_final(&run).await),
+        RunStatus::Succeeded
+    );
+
+    let sluice = |args: &[&str]| {
+        std::process::Command::new(common::sluice_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let backup = lake.path().join("runs-backup.redb");
+    let backed_up = sluice(&[
+        "store",
+        "backup",
+        backup.to_str().unwrap(),
+        "--scheduler",
+        &cluster.url(),
+    ]);
+    assert!(backed_up.status.success(), "{backed_up:?}");
+    cluster.kill_scheduler();
+
+    let state = cluster.state_dir();
+    let state = state.to_str().unwrap();
+    let not_a_store = lake.path().join("notes.txt");
+    std::fs::write(&not_a_store, "these are not runs").unwrap();
+    let refused = sluice(&[
+        "store",
+        "restore",
+        not_a_store.to_str().unwrap(),
+        "--state-dir",
+        state,
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a run store this release reads"),
+        "{refused:?}"
+    );
+
+    std::fs::remove_dir_all(cluster.state_dir()).unwrap();
+    let restored = sluice(&[
+        "store",
+        "restore",
+        backup.to_str().unwrap(),
+        "--state-dir",
+        state,
+    ]);
+    assert!(restored.status.success(), "{restored:?}");
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    let known = cluster.run(&run).await;
+    assert_eq!(status(&known), RunStatus::Succeeded, "{known:?}");
+    cluster.kill_scheduler();
+
+    // Over an existing store: that one is kept beside the restored one.
+    let again = sluice(&[
+        "store",
+        "restore",
+        backup.to_str().unwrap(),
+        "--state-dir",
+        state,
+    ]);
+    assert!(again.status.success(), "{again:?}");
+    let kept: Vec<_> = std::fs::read_dir(cluster.state_dir())
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("runs.redb.before-restore-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{again:?}");
+}

@@ -416,6 +416,39 @@ async fn emr_submit_adds_a_command_runner_step_running_sluice_submit() {
     };
     let by_name = submit(&["--job", "claims_quality"]);
     let from_s3 = submit(&["s3://jobs/claims_quality.yaml"]);
+    // A key with a space, quotes and a command substitution stays one argument: the
+    // step's script, run by bash with `aws` and `sluice` replaced by functions that
+    // print their arguments, hands it over whole and runs nothing else.
+    let hostile = "s3://jobs/it's a \"job\"; $(touch pwned).yaml";
+    let hostile_step = submit(&[hostile]);
+    let step = emr
+        .describe_step()
+        .cluster_id(&cluster_id)
+        .step_id(&hostile_step)
+        .send()
+        .await
+        .unwrap();
+    let args = step.step().unwrap().config().unwrap().args().to_vec();
+    assert_eq!(&args[..2], ["bash", "-c"], "{args:?}");
+    let sandbox = tempfile::tempdir().unwrap();
+    let printed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "aws() {{ printf 'aws:%s\\n' \"$@\"; }}; sluice() {{ printf 'sluice:%s\\n' \"$@\"; }}; {}",
+            args[2]
+        ))
+        .current_dir(sandbox.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        printed.lines().any(|line| line == format!("aws:{hostile}")),
+        "{printed}"
+    );
+    assert!(
+        !sandbox.path().join("pwned").exists(),
+        "the key ran a command"
+    );
     for (step_id, expected) in [
         (
             by_name,

@@ -115,12 +115,7 @@ impl StateBackup {
             url: self.location(),
             message,
         };
-        let snapshot = sibling(store.path(), &format!("snapshot-{}", std::process::id()));
-        let _ = std::fs::remove_file(&snapshot);
-        store.snapshot_to(&snapshot)?;
-        let bytes = std::fs::read(&snapshot).map_err(|e| SchedulerError::store(&snapshot, e));
-        let _ = std::fs::remove_file(&snapshot);
-        let bytes = bytes?;
+        let bytes = store.snapshot()?;
         let size = bytes.len();
         self.store
             .put(&self.object, bytes.into())
@@ -149,6 +144,52 @@ impl StateBackup {
             }
         }
     }
+}
+
+/// `sluice store restore`: puts a store file (a `sluice store backup`, or the S3 copy)
+/// in place as the run store at `store`, with no scheduler running on it. The file is
+/// checked to open as a store first (on a copy); the store it replaces is kept beside
+/// it as `runs.redb.before-restore-<time>`, whose path is returned.
+pub fn restore_file(file: &Path, store: &Path) -> Result<Option<PathBuf>> {
+    let checked = sibling(store, "restoring");
+    if let Some(parent) = store.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| SchedulerError::store(store, e))?;
+    }
+    std::fs::copy(file, &checked).map_err(|e| SchedulerError::store(file, e))?;
+    // Opening checks the format (and marks what was in flight at the backup).
+    let opened = RunStore::open(&checked).map(drop);
+    if let Err(err) = opened {
+        let _ = std::fs::remove_file(&checked);
+        return Err(SchedulerError::store(
+            file,
+            format!("not a run store this release reads: {err}"),
+        ));
+    }
+    let mut kept = None;
+    if store.exists() {
+        // A scheduler holding the store has it locked: refuse rather than pull it away.
+        match redb::Database::open(store) {
+            Ok(db) => drop(db),
+            Err(err) => {
+                let _ = std::fs::remove_file(&checked);
+                return Err(SchedulerError::store(
+                    store,
+                    format!("cannot be replaced ({err}); stop the scheduler first"),
+                ));
+            }
+        }
+        let aside = sibling(
+            store,
+            &format!(
+                "before-restore-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S")
+            ),
+        );
+        std::fs::rename(store, &aside).map_err(|e| SchedulerError::store(store, e))?;
+        kept = Some(aside);
+    }
+    std::fs::rename(&checked, store).map_err(|e| SchedulerError::store(store, e))?;
+    Ok(kept)
 }
 
 /// `runs.redb` → `runs.redb.<suffix>` in the same folder.

@@ -57,6 +57,7 @@ mod server;
 mod store;
 pub mod tls;
 
+pub use backup::restore_file as restore_store_file;
 pub use error::{Result, SchedulerError};
 pub use record::{
     JobVersion, OutputRecord, Progress, RunId, RunProfile, RunRecord, RunStatus, to_proto,

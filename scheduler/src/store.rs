@@ -27,6 +27,10 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The runs a starting scheduler must look at — in flight, with a commit pending, or
 /// with a Step Functions result not yet sent — so start-up reads them, not the history.
 const OPEN: TableDefinition<&str, u8> = TableDefinition::new("open_runs");
+/// Each run's status (run id → status), to keep [`COUNTS`] as runs change.
+const STATUS: TableDefinition<&str, &str> = TableDefinition::new("run_status");
+/// Runs by status, kept with every write: `/metrics` reads this, not the history.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
 /// The store's format: its version, and what opened it last.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// The format this release writes. Raise it when a change to a table or a record could
@@ -34,6 +38,62 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 pub const FORMAT_VERSION: u32 = 1;
 /// Audit events kept; older ones are dropped as new ones arrive.
 const AUDIT_KEPT: u64 = 100_000;
+
+/// The indexes of runs in one write transaction, kept with every change of a run.
+struct Indexes<'txn> {
+    open: redb::Table<'txn, &'static str, u8>,
+    status: redb::Table<'txn, &'static str, &'static str>,
+    counts: redb::Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Indexes<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> std::result::Result<Self, redb::TableError> {
+        Ok(Self {
+            open: txn.open_table(OPEN)?,
+            status: txn.open_table(STATUS)?,
+            counts: txn.open_table(COUNTS)?,
+        })
+    }
+
+    /// Records a run's new state (inserted or replaced).
+    fn add(&mut self, run: &RunRecord) -> std::result::Result<(), redb::StorageError> {
+        let id = run.run_id.as_str();
+        if is_open(run) {
+            self.open.insert(id, 0)?;
+        } else {
+            self.open.remove(id)?;
+        }
+        let status = run.status.as_str();
+        let previous = self
+            .status
+            .insert(id, status)?
+            .map(|p| p.value().to_owned());
+        if previous.as_deref() != Some(status) {
+            if let Some(previous) = previous {
+                self.count(&previous, -1)?;
+            }
+            self.count(status, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a removed run.
+    fn remove(&mut self, id: &str) -> std::result::Result<(), redb::StorageError> {
+        self.open.remove(id)?;
+        let previous = self.status.remove(id)?.map(|p| p.value().to_owned());
+        if let Some(previous) = previous {
+            self.count(&previous, -1)?;
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, status: &str, change: i64) -> std::result::Result<(), redb::StorageError> {
+        let now = self.counts.get(status)?.map_or(0, |c| c.value());
+        self.counts
+            .insert(status, now.saturating_add_signed(change))?;
+        Ok(())
+    }
+}
 
 /// Whether start-up must look at a run (see [`OPEN`]).
 fn is_open(run: &RunRecord) -> bool {
@@ -80,7 +140,7 @@ impl RunStore {
         };
         store.init_tables()?;
         store.check_format()?;
-        store.index_open_runs()?;
+        store.index_runs()?;
         let mut interrupted = Vec::new();
         for mut run in store.open_runs()? {
             if !run.status.is_final() {
@@ -119,31 +179,44 @@ impl RunStore {
             txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
             txn.open_table(META).map_err(|e| self.fail(e))?;
             txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            txn.open_table(STATUS).map_err(|e| self.fail(e))?;
+            txn.open_table(COUNTS).map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
     }
 
-    /// Builds the index of open runs once, for a store from before it existed.
-    fn index_open_runs(&self) -> Result<()> {
+    /// Builds the indexes of runs (open runs, statuses and their counts) once, for a
+    /// store from before they existed.
+    fn index_runs(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
-            if meta.get("open_index").map_err(|e| self.fail(e))?.is_some() {
+            if meta.get("run_indexes").map_err(|e| self.fail(e))?.is_some() {
                 return Ok(());
             }
             let runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
-            let mut open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            let mut indexes = Indexes::open(&txn).map_err(|e| self.fail(e))?;
             for entry in runs.iter().map_err(|e| self.fail(e))? {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                let (_, value) = entry.map_err(|e| self.fail(e))?;
                 let run: RunRecord =
                     serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
-                if is_open(&run) {
-                    open.insert(key.value(), 0).map_err(|e| self.fail(e))?;
-                }
+                indexes.add(&run).map_err(|e| self.fail(e))?;
             }
-            meta.insert("open_index", "1").map_err(|e| self.fail(e))?;
+            meta.insert("run_indexes", "1").map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// How many runs the store holds, by status (`queued`, `running`, …).
+    pub fn count_by_status(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let counts = txn.open_table(COUNTS).map_err(|e| self.fail(e))?;
+        let mut found = std::collections::BTreeMap::new();
+        for entry in counts.iter().map_err(|e| self.fail(e))? {
+            let (status, count) = entry.map_err(|e| self.fail(e))?;
+            found.insert(status.value().to_owned(), count.value());
+        }
+        Ok(found)
     }
 
     /// The runs of the open index, oldest first.
@@ -176,7 +249,7 @@ impl RunStore {
         let removed;
         {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
-            let open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
+            let mut indexes = Indexes::open(&txn).map_err(|e| self.fail(e))?;
             let mut remaining = runs.len().map_err(|e| self.fail(e))? as usize;
             let mut doomed = Vec::new();
             // Oldest first (ids sort by submission time): stop at the first run kept
@@ -195,7 +268,7 @@ impl RunStore {
                     }
                     continue;
                 }
-                if open.get(key.value()).map_err(|e| self.fail(e))?.is_some() {
+                if is_open(&run) {
                     continue;
                 }
                 doomed.push(key.value().to_owned());
@@ -203,6 +276,7 @@ impl RunStore {
             }
             for key in &doomed {
                 runs.remove(key.as_str()).map_err(|e| self.fail(e))?;
+                indexes.remove(key).map_err(|e| self.fail(e))?;
             }
             removed = doomed.len();
         }
@@ -258,6 +332,23 @@ impl RunStore {
         Ok(())
     }
 
+    /// A consistent copy of the store file's contents (see [`RunStore::snapshot_to`]),
+    /// made beside the store and read back.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(
+            ".snapshot-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let target = self.path.with_file_name(name);
+        let written = self.snapshot_to(&target);
+        let bytes = written
+            .and_then(|()| std::fs::read(&target).map_err(|e| SchedulerError::store(&target, e)));
+        let _ = std::fs::remove_file(&target);
+        bytes
+    }
+
     /// Writes a consistent copy of every table (one read transaction) into a new store
     /// file at `target`, which must not exist.
     pub fn snapshot_to(&self, target: &Path) -> Result<()> {
@@ -265,38 +356,18 @@ impl RunStore {
         let copy = Database::create(target).map_err(|e| fail(&e))?;
         let read = self.db.begin_read().map_err(|e| self.fail(e))?;
         let write = copy.begin_write().map_err(|e| fail(&e))?;
-        {
-            for table in [RUNS, BACKFILLS, JOBS] {
-                let from = read.open_table(table).map_err(|e| self.fail(e))?;
-                let mut to = write.open_table(table).map_err(|e| fail(&e))?;
+        // Every table, entry by entry (their key and value types differ).
+        macro_rules! copy {
+            ($($table:expr),+) => {$({
+                let from = read.open_table($table).map_err(|e| self.fail(e))?;
+                let mut to = write.open_table($table).map_err(|e| fail(&e))?;
                 for entry in from.iter().map_err(|e| self.fail(e))? {
                     let (key, value) = entry.map_err(|e| self.fail(e))?;
-                    to.insert(key.value(), value.value())
-                        .map_err(|e| fail(&e))?;
+                    to.insert(key.value(), value.value()).map_err(|e| fail(&e))?;
                 }
-            }
-            let from = read.open_table(AUDIT).map_err(|e| self.fail(e))?;
-            let mut to = write.open_table(AUDIT).map_err(|e| fail(&e))?;
-            for entry in from.iter().map_err(|e| self.fail(e))? {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
-                to.insert(key.value(), value.value())
-                    .map_err(|e| fail(&e))?;
-            }
-            let from = read.open_table(META).map_err(|e| self.fail(e))?;
-            let mut to = write.open_table(META).map_err(|e| fail(&e))?;
-            for entry in from.iter().map_err(|e| self.fail(e))? {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
-                to.insert(key.value(), value.value())
-                    .map_err(|e| fail(&e))?;
-            }
-            let from = read.open_table(OPEN).map_err(|e| self.fail(e))?;
-            let mut to = write.open_table(OPEN).map_err(|e| fail(&e))?;
-            for entry in from.iter().map_err(|e| self.fail(e))? {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
-                to.insert(key.value(), value.value())
-                    .map_err(|e| fail(&e))?;
-            }
+            })+};
         }
+        copy!(RUNS, BACKFILLS, JOBS, AUDIT, META, OPEN, STATUS, COUNTS);
         write.commit().map_err(|e| fail(&e))
     }
 
@@ -313,13 +384,10 @@ impl RunStore {
             table
                 .insert(run.run_id.as_str(), json.as_slice())
                 .map_err(|e| self.fail(e))?;
-            let mut open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
-            if is_open(run) {
-                open.insert(run.run_id.as_str(), 0)
-                    .map_err(|e| self.fail(e))?;
-            } else {
-                open.remove(run.run_id.as_str()).map_err(|e| self.fail(e))?;
-            }
+            Indexes::open(&txn)
+                .map_err(|e| self.fail(e))?
+                .add(run)
+                .map_err(|e| self.fail(e))?;
         }
         self.commit(txn)
     }
@@ -597,6 +665,31 @@ mod tests {
         );
         assert_eq!(store.audit(10).unwrap()[0].principal, "etl-bot");
         assert_eq!(store.list_backfills().unwrap()[0].partitions.len(), 1);
+        assert_eq!(store.count_by_status().unwrap()["succeeded"], 1);
+    }
+
+    /// A store from before the run indexes existed (no `meta`, no index tables, as the
+    /// releases before format versions wrote them) gets them built when it opens.
+    #[test]
+    fn a_store_from_before_the_indexes_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut runs = txn.open_table(RUNS).unwrap();
+                for (id, status) in [("r-1", RunStatus::Succeeded), ("r-2", RunStatus::Running)] {
+                    let json = serde_json::to_vec(&run(id, status, 1)).unwrap();
+                    runs.insert(id, json.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = RunStore::open(&path).unwrap();
+        assert_eq!(ids(store.interrupted_on_open()), ["r-2"]);
+        let counts = store.count_by_status().unwrap();
+        assert_eq!((counts["succeeded"], counts["interrupted"]), (1, 1));
     }
 
     /// A store a later release wrote is refused, naming both formats, and left as it was.
@@ -671,6 +764,21 @@ mod tests {
 
         store.put(&run("r-1", RunStatus::Succeeded, 50)).unwrap();
         assert!(store.open_runs().unwrap().is_empty());
+        // The counts by status follow every write and removal, as a scan would count.
+        let mut scanned = BTreeMap::new();
+        for run in store.list(0).unwrap() {
+            *scanned
+                .entry(run.status.as_str().to_owned())
+                .or_insert(0u64) += 1;
+        }
+        let counts: BTreeMap<String, u64> = store
+            .count_by_status()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        assert_eq!(counts, scanned);
+        assert_eq!(counts["succeeded"], 2);
     }
 
     /// A snapshot taken while the store is open holds every record.

@@ -3,9 +3,11 @@
 
 use sluice_proto::v1;
 
-use crate::cli::{AuditArgs, CancelArgs, OutputFormat, RunsArgs, StatusArgs};
+use crate::cli::{
+    AuditArgs, CancelArgs, OutputFormat, RunsArgs, StatusArgs, StoreBackupArgs, StoreRestoreArgs,
+};
 use crate::client;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 
 /// Lists runs, newest first.
 pub async fn list(args: RunsArgs) -> Result<()> {
@@ -93,6 +95,49 @@ pub async fn audit(args: AuditArgs) -> Result<()> {
                 println!("{line}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `sluice store backup`: streams the scheduler's snapshot into FILE, whole or not at all.
+pub async fn backup_store(args: StoreBackupArgs) -> Result<()> {
+    use futures::StreamExt;
+    let mut client = client::connect(&args.scheduler.url).await?;
+    let mut chunks = client
+        .backup_store(v1::BackupStoreRequest {})
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        bytes.extend_from_slice(&chunk?.data);
+    }
+    let fail = |source: std::io::Error| CliError::Io {
+        context: format!("writing the run store's backup {}", args.file.display()),
+        source,
+    };
+    let mut partial = args.file.clone().into_os_string();
+    partial.push(".partial");
+    std::fs::write(&partial, &bytes).map_err(fail)?;
+    std::fs::rename(&partial, &args.file).map_err(fail)?;
+    eprintln!(
+        "run store written to {} ({} bytes)",
+        args.file.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// `sluice store restore`.
+pub fn restore_store(args: &StoreRestoreArgs) -> Result<()> {
+    let store = args.state_dir.join("runs.redb");
+    let kept = sluice_scheduler::restore_store_file(&args.file, &store)?;
+    eprintln!(
+        "run store {} restored from {}",
+        store.display(),
+        args.file.display()
+    );
+    if let Some(kept) = kept {
+        eprintln!("the store it replaced is kept as {}", kept.display());
     }
     Ok(())
 }

@@ -277,6 +277,28 @@ impl sluice_proto::JobService for JobServiceImpl {
         Ok(Response::new(v1::ListExecutorsResponse { executors }))
     }
 
+    type BackupStoreStream = Pin<Box<dyn Stream<Item = Result<v1::StoreChunk, Status>> + Send>>;
+
+    async fn backup_store(
+        &self,
+        _request: Request<v1::BackupStoreRequest>,
+    ) -> Result<Response<Self::BackupStoreStream>, Status> {
+        let runs = std::sync::Arc::clone(self.manager.runs());
+        let snapshot = tokio::task::spawn_blocking(move || runs.store.snapshot())
+            .await
+            .map_err(|err| Status::internal(format!("taking the snapshot: {err}")))??;
+        tracing::info!(bytes = snapshot.len(), "run store snapshot sent");
+        let chunks: Vec<Result<v1::StoreChunk, Status>> = snapshot
+            .chunks(1 << 20)
+            .map(|chunk| {
+                Ok(v1::StoreChunk {
+                    data: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     type WatchRunStream = RunEventStream;
 
     async fn watch_run(

@@ -44,9 +44,16 @@ pub async fn serve(
                 .unwrap_or("");
             let (status, content_type, body) = match path {
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" => match manager.runs().list(1) {
-                    Ok(_) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                    Err(err) => ("503 Service Unavailable", "text/plain", format!("{err}\n")),
+                // Ready when the run store answers and takes writes: a scheduler that
+                // cannot record its runs' ends must not get more of them.
+                "/readyz" => match (manager.runs().list(1), manager.runs().write_error()) {
+                    (Ok(_), None) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    (Err(err), _) => ("503 Service Unavailable", "text/plain", format!("{err}\n")),
+                    (Ok(_), Some(err)) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("runs cannot be recorded: {err}\n"),
+                    ),
                 },
                 "/metrics" => (
                     "200 OK",
@@ -90,6 +97,8 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 
 async fn metrics(manager: &RunManager, autoscaler: Option<&Autoscaler>) -> String {
     let mut text = String::new();
+    // Counts the store keeps with every write: no run record is read.
+    let counts = manager.runs().store.count_by_status().unwrap_or_default();
     let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
     for status in [
         RunStatus::Queued,
@@ -99,12 +108,8 @@ async fn metrics(manager: &RunManager, autoscaler: Option<&Autoscaler>) -> Strin
         RunStatus::Cancelled,
         RunStatus::Interrupted,
     ] {
-        by_status.insert(status.as_str(), 0);
-    }
-    if let Ok(runs) = manager.runs().list(0) {
-        for run in runs {
-            *by_status.entry(run.status.as_str()).or_default() += 1;
-        }
+        let count = counts.get(status.as_str()).copied().unwrap_or(0);
+        by_status.insert(status.as_str(), count);
     }
     let _ = writeln!(text, "# HELP sluice_runs Runs in the run store, by status.");
     let _ = writeln!(text, "# TYPE sluice_runs gauge");

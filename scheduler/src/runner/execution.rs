@@ -189,23 +189,25 @@ impl Execution {
             }
         };
         // The end must be recorded, or the run shows `running` and Step Functions is never
-        // told: a failed write of the store is retried.
-        for attempt in 0..5u32 {
+        // told: a failed write of the store is retried until it succeeds (the scheduler
+        // reports itself not ready meanwhile); Step Functions hears once it is recorded.
+        let mut attempt = 0u32;
+        loop {
             let recorded = self.runs.update(&run_id, |run| {
                 run.finish(status, error.clone());
                 run.commit_pending = pending;
             });
             match recorded {
                 Ok(_) => break,
-                Err(err) if attempt < 4 => {
-                    tracing::warn!(%run_id, %err, attempt, "recording the run's end failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                Err(SchedulerError::RunNotFound(_)) => {
+                    tracing::error!(%run_id, "the run's record is gone; its end is not recorded");
+                    break;
                 }
-                Err(err) => tracing::error!(
-                    %run_id, %err,
-                    "could not record the run's end; it shows as in flight until the next \
-                     scheduler start marks it interrupted"
-                ),
+                Err(err) => {
+                    tracing::error!(%run_id, %err, attempt, "recording the run's end failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(7))).await;
+                    attempt += 1;
+                }
             }
         }
         if let Some(client) = &self.step_functions {

@@ -17,6 +17,9 @@ pub struct Runs {
     watchers: Mutex<HashMap<RunId, watch::Sender<RunRecord>>>,
     /// The store's copy in object storage, when the scheduler keeps one.
     backup: Option<std::sync::Arc<crate::backup::StateBackup>>,
+    /// Why the last write of a run failed, until a write succeeds: the scheduler is not
+    /// ready meanwhile (`/readyz`).
+    write_error: Mutex<Option<String>>,
 }
 
 impl Runs {
@@ -26,6 +29,7 @@ impl Runs {
             store,
             watchers: Mutex::new(HashMap::new()),
             backup: None,
+            write_error: Mutex::new(None),
         }
     }
 
@@ -69,8 +73,22 @@ impl Runs {
         self.store.audit(limit)
     }
 
+    /// Why runs cannot be recorded now, if they cannot.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.lock().ok().and_then(|error| error.clone())
+    }
+
+    /// Writes a run, remembering whether the store took it.
+    fn put(&self, run: &RunRecord) -> Result<()> {
+        let written = self.store.put(run);
+        if let Ok(mut error) = self.write_error.lock() {
+            *error = written.as_ref().err().map(ToString::to_string);
+        }
+        written
+    }
+
     pub(super) fn insert(&self, run: RunRecord) -> Result<()> {
-        self.store.put(&run)?;
+        self.put(&run)?;
         let (sender, _) = watch::channel(run.clone());
         if let Ok(mut watchers) = self.watchers.lock() {
             watchers.insert(run.run_id.clone(), sender);
@@ -85,7 +103,7 @@ impl Runs {
             .get(run_id)?
             .ok_or_else(|| SchedulerError::RunNotFound(run_id.clone()))?;
         change(&mut run);
-        self.store.put(&run)?;
+        self.put(&run)?;
         if let Ok(mut watchers) = self.watchers.lock() {
             if let Some(sender) = watchers.get(run_id) {
                 sender.send_replace(run.clone());

@@ -275,3 +275,77 @@ async fn an_output_over_the_schedulers_state_directory_is_refused() {
         "an output below the state directory: {below:?}"
     );
 }
+
+/// A long `sluice run` stopped with SIGTERM (as `timeout`, systemd or a container stop
+/// sends it) cancels its run and exits non-zero at once, saying so; nothing of the run
+/// becomes visible in its output.
+#[test]
+fn sigterm_cancels_a_sluice_run_and_ends_the_process() {
+    let _serial = common::one_cluster_at_a_time_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    sluice_jobs::datagen::write_claims(dir.path(), 10, &[1], 1).unwrap();
+    std::fs::write(
+        dir.path().join("long.yaml"),
+        "apiVersion: sluice/v1\nname: long\n\
+         sources:\n  claims: {format: csv, path: landing/claims}\n\
+         steps:\n  - sql: \"SELECT value AS id, md5(CAST(value AS VARCHAR)) AS h FROM generate_series(1, 400000000)\"\n\
+         outputs:\n  - {name: long, path: out}\n",
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    // Killed when the test ends, also when it fails.
+    let mut guard = common::Killed(vec![
+        Command::new(common::sluice_bin())
+            .args(["run", "long.yaml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ]);
+    let child = &mut guard.0[0];
+    // Running: its progress says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("long: running")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sluice run ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice run did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    let visible: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('_') && !name.starts_with('.'))
+        .collect();
+    assert!(visible.is_empty(), "visible files: {visible:?}");
+}

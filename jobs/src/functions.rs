@@ -23,6 +23,7 @@
 mod cast;
 mod claims;
 mod masking;
+mod spark_added;
 mod spark_compat;
 mod text;
 mod udf;

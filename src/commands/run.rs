@@ -4,7 +4,7 @@ use crate::cli::{OutputFormat, RunArgs, RunEngine};
 use crate::client;
 use crate::config::Settings;
 use crate::embedded::EmbeddedCluster;
-use crate::error::Result;
+use crate::error::{CliError, Result};
 
 /// Starts the embedded cluster, submits the definition and waits for its run.
 pub async fn run(args: RunArgs, settings: &Settings) -> Result<()> {
@@ -22,7 +22,32 @@ pub async fn run(args: RunArgs, settings: &Settings) -> Result<()> {
         args.idempotency_key.as_deref(),
     )
     .await?;
-    let run = client::wait(&mut client, &run_id, args.output == OutputFormat::Text).await?;
-    client::print_run(&run, args.output);
-    client::require_success(&run)
+    // SIGTERM or Ctrl-C cancels the run (its tasks stop) and ends the process, instead of
+    // leaving it waiting for a run nobody will read.
+    let mut watcher = client.clone();
+    let waited = tokio::select! {
+        run = client::wait(&mut watcher, &run_id, args.output == OutputFormat::Text) => run?,
+        () = super::shutdown_signal() => {
+            eprintln!("stopping: cancelling run {run_id}");
+            let cancelled = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                client.cancel_run(sluice_proto::v1::CancelRunRequest { run_id: run_id.clone() }),
+            )
+            .await;
+            let status = match cancelled {
+                Ok(Ok(_)) => "cancelled",
+                _ => "stopped",
+            };
+            return Err(CliError::RunFailed {
+                run_id,
+                status: status.to_owned(),
+                error: "sluice run was stopped by a signal (SIGTERM or Ctrl-C) and cancelled \
+                        its run; a commit already under way is completed by the next run on \
+                        its outputs"
+                    .to_owned(),
+            });
+        }
+    };
+    client::print_run(&waited, args.output);
+    client::require_success(&waited)
 }

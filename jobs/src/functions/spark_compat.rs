@@ -100,6 +100,7 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
         })));
     }
     functions.push(Arc::new(ScalarUDF::new_from_impl(ReplaceAll::new())));
+    functions.extend(super::spark_added::spark_added_functions());
     functions
 }
 

@@ -367,16 +367,18 @@ async fn a_store_backed_up_while_running_restores_into_an_empty_state_directory(
     cluster.kill_scheduler();
 
     let state = cluster.state_dir();
-    let state = state.to_str().unwrap();
+    let restore = |file: &std::path::Path| {
+        sluice(&[
+            "store",
+            "restore",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+    };
     let not_a_store = lake.path().join("notes.txt");
     std::fs::write(&not_a_store, "these are not runs").unwrap();
-    let refused = sluice(&[
-        "store",
-        "restore",
-        not_a_store.to_str().unwrap(),
-        "--state-dir",
-        state,
-    ]);
+    let refused = restore(&not_a_store);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("not a run store this release reads"),
@@ -384,13 +386,7 @@ async fn a_store_backed_up_while_running_restores_into_an_empty_state_directory(
     );
 
     std::fs::remove_dir_all(cluster.state_dir()).unwrap();
-    let restored = sluice(&[
-        "store",
-        "restore",
-        backup.to_str().unwrap(),
-        "--state-dir",
-        state,
-    ]);
+    let restored = restore(&backup);
     assert!(restored.status.success(), "{restored:?}");
     cluster.start_scheduler().await;
     cluster.wait_for_executors(1).await;
@@ -399,13 +395,7 @@ async fn a_store_backed_up_while_running_restores_into_an_empty_state_directory(
     cluster.kill_scheduler();
 
     // Over an existing store: that one is kept beside the restored one.
-    let again = sluice(&[
-        "store",
-        "restore",
-        backup.to_str().unwrap(),
-        "--state-dir",
-        state,
-    ]);
+    let again = restore(&backup);
     assert!(again.status.success(), "{again:?}");
     let kept: Vec<_> = std::fs::read_dir(cluster.state_dir())
         .unwrap()

@@ -6,25 +6,11 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use common::moto::{Moto, upload_dir};
+use common::moto::{Moto, keys, upload_dir, visible_files};
 use common::{Cluster, example, status};
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use sluice_proto::v1::RunStatus;
-
-/// Keys below a prefix, relative to it.
-async fn keys(store: &std::sync::Arc<dyn object_store::ObjectStore>, prefix: &str) -> Vec<String> {
-    let prefix_path = ObjectPath::from(prefix);
-    let mut keys: Vec<String> = store
-        .list(Some(&prefix_path))
-        .map_ok(|meta| meta.location.as_ref()[prefix.len() + 1..].to_owned())
-        .try_collect()
-        .await
-        .unwrap();
-    keys.sort();
-    keys
-}
 
 /// A bucket `lake` on a fresh moto server, holding generated landing claims.
 struct Lake {
@@ -289,33 +275,6 @@ async fn a_run_for_one_month_lists_and_reads_only_that_month() {
         assert!(touched.is_empty(), "the run touched {month}: {touched:?}");
     }
     assert!(staging_requests.iter().any(|l| l.contains("2024-02")));
-}
-
-/// Every visible data file below a prefix (what a reader would pick up), with its rows.
-async fn visible_files(
-    store: &std::sync::Arc<dyn object_store::ObjectStore>,
-    prefix: &str,
-) -> BTreeMap<String, usize> {
-    let mut files = BTreeMap::new();
-    for key in keys(store, prefix).await {
-        if key
-            .split('/')
-            .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
-        {
-            continue;
-        }
-        let bytes = store
-            .get(&ObjectPath::from(format!("{prefix}/{key}")))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        files.insert(key, reader.metadata().file_metadata().num_rows() as usize);
-    }
-    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,6 +617,27 @@ async fn cleanse(cluster: &Cluster, version: &str, staging: &str) -> sluice_prot
     cluster.wait_final(&run_id).await
 }
 
+/// In a fresh `case` prefix, the first delivery committed without faults, then the
+/// second cleansed while `rule` fails S3 calls: that run, and the calls the proxy failed.
+async fn second_delivery_under(
+    cluster: &Cluster,
+    proxy: &common::faults::S3FaultProxy,
+    case: &str,
+    rule: common::faults::FaultRule,
+) -> (sluice_proto::v1::Run, Vec<String>) {
+    let first = cleanse(cluster, "v1", case).await;
+    assert_eq!(
+        status(&first),
+        RunStatus::Succeeded,
+        "{first:?}{}",
+        cluster.logs()
+    );
+    proxy.arm(rule);
+    let second = cleanse(cluster, "v2", case).await;
+    proxy.disarm();
+    (second, proxy.failed())
+}
+
 /// Claims (`id=paid`) per `fill_month` partition below a prefix: what a reader of the
 /// output sees.
 async fn claims_by_month(
@@ -754,24 +734,27 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
         async move { store.head(&ObjectPath::from(key)).await.is_ok() }
     };
     // The object of the last call failed: the one the run's last attempt stopped at.
-    let failed_key = |proxy: &S3FaultProxy| {
-        let failed = proxy.failed();
+    let last_key = |failed: &[String]| {
         let last = failed.last().expect("the proxy failed no call");
         last.trim_start_matches("/lake/").to_owned()
     };
 
     // A copy (the first half of a move) fails once: the plan is retried and commits.
     let case = "copy-once";
-    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
-    proxy.arm(FaultRule {
-        call: S3Call::Copy,
-        key_contains: format!("{case}/claims/fill_month="),
-        nth: 2,
-        persistent: false,
-    });
-    let once = cleanse(&cluster, "v2", case).await;
+    let (once, failed) = second_delivery_under(
+        &cluster,
+        &proxy,
+        case,
+        FaultRule {
+            call: S3Call::Copy,
+            key_contains: format!("{case}/claims/fill_month="),
+            nth: 2,
+            persistent: false,
+        },
+    )
+    .await;
     succeeded(&once, cluster.logs());
-    assert_eq!(proxy.failed().len(), 1);
+    assert_eq!(failed.len(), 1);
     assert_eq!(
         claims_by_month(&store, &format!("{case}/claims")).await,
         new
@@ -785,16 +768,20 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
 
     // The `_SUCCESS` marker cannot be written once: retried, the run commits.
     let case = "success-once";
-    proxy.disarm();
-    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
-    proxy.arm(FaultRule {
-        call: S3Call::Put,
-        key_contains: format!("{case}/claims/_SUCCESS"),
-        nth: 1,
-        persistent: false,
-    });
-    succeeded(&cleanse(&cluster, "v2", case).await, cluster.logs());
-    assert_eq!(proxy.failed().len(), 1);
+    let (replaced, failed) = second_delivery_under(
+        &cluster,
+        &proxy,
+        case,
+        FaultRule {
+            call: S3Call::Put,
+            key_contains: format!("{case}/claims/_SUCCESS"),
+            nth: 1,
+            persistent: false,
+        },
+    )
+    .await;
+    succeeded(&replaced, cluster.logs());
+    assert_eq!(failed.len(), 1);
     assert_eq!(
         claims_by_month(&store, &format!("{case}/claims")).await,
         new
@@ -803,21 +790,23 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
 
     // The commit plan cannot be written: nothing changes, and nothing is left behind.
     let case = "plan-refused";
-    proxy.disarm();
-    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
     // Only the plan's write fails: the tasks' staged files are written.
-    proxy.arm(FaultRule {
-        call: S3Call::Put,
-        key_contains: "/commit-plan.json".into(),
-        nth: 1,
-        persistent: true,
-    });
-    let refused = cleanse(&cluster, "v2", case).await;
-    proxy.disarm();
+    let (refused, failed) = second_delivery_under(
+        &cluster,
+        &proxy,
+        case,
+        FaultRule {
+            call: S3Call::Put,
+            key_contains: "/commit-plan.json".into(),
+            nth: 1,
+            persistent: true,
+        },
+    )
+    .await;
     assert_eq!(status(&refused), RunStatus::Failed, "{refused:?}");
     assert!(
         refused.error.contains("commit failed, nothing changed")
-            && refused.error.contains(&failed_key(&proxy)),
+            && refused.error.contains(&last_key(&failed)),
         "{}",
         refused.error
     );
@@ -836,19 +825,21 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
     // is gone (readers are told the output is incomplete), and the next scheduler start
     // completes the commit and marks the run succeeded.
     let case = "copy-down";
-    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
-    proxy.arm(FaultRule {
-        call: S3Call::Copy,
-        key_contains: format!("{case}/claims/fill_month="),
-        nth: 2,
-        persistent: true,
-    });
-    let stuck = cleanse(&cluster, "v2", case).await;
-    proxy.disarm();
+    let (stuck, failed) = second_delivery_under(
+        &cluster,
+        &proxy,
+        case,
+        FaultRule {
+            call: S3Call::Copy,
+            key_contains: format!("{case}/claims/fill_month="),
+            nth: 2,
+            persistent: true,
+        },
+    )
+    .await;
     assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
     assert!(
-        stuck.error.contains("commit stopped part way")
-            && stuck.error.contains(&failed_key(&proxy)),
+        stuck.error.contains("commit stopped part way") && stuck.error.contains(&last_key(&failed)),
         "{}",
         stuck.error
     );
@@ -882,19 +873,21 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
     // ones without `_SUCCESS`; the next run on the output (a later month) completes the
     // stopped commit before its own, and the stopped run becomes succeeded.
     let case = "delete-down";
-    succeeded(&cleanse(&cluster, "v1", case).await, cluster.logs());
-    proxy.arm(FaultRule {
-        call: S3Call::Delete,
-        key_contains: format!("{case}/claims/fill_month="),
-        nth: 1,
-        persistent: true,
-    });
-    let stuck = cleanse(&cluster, "v2", case).await;
-    proxy.disarm();
+    let (stuck, failed) = second_delivery_under(
+        &cluster,
+        &proxy,
+        case,
+        FaultRule {
+            call: S3Call::Delete,
+            key_contains: format!("{case}/claims/fill_month="),
+            nth: 1,
+            persistent: true,
+        },
+    )
+    .await;
     assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
     assert!(
-        stuck.error.contains("commit stopped part way")
-            && stuck.error.contains(&failed_key(&proxy)),
+        stuck.error.contains("commit stopped part way") && stuck.error.contains(&last_key(&failed)),
         "{}",
         stuck.error
     );

@@ -380,37 +380,15 @@ async fn two_schedulers_and_an_embedded_run_on_one_s3_output_take_turns() {
         "{next:?}{}",
         second.logs()
     );
-    let mut rows = 0;
-    let mut files = Vec::new();
-    let listing: Vec<_> =
-        futures::TryStreamExt::try_collect(store.list(Some(&ObjectPath::from("staging/claims"))))
-            .await
-            .unwrap();
-    for meta in listing {
-        let name = meta.location.filename().unwrap().to_owned();
-        if name.starts_with('_') || meta.location.as_ref().contains("/_") {
-            continue;
-        }
-        let bytes = store
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        rows += reader.metadata().file_metadata().num_rows() as usize;
-        files.push(name);
-    }
-    files.sort();
+    let visible = common::moto::visible_files(&store, "staging/claims").await;
     let mut committed = next.outputs[0].files.clone();
     committed.sort();
     assert_eq!(
-        files, committed,
+        visible.keys().cloned().collect::<Vec<_>>(),
+        committed,
         "files of the first run left beside the second's"
     );
-    assert_eq!(rows, sample.claim_rows);
+    assert_eq!(visible.values().sum::<usize>(), sample.claim_rows);
 }
 
 /// A scheduler paused mid-run (SIGSTOP, as a long GC pause or a frozen VM would pause
@@ -494,21 +472,10 @@ async fn a_paused_schedulers_commit_is_refused_once_another_took_its_output_over
         "{resumed:?}{}",
         first.logs()
     );
-    let listing: Vec<_> =
-        futures::TryStreamExt::try_collect(store.list(Some(&ObjectPath::from("staging/claims"))))
-            .await
-            .unwrap();
-    let mut files: Vec<String> = listing
-        .iter()
-        .map(|meta| {
-            meta.location
-                .as_ref()
-                .trim_start_matches("staging/claims/")
-                .to_owned()
-        })
-        .filter(|key| !key.split('/').any(|segment| segment.starts_with('_')))
+    let files: Vec<String> = common::moto::visible_files(&store, "staging/claims")
+        .await
+        .into_keys()
         .collect();
-    files.sort();
     let mut committed = taker.outputs[0].files.clone();
     committed.sort();
     assert_eq!(

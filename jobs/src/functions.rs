@@ -37,7 +37,8 @@ pub use text::{
     spark_pattern_to_chrono_format,
 };
 pub(crate) use udf::{
-    Body, Function, Value, invoke, literal_argument, text_argument, text_function,
+    Body, Function, Value, argument_as, arguments, invoke, literal_argument, text_argument,
+    text_function,
 };
 
 use std::borrow::Cow;

@@ -164,3 +164,45 @@ pub async fn upload_dir(store: &Arc<dyn ObjectStore>, dir: &Path, prefix: &str) 
         }
     }
 }
+
+/// Keys below a prefix, relative to it.
+pub async fn keys(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix_path = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = store
+        .list(Some(&prefix_path))
+        .map_ok(|meta| meta.location.as_ref()[prefix.len() + 1..].to_owned())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Every visible data file below a prefix (what a reader would pick up), with its rows.
+pub async fn visible_files(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    use object_store::ObjectStoreExt;
+    let mut files = std::collections::BTreeMap::new();
+    for key in keys(store, prefix).await {
+        if key
+            .split('/')
+            .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+        {
+            continue;
+        }
+        let bytes = store
+            .get(&object_store::path::Path::from(format!("{prefix}/{key}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        files.insert(key, reader.metadata().file_metadata().num_rows() as usize);
+    }
+    files
+}

@@ -16,28 +16,24 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, TypeSignature, Volatility};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
 
-use crate::functions::{Function, days_since_epoch, literal_argument, spark_pattern_to_chrono};
+use crate::functions::{
+    Function, argument_as, arguments, date_from_days, days_since_epoch, literal_argument,
+    spark_pattern_to_chrono,
+};
 
 /// The functions above.
 pub fn spark_added_functions() -> Vec<Arc<ScalarUDF>> {
     let any = |n: usize| Signature::any(n, Volatility::Immutable);
-    let counts = |counts: &[usize]| {
-        Signature::one_of(
-            counts.iter().map(|&n| TypeSignature::Any(n)).collect(),
-            Volatility::Immutable,
-        )
-    };
     vec![
         Function::udf(
             "regexp_extract",
-            counts(&[2, 3]),
+            arguments(&[2, 3]),
             DataType::Utf8,
             regexp_extract,
         ),
@@ -63,7 +59,7 @@ pub fn spark_added_functions() -> Vec<Arc<ScalarUDF>> {
         }),
         Function::udf(
             "try_to_date",
-            counts(&[1, 2]),
+            arguments(&[1, 2]),
             DataType::Date32,
             try_to_date,
         ),
@@ -72,16 +68,7 @@ pub fn spark_added_functions() -> Vec<Arc<ScalarUDF>> {
 
 /// An argument as text, one value per row.
 fn text(name: &str, args: &[ColumnarValue], index: usize, rows: usize) -> Result<StringArray> {
-    let array = args
-        .get(index)
-        .ok_or_else(|| DataFusionError::Plan(format!("{name}: argument {} is missing", index + 1)))?
-        .to_array(rows)?;
-    let array = cast(&array, &DataType::Utf8)?;
-    array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal(format!("{name}: not text")))
+    argument_as(name, args, index, rows, &DataType::Utf8)
 }
 
 fn regexp_extract(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
@@ -125,16 +112,8 @@ fn format_number(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
         .map_err(|_| {
             DataFusionError::Plan("format_number: the places must be a whole number".into())
         })?;
-    let values = args
-        .first()
-        .ok_or_else(|| DataFusionError::Plan("format_number needs a number".into()))?
-        .to_array(rows)?;
     // Decimals keep their digits exactly: rounded as text, not through a double.
-    let values = cast(&values, &DataType::Utf8)?;
-    let values = values
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Internal("format_number: not text".into()))?;
+    let values = text("format_number", args, 0, rows)?;
     Ok(Arc::new(
         values
             .iter()
@@ -219,58 +198,37 @@ fn group_thousands(number: &str, places: usize) -> Option<String> {
 /// Spark's `hash`: Murmur3 x86-32, seed 42, over each argument in turn (its hash seeds
 /// the next); a NULL argument leaves the hash as it was.
 fn hash(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
-    let columns: Vec<ArrayRef> = args
-        .iter()
-        .map(|arg| arg.to_array(rows))
-        .collect::<Result<_>>()?;
     let mut hashes = vec![42u32; rows];
-    for column in &columns {
-        match column.data_type() {
+    // Mixes each row's value into its hash; a NULL leaves it.
+    fn mix<T>(hashes: &mut [u32], values: impl Iterator<Item = Option<T>>, f: fn(T, u32) -> u32) {
+        for (hash, value) in hashes.iter_mut().zip(values) {
+            if let Some(value) = value {
+                *hash = f(value, *hash);
+            }
+        }
+    }
+    for (index, arg) in args.iter().enumerate() {
+        match arg.data_type() {
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Date32 => {
-                let ints = cast(column, &DataType::Int32)?;
-                let ints = ints
-                    .as_any()
-                    .downcast_ref::<Int32Array>()
-                    .ok_or_else(|| DataFusionError::Internal("hash: not an int".into()))?;
-                for (row, value) in ints.iter().enumerate() {
-                    if let Some(value) = value {
-                        hashes[row] = murmur3_int(value as u32, hashes[row]);
-                    }
-                }
+                let ints: Int32Array = argument_as("hash", args, index, rows, &DataType::Int32)?;
+                mix(&mut hashes, ints.iter(), |v, h| murmur3_int(v as u32, h));
             }
             DataType::Int64 => {
-                let longs = column
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("hash: not a long".into()))?;
-                for (row, value) in longs.iter().enumerate() {
-                    if let Some(value) = value {
-                        hashes[row] = murmur3_long(value as u64, hashes[row]);
-                    }
-                }
+                let longs: Int64Array = argument_as("hash", args, index, rows, &DataType::Int64)?;
+                mix(&mut hashes, longs.iter(), |v, h| murmur3_long(v as u64, h));
             }
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                let texts = cast(column, &DataType::Utf8)?;
-                let texts = texts
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| DataFusionError::Internal("hash: not text".into()))?;
-                for (row, value) in texts.iter().enumerate() {
-                    if let Some(value) = value {
-                        hashes[row] = murmur3_bytes(value.as_bytes(), hashes[row]);
-                    }
-                }
+                let texts = text("hash", args, index, rows)?;
+                mix(&mut hashes, texts.iter(), |v, h| {
+                    murmur3_bytes(v.as_bytes(), h)
+                });
             }
             DataType::Boolean => {
-                let flags = column
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| DataFusionError::Internal("hash: not a boolean".into()))?;
-                for (row, value) in flags.iter().enumerate() {
-                    if let Some(value) = value {
-                        hashes[row] = murmur3_int(u32::from(value), hashes[row]);
-                    }
-                }
+                let flags: BooleanArray =
+                    argument_as("hash", args, index, rows, &DataType::Boolean)?;
+                mix(&mut hashes, flags.iter(), |v, h| {
+                    murmur3_int(u32::from(v), h)
+                });
             }
             DataType::Null => {}
             other => {
@@ -339,18 +297,8 @@ fn murmur3_bytes(bytes: &[u8], seed: u32) -> u32 {
 }
 
 fn try_divide(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
-    let number = |index: usize| -> Result<Float64Array> {
-        let array = args
-            .get(index)
-            .ok_or_else(|| DataFusionError::Plan("try_divide needs two numbers".into()))?
-            .to_array(rows)?;
-        let array = cast(&array, &DataType::Float64)?;
-        array
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Internal("try_divide: not a number".into()))
-    };
+    let number =
+        |index| argument_as::<Float64Array>("try_divide", args, index, rows, &DataType::Float64);
     let (dividend, divisor) = (number(0)?, number(1)?);
     Ok(Arc::new(
         dividend
@@ -365,8 +313,8 @@ fn try_divide(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
 }
 
 fn affix(args: &[ColumnarValue], rows: usize, test: fn(&str, &str) -> bool) -> Result<ArrayRef> {
-    let values = text("startswith", args, 0, rows)?;
-    let affixes = text("startswith", args, 1, rows)?;
+    let values = text("startswith/endswith", args, 0, rows)?;
+    let affixes = text("startswith/endswith", args, 1, rows)?;
     Ok(Arc::new(
         values
             .iter()
@@ -381,19 +329,11 @@ fn date_number(
     rows: usize,
     part: fn(NaiveDate) -> i32,
 ) -> Result<ArrayRef> {
-    let array = args
-        .first()
-        .ok_or_else(|| DataFusionError::Plan("a date is needed".into()))?
-        .to_array(rows)?;
-    let dates = cast(&array, &DataType::Date32)?;
-    let dates = dates
-        .as_any()
-        .downcast_ref::<Date32Array>()
-        .ok_or_else(|| DataFusionError::Internal("not a date".into()))?;
+    let dates: Date32Array = argument_as("a date function", args, 0, rows, &DataType::Date32)?;
     Ok(Arc::new(
         dates
             .iter()
-            .map(|days| days.map(|days| part(crate::functions::date_from_days(days))))
+            .map(|days| days.map(|days| part(date_from_days(days))))
             .collect::<Int32Array>(),
     ))
 }

@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::functions::{
-    Body, Function, days_since_epoch, invoke, literal_argument, spark_pattern_to_chrono,
+    Body, Function, arguments, days_since_epoch, invoke, literal_argument, spark_pattern_to_chrono,
     spark_pattern_to_chrono_format,
 };
 
@@ -102,17 +102,6 @@ pub fn spark_compat_functions() -> Vec<Arc<ScalarUDF>> {
     functions.push(Arc::new(ScalarUDF::new_from_impl(ReplaceAll::new())));
     functions.extend(super::spark_added::spark_added_functions());
     functions
-}
-
-/// Any arguments, in one of these counts.
-fn arguments(counts: &[usize]) -> Signature {
-    Signature::one_of(
-        counts
-            .iter()
-            .map(|&n| datafusion::logical_expr::TypeSignature::Any(n))
-            .collect(),
-        Volatility::Immutable,
-    )
 }
 
 /// Microseconds since the epoch of a date or timestamp argument.

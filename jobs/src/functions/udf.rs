@@ -90,20 +90,44 @@ pub(crate) fn invoke(args: &ScalarFunctionArgs, body: Body) -> Result<ColumnarVa
     }
 }
 
+/// Any arguments, in one of these counts.
+pub(crate) fn arguments(counts: &[usize]) -> Signature {
+    Signature::one_of(
+        counts
+            .iter()
+            .map(|&n| datafusion::logical_expr::TypeSignature::Any(n))
+            .collect(),
+        Volatility::Immutable,
+    )
+}
+
 /// The first argument as text, one value per row.
 pub(crate) fn text_argument(
     name: &str,
     args: &[ColumnarValue],
     rows: usize,
 ) -> Result<StringArray> {
-    let Some(first) = args.first() else {
-        return Err(DataFusionError::Plan(format!("{name} needs a value")));
+    argument_as(name, args, 0, rows, &DataType::Utf8)
+}
+
+/// Argument `index` cast to `to`, one value per row, as its Arrow array type `A`.
+pub(crate) fn argument_as<A: Array + Clone + 'static>(
+    name: &str,
+    args: &[ColumnarValue],
+    index: usize,
+    rows: usize,
+    to: &DataType,
+) -> Result<A> {
+    let Some(arg) = args.get(index) else {
+        return Err(DataFusionError::Plan(format!(
+            "{name}: argument {} is missing",
+            index + 1
+        )));
     };
-    let text = cast(&first.to_array(rows)?, &DataType::Utf8)?;
-    text.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal(format!("{name}: value is not text")))
+    let array = cast(&arg.to_array(rows)?, to)?;
+    array.as_any().downcast_ref::<A>().cloned().ok_or_else(|| {
+        DataFusionError::Internal(format!("{name}: argument {} is not {to}", index + 1))
+    })
 }
 
 /// A literal text argument (a pattern, a key reference, a unit).

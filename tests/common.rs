@@ -75,6 +75,73 @@ impl Drop for Killed {
     }
 }
 
+/// A plain HTTP GET on a loopback port: the whole response, head and body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: sluice\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A small tmpfs mounted over a folder (root only), unmounted when dropped: a disk that
+/// can fill up.
+pub struct SmallDisk {
+    at: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts `size` (`mount -o size=`, e.g. `16m`) of tmpfs at `at`, hiding what is there.
+    pub fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            mounted.status.success(),
+            "this test mounts a tmpfs and needs root: {mounted:?}"
+        );
+        SmallDisk { at: at.to_owned() }
+    }
+
+    /// Fills the disk with a file named `name` until the file system refuses more.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.at.join(name);
+        let mut file = File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            match file.write_all(&block) {
+                Ok(()) => {}
+                Err(err) if err.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(err) => panic!("filling {}: {err}", path.display()),
+            }
+        }
+        // The last partial blocks, byte by byte down to nothing left.
+        let mut small = 4096;
+        while small > 0 {
+            if file.write_all(&vec![0u8; small]).is_err() {
+                small /= 2;
+            }
+        }
+        let _ = file.flush();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a process killed with the cluster may still hold files open.
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
 /// A scheduler process and executor processes, killed when dropped.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -248,6 +315,17 @@ impl Cluster {
     /// frozen VM would, `CONT` resumes it).
     pub fn signal_scheduler(&self, signal: &str) {
         let pid = self.scheduler.as_ref().expect("no scheduler").id();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the executor started `index`-th.
+    pub fn signal_executor(&self, index: usize, signal: &str) {
+        let pid = self.executors[index].id();
         let sent = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())

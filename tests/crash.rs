@@ -409,3 +409,101 @@ async fn a_store_backed_up_while_running_restores_into_an_empty_state_directory(
         .collect();
     assert_eq!(kept.len(), 1, "{again:?}");
 }
+
+/// One partition per claim: a run whose record grows by hundreds of kilobytes when it
+/// commits (every file and partition is listed), so its end needs new space in the store.
+const BY_CLAIM: &str = "apiVersion: sluice/v1\nname: claims_by_id\n\
+    params:\n  landing: {type: path, required: true}\n  out: {type: path, required: true}\n\
+    sources:\n  claims: {format: csv, path: \"{{landing}}/claims\"}\n\
+    outputs:\n  - {name: claims, path: \"{{out}}\", partition_by: [claim_id]}\n";
+
+/// The run store's disk fills up while a run is in flight (the state directory is a
+/// small tmpfs that another file fills): the run's outputs are committed, but its record
+/// cannot be written, so the scheduler reports itself not ready and keeps retrying
+/// instead of leaving the run `running` or calling it failed; once space returns, the
+/// run is recorded `succeeded` with every file it committed, and the scheduler is ready
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_store_whose_disk_fills_mid_run_records_the_run_once_space_returns() {
+    let _serial = common::one_cluster_at_a_time().await;
+    let lake = tempfile::tempdir().unwrap();
+    let claims = 600;
+    sluice_jobs::datagen::write_claims(lake.path(), claims, &[1], 7).unwrap();
+    let landing = lake.path().join("landing");
+    let out = lake.path().join("out");
+    let http = common::free_port();
+    let http_args = vec!["--http-port".to_owned(), http.to_string()];
+    let mut cluster = Cluster::start_with(1, Vec::new(), http_args).await;
+    cluster.kill_scheduler();
+    let disk = common::SmallDisk::mount(&cluster.state_dir(), "8m");
+    cluster.start_scheduler().await;
+    cluster.wait_for_executors(1).await;
+    let ready = || common::http_get(http, "/readyz");
+    assert!(ready().starts_with("HTTP/1.1 200"), "{}", ready());
+
+    // The executor is paused so that the run is in flight when the disk fills.
+    cluster.signal_executor(0, "STOP");
+    let params = [
+        ("landing", landing.display().to_string()),
+        ("out", out.display().to_string()),
+    ];
+    let run = cluster
+        .submit(BY_CLAIM, "claims_by_id.yaml", &params)
+        .await
+        .unwrap();
+    cluster
+        .wait_until(&run, "running", |run| status(run) == RunStatus::Running)
+        .await;
+    let filler = disk.fill("filler");
+    cluster.signal_executor(0, "CONT");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let unready = loop {
+        let answer = ready();
+        if answer.starts_with("HTTP/1.1 503") {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler stayed ready with a full store: {answer}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(unready.contains("runs.redb"), "{unready}");
+    // The outputs are committed; the record does not say the run ended yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !out.join("_SUCCESS").exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", cluster.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(ready().starts_with("HTTP/1.1 503"), "{}", ready());
+
+    std::fs::remove_file(&filler).unwrap();
+    let finished = cluster.wait_final(&run).await;
+    assert_eq!(status(&finished), RunStatus::Succeeded, "{finished:?}");
+    // Every landed claim, in the partition of its id.
+    let landed = std::fs::read_to_string(landing.join("claims/claims_2024_01.csv")).unwrap();
+    let ids: std::collections::BTreeSet<&str> = landed
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').next())
+        .collect();
+    let written = rows(&out);
+    assert_eq!(written.len(), ids.len(), "one partition per claim id");
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), claims);
+    let output = &finished.outputs[0];
+    assert_eq!(output.partitions.len(), ids.len(), "{output:?}");
+    assert_eq!(output.files.len(), common::data_files(&out).len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready().starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "{}", ready());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        cluster.logs().contains("the run store is writable again"),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -343,6 +343,7 @@ impl RunManager {
             specs,
             locks,
             idempotency_key: submission.idempotency_key.clone(),
+            unrecorded: Mutex::new(Vec::new()),
             executor_timeout: self.executor_timeout,
             step_functions: self.step_functions.clone(),
             engine: self.engine,

@@ -108,7 +108,9 @@ fn job_key(name: &str, version: u32) -> String {
 #[derive(Debug)]
 pub struct RunStore {
     path: PathBuf,
-    db: Database,
+    /// The open database; `None` after a write failed, until it is opened again (see
+    /// [`RunStore::database`]).
+    db: std::sync::RwLock<Option<std::sync::Arc<Database>>>,
     interrupted: Vec<RunRecord>,
     /// Bumped by every committed write.
     generation: tokio::sync::watch::Sender<u64>,
@@ -134,7 +136,7 @@ impl RunStore {
         let db = Database::create(path).map_err(|err| SchedulerError::store(path, err))?;
         let mut store = Self {
             path: path.to_owned(),
-            db,
+            db: std::sync::RwLock::new(Some(std::sync::Arc::new(db))),
             interrupted: Vec::new(),
             generation: tokio::sync::watch::Sender::new(0),
         };
@@ -171,7 +173,7 @@ impl RunStore {
     }
 
     fn init_tables(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             txn.open_table(RUNS).map_err(|e| self.fail(e))?;
             txn.open_table(JOBS).map_err(|e| self.fail(e))?;
@@ -182,13 +184,13 @@ impl RunStore {
             txn.open_table(STATUS).map_err(|e| self.fail(e))?;
             txn.open_table(COUNTS).map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// Builds the indexes of runs (open runs, statuses and their counts) once, for a
     /// store from before they existed.
     fn index_runs(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
             if meta.get("run_indexes").map_err(|e| self.fail(e))?.is_some() {
@@ -204,12 +206,12 @@ impl RunStore {
             }
             meta.insert("run_indexes", "1").map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// How many runs the store holds, by status (`queued`, `running`, …).
     pub fn count_by_status(&self) -> Result<std::collections::BTreeMap<String, u64>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let counts = txn.open_table(COUNTS).map_err(|e| self.fail(e))?;
         let mut found = std::collections::BTreeMap::new();
         for entry in counts.iter().map_err(|e| self.fail(e))? {
@@ -221,7 +223,7 @@ impl RunStore {
 
     /// The runs of the open index, oldest first.
     pub fn open_runs(&self) -> Result<Vec<RunRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let open = txn.open_table(OPEN).map_err(|e| self.fail(e))?;
         let runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
         let mut found = Vec::new();
@@ -245,7 +247,7 @@ impl RunStore {
         if keep_runs.is_none() && keep_since.is_none() {
             return Ok(0);
         }
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         let removed;
         {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
@@ -289,7 +291,7 @@ impl RunStore {
     /// Refuses a store a later release wrote; records this release's format in one
     /// that has none yet (a new store, or one from before formats were recorded).
     fn check_format(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
             let found = meta
@@ -317,7 +319,7 @@ impl RunStore {
             meta.insert("opened_by", env!("CARGO_PKG_VERSION"))
                 .map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))
+        self.commit(txn)
     }
 
     /// The generation of the store's contents: it changes with every committed write.
@@ -327,9 +329,59 @@ impl RunStore {
 
     /// Commits a write and bumps the generation.
     fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
-        txn.commit().map_err(|e| self.fail(e))?;
+        if let Err(err) = txn.commit() {
+            self.close_after_failed_write();
+            return Err(self.fail(err));
+        }
         self.generation.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// The open database, opened again if a write failed since. redb refuses every
+    /// transaction of a database after one of its writes failed (`PreviousIo`), so a
+    /// store whose disk filled up or went read-only would stay unusable after the disk
+    /// recovers; opening the file again recovers it at its last commit.
+    fn database(&self) -> Result<std::sync::Arc<Database>> {
+        if let Some(db) = self.db.read().ok().and_then(|db| db.clone()) {
+            return Ok(db);
+        }
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| self.fail("the store's lock was poisoned"))?;
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        // Fails while a transaction of the old database is still alive (redb holds the
+        // file's lock until then); the next call tries again.
+        let db = std::sync::Arc::new(Database::create(&self.path).map_err(|e| self.fail(e))?);
+        tracing::info!(path = %self.path.display(), "the run store is writable again");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Drops the database after a failed write (see [`RunStore::database`]).
+    fn close_after_failed_write(&self) {
+        if let Ok(mut slot) = self.db.write() {
+            *slot = None;
+        }
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let begun = self.database()?.begin_write();
+        begun.map_err(|err| {
+            if matches!(
+                err,
+                redb::TransactionError::Storage(redb::StorageError::PreviousIo)
+            ) {
+                self.close_after_failed_write();
+            }
+            self.fail(err)
+        })
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.database()?.begin_read().map_err(|e| self.fail(e))
     }
 
     /// A consistent copy of the store file's contents (see [`RunStore::snapshot_to`]),
@@ -354,7 +406,7 @@ impl RunStore {
     pub fn snapshot_to(&self, target: &Path) -> Result<()> {
         let fail = |err: &dyn std::fmt::Display| SchedulerError::store(target, err);
         let copy = Database::create(target).map_err(|e| fail(&e))?;
-        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let read = self.begin_read()?;
         let write = copy.begin_write().map_err(|e| fail(&e))?;
         // Every table, entry by entry (their key and value types differ).
         macro_rules! copy {
@@ -378,7 +430,7 @@ impl RunStore {
     /// Writes a run record (insert or replace).
     pub fn put(&self, run: &RunRecord) -> Result<()> {
         let json = serde_json::to_vec(run).map_err(|e| self.fail(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
             table
@@ -395,7 +447,7 @@ impl RunStore {
     /// Appends an audit event, dropping the oldest past [`AUDIT_KEPT`].
     pub fn append_audit(&self, event: &AuditEvent) -> Result<()> {
         let json = serde_json::to_vec(event).map_err(|e| self.fail(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
             let next = match table.last().map_err(|e| self.fail(e))? {
@@ -414,7 +466,7 @@ impl RunStore {
 
     /// Audit events, newest first; at most `limit`.
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(AUDIT).map_err(|e| self.fail(e))?;
         let mut events = Vec::new();
         for entry in table.iter().map_err(|e| self.fail(e))?.rev().take(limit) {
@@ -426,7 +478,7 @@ impl RunStore {
 
     /// Reads one run.
     pub fn get(&self, run_id: &RunId) -> Result<Option<RunRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
         match table.get(run_id.as_str()).map_err(|e| self.fail(e))? {
             Some(value) => Ok(Some(
@@ -444,7 +496,7 @@ impl RunStore {
     /// Like [`RunStore::list`], for the runs submitted before `before` (a page of
     /// history: pass the last run id of the previous page).
     pub fn list_before(&self, limit: usize, before: Option<&RunId>) -> Result<Vec<RunRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
         let mut runs = Vec::new();
         let entries = match before {
@@ -481,7 +533,7 @@ impl RunStore {
 
     /// Every version of one job, oldest first.
     fn job_versions(&self, name: &str) -> Result<Vec<JobVersion>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
         let start = job_key(name, 0);
         let end = job_key(name, u32::MAX);
@@ -513,7 +565,7 @@ impl RunStore {
             definition_yaml: yaml.to_owned(),
         };
         let json = serde_json::to_vec(&version).map_err(|e| self.fail(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
             table
@@ -527,7 +579,7 @@ impl RunStore {
     /// Writes a backfill record (insert or replace).
     pub fn put_backfill(&self, record: &BackfillRecord) -> Result<()> {
         let json = serde_json::to_vec(record).map_err(|e| self.fail(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
             table
@@ -539,7 +591,7 @@ impl RunStore {
 
     /// Every backfill record, oldest first.
     pub fn list_backfills(&self) -> Result<Vec<BackfillRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(BACKFILLS).map_err(|e| self.fail(e))?;
         let mut records = Vec::new();
         for entry in table.iter().map_err(|e| self.fail(e))? {
@@ -551,7 +603,7 @@ impl RunStore {
 
     /// The latest version of every registered job, by name.
     pub fn list_jobs(&self) -> Result<Vec<JobVersion>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(JOBS).map_err(|e| self.fail(e))?;
         let mut latest: std::collections::BTreeMap<String, JobVersion> = Default::default();
         for entry in table.iter().map_err(|e| self.fail(e))? {

@@ -56,7 +56,15 @@ pub(super) struct Execution {
     pub(super) executor_timeout: Duration,
     pub(super) step_functions: Option<aws_sdk_sfn::Client>,
     pub(super) engine: Engine,
+    /// Changes to the run's record from its commit on that the store refused (a full or
+    /// failing disk). Once an output is committed the run has succeeded whatever the
+    /// store says, so they never fail the run: they are written with the run's end,
+    /// which is retried until the store takes it.
+    pub(super) unrecorded: Mutex<Vec<RecordChange>>,
 }
+
+/// A change to a run's record, kept to be applied again (see [`Execution::unrecorded`]).
+pub(super) type RecordChange = Arc<dyn Fn(&mut crate::record::RunRecord) + Send + Sync>;
 
 /// A run's write specs: its outputs', then its quarantine's.
 pub(super) fn write_specs(
@@ -193,7 +201,15 @@ impl Execution {
         // reports itself not ready meanwhile); Step Functions hears once it is recorded.
         let mut attempt = 0u32;
         loop {
+            let unrecorded: Vec<RecordChange> = self
+                .unrecorded
+                .lock()
+                .map(|changes| changes.clone())
+                .unwrap_or_default();
             let recorded = self.runs.update(&run_id, |run| {
+                for change in &unrecorded {
+                    change(run);
+                }
                 run.finish(status, error.clone());
                 run.commit_pending = pending;
             });
@@ -276,20 +292,35 @@ impl Execution {
     }
 
     /// Records a committed output (or one an earlier run with the key had committed).
-    fn record_output(&self, record: crate::record::OutputRecord) -> Result<()> {
-        if let Some(earlier) = &record.duplicate_of {
+    fn record_output(&self, record: crate::record::OutputRecord) {
+        let warning = record.duplicate_of.as_ref().map(|earlier| {
             let key = self.idempotency_key.as_deref().unwrap_or_default();
-            let warning = format!(
+            format!(
                 "output `{}`: idempotency key `{key}` was committed by run {earlier}; \
                  nothing was appended again",
                 record.name
-            );
-            self.runs
-                .update(&self.run_id, |run| run.warnings.push(warning))?;
+            )
+        });
+        // Applied again with the run's end if the store refused it: a write that failed
+        // but landed must not record the output twice.
+        self.record_after_commit(Arc::new(move |run| {
+            if run.outputs.iter().any(|o| o.name == record.name) {
+                return;
+            }
+            run.warnings.extend(warning.clone());
+            run.outputs.push(record.clone());
+        }));
+    }
+
+    /// Writes a change made once outputs are committed; one the store refuses is kept
+    /// for the run's end (see [`Execution::unrecorded`]).
+    fn record_after_commit(&self, change: RecordChange) {
+        if let Err(err) = self.runs.update(&self.run_id, |run| change(run)) {
+            tracing::error!(run_id = %self.run_id, %err, "the run's record could not be written after its commit; kept for its end");
+            if let Ok(mut unrecorded) = self.unrecorded.lock() {
+                unrecorded.push(change);
+            }
         }
-        self.runs
-            .update(&self.run_id, |run| run.outputs.push(record))?;
-        Ok(())
     }
 
     fn store_for(&self, spec: &WriteSpec) -> Result<Arc<dyn object_store::ObjectStore>> {
@@ -659,7 +690,7 @@ impl Execution {
             self.settle_rolled_forward(&output.spec, rolled_forward);
             match prepared {
                 commit::Prepared::Planned(prepared) => planned.push((prepared, lock)),
-                commit::Prepared::Done(record) => self.record_output(record)?,
+                commit::Prepared::Done(record) => self.record_output(record),
             }
         }
         if let Some(decision) = &decision {
@@ -686,15 +717,14 @@ impl Execution {
                 commit::crash_point("between_outputs");
             }
             let record = commit::apply_prepared(*prepared, lock).await?;
-            self.record_output(record)?;
+            self.record_output(record);
         }
         if let Some(decision) = &decision {
             commit::remove_decision(&resolver, decision).await;
         }
         let commit_ms = elapsed_ms(committing);
-        self.runs
-            .update(&self.run_id, |run| run.profile.commit_ms = commit_ms)?;
-        if let Some(report) = self.runs.get(&self.run_id)?.dq {
+        self.record_after_commit(Arc::new(move |run| run.profile.commit_ms = commit_ms));
+        if let Some(report) = self.runs.get(&self.run_id).ok().and_then(|run| run.dq) {
             self.write_reports(&report, &specs).await;
         }
         Ok(())

@@ -429,17 +429,23 @@ impl RunStore {
 
     /// Writes a run record (insert or replace).
     pub fn put(&self, run: &RunRecord) -> Result<()> {
-        let json = serde_json::to_vec(run).map_err(|e| self.fail(e))?;
+        self.put_all(std::slice::from_ref(run))
+    }
+
+    /// Writes run records in one transaction (a bulk load: an import, or the history
+    /// the run store's benchmark starts from).
+    pub fn put_all(&self, runs: &[RunRecord]) -> Result<()> {
         let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
-            table
-                .insert(run.run_id.as_str(), json.as_slice())
-                .map_err(|e| self.fail(e))?;
-            Indexes::open(&txn)
-                .map_err(|e| self.fail(e))?
-                .add(run)
-                .map_err(|e| self.fail(e))?;
+            let mut indexes = Indexes::open(&txn).map_err(|e| self.fail(e))?;
+            for run in runs {
+                let json = serde_json::to_vec(run).map_err(|e| self.fail(e))?;
+                table
+                    .insert(run.run_id.as_str(), json.as_slice())
+                    .map_err(|e| self.fail(e))?;
+                indexes.add(run).map_err(|e| self.fail(e))?;
+            }
         }
         self.commit(txn)
     }

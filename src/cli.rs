@@ -404,6 +404,10 @@ pub struct SchedulerArgs {
     /// Days an ended run is kept after it ended (0 keeps it forever).
     #[arg(long, env = "SLUICE_STATE__KEEP_DAYS", default_value_t = 0)]
     pub keep_days: u64,
+    /// Days a run with a data-quality report is kept after it ended, as a summary with
+    /// the report, when the retention above would remove it (0: no longer than the run).
+    #[arg(long, env = "SLUICE_STATE__KEEP_DQ_DAYS", default_value_t = 0)]
+    pub keep_dq_days: u64,
     /// A port for HTTP `/healthz`, `/readyz` and `/metrics` (Prometheus).
     #[arg(long, env = "SLUICE_SCHEDULER__HTTP_PORT")]
     pub http_port: Option<u16>,

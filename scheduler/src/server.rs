@@ -55,6 +55,9 @@ pub struct SchedulerSettings {
     pub keep_runs: Option<usize>,
     /// Ended runs are removed this long after they ended; `None` keeps them.
     pub keep_for: Option<Duration>,
+    /// A run with a data-quality report is kept, compacted, this long after it ended
+    /// even when the retention above would remove it; `None`: no longer than the run.
+    pub keep_dq_for: Option<Duration>,
     /// How storage is reached (the same as the executors').
     pub storage: StorageSettings,
     /// Step Functions, for runs submitted with a task token; `None` turns callbacks off.
@@ -85,6 +88,7 @@ impl Default for SchedulerSettings {
             output_lease: crate::lock::DEFAULT_LEASE,
             state_backup: None,
             keep_runs: None,
+            keep_dq_for: None,
             keep_for: None,
             storage: StorageSettings::default(),
             step_functions: None,
@@ -204,14 +208,29 @@ async fn recover_runs(store: &RunStore, stores: &Arc<ObjectStores>, lease: Durat
 }
 
 /// Applies the history retention at start and every hour after.
-async fn prune_history(runs: Arc<Runs>, keep_runs: Option<usize>, keep_for: Option<Duration>) {
+async fn prune_history(
+    runs: Arc<Runs>,
+    keep_runs: Option<usize>,
+    keep_for: Option<Duration>,
+    keep_dq_for: Option<Duration>,
+) {
+    let since = |keep: Option<Duration>| {
+        keep.and_then(|keep| chrono::Duration::from_std(keep).ok())
+            .map(|keep| chrono::Utc::now() - keep)
+    };
     loop {
-        let since = keep_for
-            .and_then(|keep| chrono::Duration::from_std(keep).ok())
-            .map(|keep| chrono::Utc::now() - keep);
-        match runs.store.prune(keep_runs, since) {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed ended runs past the retention"),
+        let retention = crate::store::Retention {
+            keep_runs,
+            keep_since: since(keep_for),
+            keep_dq_since: since(keep_dq_for),
+        };
+        match runs.store.prune(&retention) {
+            Ok(pruned) if pruned == crate::store::Pruned::default() => {}
+            Ok(pruned) => tracing::info!(
+                removed = pruned.removed,
+                compacted = pruned.compacted,
+                "applied the history retention to ended runs"
+            ),
             Err(err) => tracing::warn!(%err, "could not apply the history retention"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -436,6 +455,7 @@ impl Scheduler {
                 Arc::clone(&runs),
                 settings.keep_runs,
                 settings.keep_for,
+                settings.keep_dq_for,
             ));
         }
         if backup.is_some() {

@@ -104,6 +104,27 @@ fn job_key(name: &str, version: u32) -> String {
     format!("{name}\u{1f}{version:010}")
 }
 
+/// How long the run store keeps history (see [`RunStore::prune`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// Ended runs kept at most, the newest.
+    pub keep_runs: Option<usize>,
+    /// Ended runs that ended before this are removed.
+    pub keep_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// A run past the retention with a data-quality report that ended after this is
+    /// compacted instead of removed: quality history outlives run history.
+    pub keep_dq_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What one application of the retention did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Runs removed.
+    pub removed: usize,
+    /// Runs compacted to their summary and data-quality report.
+    pub compacted: usize,
+}
+
 /// The run store.
 #[derive(Debug)]
 pub struct RunStore {
@@ -236,31 +257,49 @@ impl RunStore {
         Ok(found)
     }
 
-    /// Removes ended runs past the retention: the oldest while more than `keep_runs`
-    /// runs are stored, and those that ended before `keep_since`. Open runs are always
-    /// kept. Returns how many were removed.
-    pub fn prune(
-        &self,
-        keep_runs: Option<usize>,
-        keep_since: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<usize> {
+    /// Applies the history retention: ended runs past it are removed, the oldest while
+    /// more than `keep_runs` runs are stored and those that ended before `keep_since`;
+    /// one with a data-quality report that ended after `keep_dq_since` is compacted
+    /// instead (see [`RunRecord::compact`]) and removed when that passes. Open runs are
+    /// always kept.
+    pub fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let Retention {
+            keep_runs,
+            keep_since,
+            keep_dq_since,
+        } = *retention;
         if keep_runs.is_none() && keep_since.is_none() {
-            return Ok(0);
+            return Ok(Pruned::default());
         }
+        // A report past its own retention (none: it goes with its run).
+        let dq_expired = |run: &RunRecord| {
+            run.dq.is_none()
+                || keep_dq_since
+                    .is_none_or(|since| run.finished_at.is_none_or(|ended| ended < since))
+        };
         let txn = self.begin_write()?;
-        let removed;
+        let pruned;
         {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.fail(e))?;
             let mut indexes = Indexes::open(&txn).map_err(|e| self.fail(e))?;
             let mut remaining = runs.len().map_err(|e| self.fail(e))? as usize;
             let mut doomed = Vec::new();
+            let mut compacted = Vec::new();
             // Oldest first (ids sort by submission time): stop at the first run kept
             // for both reasons.
             for entry in runs.iter().map_err(|e| self.fail(e))? {
                 let (key, value) = entry.map_err(|e| self.fail(e))?;
-                let over_count = keep_runs.is_some_and(|keep| remaining > keep);
-                let run: RunRecord =
+                let mut run: RunRecord =
                     serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
+                if run.compacted {
+                    // Kept for its report, not counted as a run kept.
+                    remaining -= 1;
+                    if dq_expired(&run) {
+                        doomed.push(key.value().to_owned());
+                    }
+                    continue;
+                }
+                let over_count = keep_runs.is_some_and(|keep| remaining > keep);
                 let too_old = keep_since
                     .is_some_and(|since| run.finished_at.is_some_and(|ended| ended < since));
                 if !over_count && !too_old {
@@ -273,19 +312,32 @@ impl RunStore {
                 if is_open(&run) {
                     continue;
                 }
-                doomed.push(key.value().to_owned());
                 remaining -= 1;
+                if dq_expired(&run) {
+                    doomed.push(key.value().to_owned());
+                } else {
+                    run.compact();
+                    compacted.push(run);
+                }
             }
             for key in &doomed {
                 runs.remove(key.as_str()).map_err(|e| self.fail(e))?;
                 indexes.remove(key).map_err(|e| self.fail(e))?;
             }
-            removed = doomed.len();
+            for run in &compacted {
+                let json = serde_json::to_vec(run).map_err(|e| self.fail(e))?;
+                runs.insert(run.run_id.as_str(), json.as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
+            pruned = Pruned {
+                removed: doomed.len(),
+                compacted: compacted.len(),
+            };
         }
-        if removed > 0 {
+        if pruned != Pruned::default() {
             self.commit(txn)?;
         }
-        Ok(removed)
+        Ok(pruned)
     }
 
     /// Refuses a store a later release wrote; records this release's format in one
@@ -789,6 +841,67 @@ mod tests {
         run
     }
 
+    /// Runs past the retention with a data-quality report are compacted while the
+    /// report's longer retention lasts, not counted as kept runs, and removed after it.
+    #[test]
+    fn quality_history_outlives_run_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(&dir.path().join("runs.redb")).unwrap();
+        let report = || sluice_jobs::quality::DqReport {
+            outcome: sluice_jobs::quality::DqOutcome::Passed,
+            rows_checked: 10,
+            rows_valid: 7,
+            rows_quarantined: 3,
+            rules: Vec::new(),
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            sources: Vec::new(),
+        };
+        // r-1 (40 days) and r-2 (20 days) have reports; r-3 (10 days) has none.
+        for (id, days, dq) in [("r-1", 41, true), ("r-2", 21, true), ("r-3", 11, false)] {
+            let mut run = run(id, RunStatus::Succeeded, days);
+            run.dq = dq.then(report);
+            run.outputs.push(crate::record::OutputRecord {
+                name: "claims".into(),
+                files: vec!["part-0.parquet".into()],
+                partitions: vec!["month=1".into()],
+                ..Default::default()
+            });
+            store.put(&run).unwrap();
+        }
+        store.put(&run("r-4", RunStatus::Succeeded, 2)).unwrap();
+        let days = |n| Some(chrono::Utc::now() - chrono::Duration::days(n));
+        // Runs for a week, reports for a month: r-1's report is past it, r-2's is not.
+        let retention = Retention {
+            keep_runs: None,
+            keep_since: days(7),
+            keep_dq_since: days(30),
+        };
+        let pruned = store.prune(&retention).unwrap();
+        assert_eq!((pruned.removed, pruned.compacted), (2, 1));
+        assert_eq!(ids(&store.list(0).unwrap()), ["r-4", "r-2"]);
+        let kept = store.get(&RunId::from("r-2".to_owned())).unwrap().unwrap();
+        assert!(kept.compacted);
+        assert_eq!(kept.dq, Some(report()));
+        assert!(kept.outputs[0].files.is_empty(), "{kept:?}");
+        assert_eq!(kept.status, RunStatus::Succeeded);
+        // Applied again, nothing changes; a compacted run does not count as a kept run.
+        assert_eq!(store.prune(&retention).unwrap(), Pruned::default());
+        let one = Retention {
+            keep_runs: Some(1),
+            ..retention
+        };
+        assert_eq!(store.prune(&one).unwrap(), Pruned::default());
+        // Once the report's retention passes too, the summary goes.
+        let shorter = Retention {
+            keep_dq_since: days(10),
+            ..retention
+        };
+        let pruned = store.prune(&shorter).unwrap();
+        assert_eq!((pruned.removed, pruned.compacted), (1, 0));
+        assert_eq!(ids(&store.list(0).unwrap()), ["r-4"]);
+    }
+
     fn ids(runs: &[RunRecord]) -> Vec<String> {
         runs.iter().map(|r| r.run_id.to_string()).collect()
     }
@@ -814,10 +927,17 @@ mod tests {
 
         // Ended more than a week ago: r-2 and r-3 (r-1 is in flight).
         let week = chrono::Utc::now() - chrono::Duration::days(7);
-        assert_eq!(store.prune(None, Some(week)).unwrap(), 2);
+        let retention = |keep_runs, keep_since| Retention {
+            keep_runs,
+            keep_since,
+            keep_dq_since: None,
+        };
+        let pruned = store.prune(&retention(None, Some(week))).unwrap();
+        assert_eq!((pruned.removed, pruned.compacted), (2, 0));
         assert_eq!(ids(&store.list(0).unwrap()), ["r-5", "r-4", "r-1"]);
         // Two runs at most: the oldest ended one goes, the one in flight stays.
-        assert_eq!(store.prune(Some(2), None).unwrap(), 1);
+        let pruned = store.prune(&retention(Some(2), None)).unwrap();
+        assert_eq!((pruned.removed, pruned.compacted), (1, 0));
         assert_eq!(ids(&store.list(0).unwrap()), ["r-5", "r-1"]);
 
         store.put(&run("r-1", RunStatus::Succeeded, 50)).unwrap();

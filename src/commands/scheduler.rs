@@ -23,6 +23,8 @@ pub async fn run(args: SchedulerArgs, settings: &Settings) -> Result<()> {
         state_backup: args.state_backup.clone(),
         keep_runs: (args.keep_runs > 0).then_some(args.keep_runs),
         keep_for: (args.keep_days > 0).then(|| Duration::from_secs(args.keep_days * 86_400)),
+        keep_dq_for: (args.keep_dq_days > 0)
+            .then(|| Duration::from_secs(args.keep_dq_days * 86_400)),
         storage: settings.storage()?,
         step_functions: settings.step_functions(),
         http_port: args.http_port,

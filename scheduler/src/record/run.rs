@@ -187,6 +187,10 @@ pub struct RunRecord {
     /// The run's result reached Step Functions.
     #[serde(default)]
     pub task_reported: bool,
+    /// Past the history retention, kept as a summary for its data-quality report (see
+    /// [`RunRecord::compact`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacted: bool,
     /// Where the run's time went.
     #[serde(default)]
     pub profile: RunProfile,
@@ -231,7 +235,28 @@ impl RunRecord {
             task_reported: false,
             profile: RunProfile::default(),
             commit_pending: false,
+            compacted: false,
         }
+    }
+
+    /// Reduces an ended run past the history retention to what quality history needs:
+    /// its status, times, params, row counts and data-quality report stay; the outputs'
+    /// file and partition lists, progress, tasks and profile go.
+    pub fn compact(&mut self) {
+        for output in &mut self.outputs {
+            output.files = Vec::new();
+            output.partitions = Vec::new();
+        }
+        self.progress = Progress::default();
+        self.ballista_jobs = Vec::new();
+        self.tasks_by_executor = BTreeMap::new();
+        self.profile = RunProfile::default();
+        self.warnings.push(
+            "past the run history's retention: kept as a summary with its data-quality \
+             report (files, progress and profile dropped)"
+                .into(),
+        );
+        self.compacted = true;
     }
 
     /// Moves the run to a final status.

@@ -292,6 +292,15 @@ const EXPRESSIONS: &[&str] = &[
     "weekofyear(date'2024-01-01')",
     "try_to_date('2024-13-01')",
     "try_to_date('03/07/2024', 'MM/dd/yyyy')",
+    "7 div 2 + 1",
+    "-7 div 2",
+    "cast(17 as bigint) div 5 * 2",
+    "'abc' rlike 'b'",
+    "'abc' not rlike '^b'",
+    "'2024-03' regexp '^[0-9]{4}-[0-9]{2}$'",
+    "NULL rlike 'a'",
+    "7.9 div 2.5",
+    "div(-9, 4)",
 ];
 
 /// Where Sluice's answer differs from PySpark's today, measured by the test below and
@@ -302,11 +311,9 @@ const EXPRESSIONS: &[&str] = &[
 const KNOWN_GAPS: &[&str] = &[
     // Missing functions.
     "bround(2.5)",
-    // Spark syntax DataFusion's parser does not take (`RLIKE`, `DIV`), or reads
-    // differently: `SUBSTR`/`SUBSTRING` are SQL syntax planned by DataFusion's own
-    // planner (a negative position does not count from the end); arrays index from 1.
-    "'abc' rlike '^a'",
-    "7 div 2",
+    // Spark syntax DataFusion reads differently: `SUBSTR`/`SUBSTRING` are SQL syntax
+    // planned by DataFusion's own planner (a negative position does not count from the
+    // end); arrays index from 1. (`RLIKE` and `DIV` were here until `sluice_jobs::sql`.)
     "substr('2024-03-07', -2)",
     "substring('2024-03-07', -2)",
     "split('a,b,c', ',')[1]",
@@ -331,7 +338,7 @@ async fn sluice_values(expressions: &[&str]) -> Vec<Option<String>> {
     let mut values = Vec::new();
     for expression in expressions {
         let query = format!("SELECT CAST(({expression}) AS STRING) AS v");
-        let value = match ctx.sql(&query).await {
+        let value = match sluice_jobs::sql::query(&ctx, &query, Default::default()).await {
             Ok(frame) => match frame.collect().await {
                 Ok(batches) => {
                     let column = datafusion::arrow::compute::cast(

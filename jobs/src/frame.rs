@@ -145,8 +145,7 @@ pub(crate) fn parse_ordering(
     } else if let Some(stripped) = lower.strip_suffix(" asc") {
         text.truncate(stripped.trim_end().len());
     }
-    let expr = frame
-        .parse_sql_expr(&text)
+    let expr = crate::sql::expression(frame, &text)
         .map_err(|err| format!("order_by `{entry}`: {}", strip_context(&err)))?;
     check_expr(frame, &expr, entry)?;
     // Spark: NULLS FIRST for ascending, NULLS LAST for descending.

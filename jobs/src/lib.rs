@@ -65,6 +65,7 @@ mod params;
 pub mod quality;
 mod read;
 pub mod session;
+pub mod sql;
 mod storage;
 mod write;
 

@@ -55,15 +55,13 @@ pub(super) async fn apply_step(
             frame.drop_columns(&names).map_err(fail)
         }
         Step::Derive(derive) => {
-            let expr = frame
-                .parse_sql_expr(&derive.expr)
+            let expr = crate::sql::expression(&frame, &derive.expr)
                 .map_err(|err| format!("`{}`: {}", derive.expr, strip_context(&err)))?;
             check_expr(&frame, &expr, &derive.expr)?;
             frame.with_column(&derive.column, expr).map_err(fail)
         }
         Step::Filter(predicate) => {
-            let expr = frame
-                .parse_sql_expr(predicate)
+            let expr = crate::sql::expression(&frame, predicate)
                 .map_err(|err| format!("`{predicate}`: {}", strip_context(&err)))?;
             check_expr(&frame, &expr, predicate)?;
             frame.filter(expr).map_err(fail)
@@ -138,8 +136,7 @@ pub(super) async fn apply_step(
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
                 .with_allow_statements(false);
-            let result = ctx
-                .sql_with_options(query, queries_only)
+            let result = crate::sql::query(ctx, query, queries_only)
                 .await
                 .map_err(|err| {
                     let message = strip_context(&err);

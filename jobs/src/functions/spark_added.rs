@@ -11,6 +11,7 @@
 //! | `dayofweek(d)` | 1 (Sunday) … 7 (Saturday) |
 //! | `weekofyear(d)` | the ISO 8601 week |
 //! | `try_to_date(s[, fmt])` | like `to_date`, NULL instead of an error |
+//! | `div(a, b)`, `a DIV b` | the quotient truncated toward zero, a BIGINT; a zero divisor is an error (Spark's ANSI mode) |
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub fn spark_added_functions() -> Vec<Arc<ScalarUDF>> {
             hash,
         ),
         Function::udf("try_divide", any(2), DataType::Float64, try_divide),
+        Function::udf("div", any(2), DataType::Int64, integral_divide),
         Function::udf("startswith", any(2), DataType::Boolean, |a, r| {
             affix(a, r, |s, p| s.starts_with(p))
         }),
@@ -310,6 +312,41 @@ fn try_divide(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
             })
             .collect::<Float64Array>(),
     ))
+}
+
+/// Spark's `IntegralDivide`: integers divide exactly, other numbers as doubles, and the
+/// quotient is truncated toward zero.
+fn integral_divide(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+    let zero = || DataFusionError::Execution("div: division by zero".into());
+    if args.iter().all(|arg| arg.data_type().is_integer()) {
+        let number = |index| argument_as::<Int64Array>("div", args, index, rows, &DataType::Int64);
+        let (dividend, divisor) = (number(0)?, number(1)?);
+        let quotients = dividend
+            .iter()
+            .zip(divisor.iter())
+            .map(|pair| match pair {
+                (Some(_), Some(0)) => Err(zero()),
+                // i64::MIN div -1 overflows a BIGINT, as in Spark.
+                (Some(a), Some(b)) => a.checked_div(b).map(Some).ok_or_else(|| {
+                    DataFusionError::Execution(format!("div: {a} div {b} overflows a BIGINT"))
+                }),
+                _ => Ok(None),
+            })
+            .collect::<Result<Int64Array>>()?;
+        return Ok(Arc::new(quotients));
+    }
+    let number = |index| argument_as::<Float64Array>("div", args, index, rows, &DataType::Float64);
+    let (dividend, divisor) = (number(0)?, number(1)?);
+    let quotients = dividend
+        .iter()
+        .zip(divisor.iter())
+        .map(|pair| match pair {
+            (Some(_), Some(b)) if b == 0.0 => Err(zero()),
+            (Some(a), Some(b)) => Ok(Some((a / b).trunc() as i64)),
+            _ => Ok(None),
+        })
+        .collect::<Result<Int64Array>>()?;
+    Ok(Arc::new(quotients))
 }
 
 fn affix(args: &[ColumnarValue], rows: usize, test: fn(&str, &str) -> bool) -> Result<ArrayRef> {

@@ -308,8 +308,7 @@ impl<'a> QualityBuilder<'a> {
             let broken = text.is_not_null().and(matches.not());
             ("regex", broken, vec![check.column.clone()], frame)
         } else if let Some(check) = &rule.expr {
-            let expr = frame
-                .parse_sql_expr(check)
+            let expr = crate::sql::expression(&frame, check)
                 .map_err(|err| format!("`{check}`: {}", strip_context(&err)))?;
             check_expr(&frame, &expr, check)?;
             let mut referenced: Vec<String> = expr

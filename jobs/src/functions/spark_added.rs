@@ -341,7 +341,7 @@ fn integral_divide(args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
         .iter()
         .zip(divisor.iter())
         .map(|pair| match pair {
-            (Some(_), Some(b)) if b == 0.0 => Err(zero()),
+            (Some(_), Some(0.0)) => Err(zero()),
             (Some(a), Some(b)) => Ok(Some((a / b).trunc() as i64)),
             _ => Ok(None),
         })

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["layout", "storage"],
-    &["functions"],
+    // Spark's functions, and Spark SQL text read into DataFusion's syntax.
+    &["functions", "sql"],
     &["definition"],
     &["conf", "params"],
     &["frame", "optimizer"],

@@ -75,6 +75,17 @@ impl Drop for Killed {
     }
 }
 
+/// Sends a process a signal by name (`kill -STOP`).
+fn send_signal(process: &Child, signal: &str) {
+    let pid = process.id();
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
 /// A plain HTTP GET on a loopback port: the whole response, head and body.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
@@ -314,24 +325,12 @@ impl Cluster {
     /// Sends the scheduler process a signal (`STOP` pauses it as a long GC pause or a
     /// frozen VM would, `CONT` resumes it).
     pub fn signal_scheduler(&self, signal: &str) {
-        let pid = self.scheduler.as_ref().expect("no scheduler").id();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} {pid}");
+        send_signal(self.scheduler.as_ref().expect("no scheduler"), signal);
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to the executor started `index`-th.
     pub fn signal_executor(&self, index: usize, signal: &str) {
-        let pid = self.executors[index].id();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -{signal} {pid}");
+        send_signal(&self.executors[index], signal);
     }
 
     /// Waits (up to a minute) for the scheduler process to end by itself.

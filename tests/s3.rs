@@ -209,25 +209,10 @@ async fn a_run_for_one_month_lists_and_reads_only_that_month() {
         .unwrap();
     let staged = cluster.wait_final(&cleanse).await;
     assert_eq!(status(&staged), RunStatus::Succeeded, "{staged:?}");
-    let february_rows: u64 = {
-        let mut rows = 0;
-        for key in keys(&store, "staging/claims/fill_month=2024-02").await {
-            let bytes = store
-                .get(&ObjectPath::from(format!(
-                    "staging/claims/fill_month=2024-02/{key}"
-                )))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .unwrap();
-            rows += reader.metadata().file_metadata().num_rows() as u64;
-        }
-        rows
-    };
+    let february_rows = visible_files(&store, "staging/claims/fill_month=2024-02")
+        .await
+        .values()
+        .sum::<usize>() as u64;
 
     let before = moto.requests().lines().count();
     let run_id = cluster
@@ -738,6 +723,35 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
         let last = failed.last().expect("the proxy failed no call");
         last.trim_start_matches("/lake/").to_owned()
     };
+    // A run whose commit stopped part way: it failed naming that object, and readers are
+    // told the output is incomplete.
+    let stopped_part_way = |stuck: &sluice_proto::v1::Run, failed: &[String]| {
+        assert_eq!(status(stuck), RunStatus::Failed, "{stuck:?}");
+        assert!(
+            stuck.error.contains("commit stopped part way")
+                && stuck.error.contains(&last_key(failed)),
+            "{}",
+            stuck.error
+        );
+    };
+    // The case's output is whole: exactly `expected`, marked complete, nothing staged.
+    let whole = |case: &str, expected: &BTreeMap<String, std::collections::BTreeSet<String>>| {
+        let (store, case, expected) = (
+            std::sync::Arc::clone(&store),
+            case.to_owned(),
+            expected.clone(),
+        );
+        async move {
+            assert_eq!(
+                claims_by_month(&store, &format!("{case}/claims")).await,
+                expected
+            );
+            let success = ObjectPath::from(format!("{case}/claims/_SUCCESS"));
+            assert!(store.head(&success).await.is_ok(), "{case}: no _SUCCESS");
+            let staged = keys(&store, &format!("{case}/claims/_temporary")).await;
+            assert!(staged.is_empty(), "{case}: left in staging: {staged:?}");
+        }
+    };
 
     // A copy (the first half of a move) fails once: the plan is retried and commits.
     let case = "copy-once";
@@ -755,16 +769,7 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
     .await;
     succeeded(&once, cluster.logs());
     assert_eq!(failed.len(), 1);
-    assert_eq!(
-        claims_by_month(&store, &format!("{case}/claims")).await,
-        new
-    );
-    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
-    assert!(
-        keys(&store, &format!("{case}/claims/_temporary"))
-            .await
-            .is_empty()
-    );
+    whole(case, &new).await;
 
     // The `_SUCCESS` marker cannot be written once: retried, the run commits.
     let case = "success-once";
@@ -810,16 +815,7 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
         "{}",
         refused.error
     );
-    assert_eq!(
-        claims_by_month(&store, &format!("{case}/claims")).await,
-        old
-    );
-    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
-    assert!(
-        keys(&store, &format!("{case}/claims/_temporary"))
-            .await
-            .is_empty()
-    );
+    whole(case, &old).await;
 
     // Every copy from the second on fails: the run fails naming the object, `_SUCCESS`
     // is gone (readers are told the output is incomplete), and the next scheduler start
@@ -837,12 +833,7 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
         },
     )
     .await;
-    assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
-    assert!(
-        stuck.error.contains("commit stopped part way") && stuck.error.contains(&last_key(&failed)),
-        "{}",
-        stuck.error
-    );
+    stopped_part_way(&stuck, &failed);
     assert!(!exists(format!("{case}/claims/_SUCCESS")).await);
     cluster.kill_scheduler();
     cluster.start_scheduler().await;
@@ -858,16 +849,7 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
             .any(|w| w.contains("completed when the scheduler started again")),
         "{recovered:?}"
     );
-    assert_eq!(
-        claims_by_month(&store, &format!("{case}/claims")).await,
-        new
-    );
-    assert!(exists(format!("{case}/claims/_SUCCESS")).await);
-    assert!(
-        keys(&store, &format!("{case}/claims/_temporary"))
-            .await
-            .is_empty()
-    );
+    whole(case, &new).await;
 
     // Every delete of a replaced file fails: the new files are in place beside the old
     // ones without `_SUCCESS`; the next run on the output (a later month) completes the
@@ -885,12 +867,7 @@ async fn s3_calls_failing_mid_commit_leave_old_or_new_claims_and_roll_forward() 
         },
     )
     .await;
-    assert_eq!(status(&stuck), RunStatus::Failed, "{stuck:?}");
-    assert!(
-        stuck.error.contains("commit stopped part way") && stuck.error.contains(&last_key(&failed)),
-        "{}",
-        stuck.error
-    );
+    stopped_part_way(&stuck, &failed);
     assert!(!exists(format!("{case}/claims/_SUCCESS")).await);
     let later = cleanse(&cluster, "v3", case).await;
     succeeded(&later, cluster.logs());

@@ -38,12 +38,8 @@ pub async fn query(ctx: &SessionContext, sql: &str, options: SQLOptions) -> Resu
 /// `frame`'s columns.
 pub fn expression(frame: &DataFrame, sql: &str) -> Result<datafusion::logical_expr::Expr> {
     let (state, _) = frame.clone().into_parts();
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(ParserError::from)?;
-    let mut parser = Parser::new(&dialect)
-        .with_tokens_with_locations(integer_division(tokens))
+    let mut parser = Parser::new(&GenericDialect {})
+        .with_tokens_with_locations(tokens(sql)?)
         .with_recursion_limit(state.config().options().sql_parser.recursion_limit.get());
     let mut expr = parser.parse_expr()?;
     let rest = parser.peek_token();
@@ -62,12 +58,8 @@ pub fn expression(frame: &DataFrame, sql: &str) -> Result<datafusion::logical_ex
 /// Parses one statement of Spark SQL into DataFusion's AST, with Spark's syntax
 /// rewritten to DataFusion's.
 pub fn parse(sql: &str, recursion_limit: usize) -> Result<Statement> {
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(ParserError::from)?;
-    let mut statements = DFParserBuilder::new(integer_division(tokens))
-        .with_dialect(&dialect)
+    let mut statements = DFParserBuilder::new(tokens(sql)?)
+        .with_dialect(&GenericDialect {})
         .with_recursion_limit(recursion_limit)
         .build()?
         .parse_statements()?;
@@ -84,6 +76,14 @@ pub fn parse(sql: &str, recursion_limit: usize) -> Result<Statement> {
         let _ = inner.visit(&mut SparkExpressions);
     }
     Ok(statement)
+}
+
+/// The text's tokens in the generic dialect, with Spark's `DIV` as `//`.
+fn tokens(sql: &str) -> Result<Vec<TokenWithSpan>> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(ParserError::from)?;
+    Ok(integer_division(tokens))
 }
 
 /// Replaces each `DIV` between two operands with `//`. A `div` that names a column or
